@@ -1,0 +1,125 @@
+"""Pretraining throughput and the share of step time spent sampling/augmenting.
+
+    python benchmarks/speed.py --data /tmp/cifar10 --write BENCHMARKS.md
+
+Times whole optimiser steps of RR (K=4) and SR (K=4, N=2) with ResNet-32 at 32 px, batch
+128, and, inside the same steps, the time spent in the samplers (views, patches). Writes a
+section of BENCHMARKS.md naming the machine and the command.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from spatialssl.config import load_config
+from spatialssl.data import load_images, make_demo_images
+from spatialssl.methods import build_method
+
+BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    info = Path("/proc/cpuinfo")
+    if info.is_file():
+        found = re.search(r"model name\s*:\s*(.+)", info.read_text())
+        cpu = found.group(1).strip() if found else cpu
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {torch.get_num_threads()} threads"
+    return f"{cpu}; {device}; torch {torch.__version__}; Python {platform.python_version()}"
+
+
+class Timed:
+    """Wraps a sampler and adds up the seconds spent in it."""
+
+    def __init__(self, fn, device):
+        self.fn, self.device, self.seconds = fn, device, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self.fn, name)
+
+    def __call__(self, *args):
+        sync(self.device)
+        start = time.perf_counter()
+        out = self.fn(*args)
+        sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return out
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(name: str, overrides: list, images: torch.Tensor, steps: int, warmup: int, device) -> dict:
+    cfg = load_config(overrides=["model.backbone=resnet32", "train.batch_size=128", *overrides])
+    method = build_method(cfg, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]).to(device)
+    samplers = [s for s in ("views", "patches") if hasattr(method, s)]
+    optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
+    generator = torch.Generator(device=device).manual_seed(0)
+    batch = cfg.train.batch_size
+    data = images.to(device)
+    for step in range(warmup + steps):
+        if step == warmup:
+            for s in samplers:
+                setattr(method, s, Timed(getattr(method, s), device))
+            sync(device)
+            start = time.perf_counter()
+        index = torch.randint(len(data), (batch,), device=device, generator=generator)
+        loss, _ = method.training_step(data[index], None, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    sampling = sum(getattr(method, s).seconds for s in samplers)
+    return {"name": name, "images_per_s": steps * batch / seconds, "step_ms": 1000 * seconds / steps,
+            "sampling_share": sampling / seconds}
+
+
+def write_section(path: Path, text: str) -> None:
+    old = path.read_text() if path.is_file() else "# Benchmarks\n"
+    if BEGIN in old:
+        new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip() + "\n\n" + text + "\n"
+    path.write_text(new)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", help="CIFAR-10 (any layout we read); default: generated 32 px images")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--write", type=Path, help="update this BENCHMARKS.md section")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    images = (load_images(args.data).images if args.data else make_demo_images(1024, seed=0).images)
+    runs = [("RR, K=4", ["method.name=rr", "method.augmentations=4"]),
+            ("SR plain, K=4, N=2", ["method.name=sr", "method.augmentations=4", "method.num_patches=2", "method.patch_size=16"]),
+            ("SR additive, K=4, N=2", ["method.name=sr", "method.augmentations=4", "method.num_patches=2",
+                                       "method.patch_size=16", "method.additive=true"])]
+    rows = [measure(name, o, images, args.steps, args.warmup, device) for name, o in runs]
+    lines = [BEGIN, "## Pretraining speed (ResNet-32, 32 px, batch 128)", "",
+             f"Machine: {machine()}.  ",
+             f"Data: {args.data or 'generated 32 px images'}; {args.steps} timed steps after {args.warmup} warm-up steps.  ",
+             f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:])}`", "",
+             "| method | images/s | ms/step | sampling + augmentation share of step |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['images_per_s']:.1f} | {r['step_ms']:.0f} | {100 * r['sampling_share']:.1f}% |")
+    lines.append(END)
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        write_section(args.write, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Checkpoints: safetensors files written atomically, with the run's config inside.
+
+``last.ckpt`` (safetensors) holds the method's weights (``method.*``), the optimiser state
+(``optimizer.*``) and the random generators (``rng.*``); its metadata holds the config,
+the epoch and the optimiser's hyper-parameters, so it alone resumes a run.
+``last.json`` is the same metadata for people. ``backbone.safetensors`` is the backbone
+alone under torchvision's keys, for use outside spatialssl.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import DataError
+
+FORMAT = "spatialssl-checkpoint-1"
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a torn file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"optimizer.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return tensors, state["param_groups"]
+
+
+def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
+                    generators: dict, config: dict, epoch: int, metrics: dict) -> Path:
+    out_dir = Path(out_dir)
+    tensors = {f"method.{k}": v for k, v in method.state_dict().items()}
+    param_groups = []
+    if optimizer is not None:
+        optimizer_tensors, param_groups = _optimizer_tensors(optimizer)
+        tensors.update(optimizer_tensors)
+    for name, generator in generators.items():
+        tensors[f"rng.{name}"] = generator.get_state()
+    info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics}
+    metadata = {"spatialssl": json.dumps({**info, "param_groups": param_groups})}
+    path = out_dir / "last.ckpt"
+    save_weights(path, tensors, metadata)
+    save_weights(out_dir / "backbone.safetensors", method.backbone.state_dict(),
+                 {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch})})
+    _atomic(out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    return path
+
+
+def read_checkpoint(path) -> tuple:
+    """Return (tensors, info) of a checkpoint, or raise DataError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            info = json.loads((f.metadata() or {}).get("spatialssl", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise DataError(f"cannot read checkpoint {path}: {err}") from None
+    if info.get("format") != FORMAT:
+        raise DataError(f"{path} is not a spatialssl checkpoint (no '{FORMAT}' metadata)")
+    return tensors, info
+
+
+def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, generators=None) -> None:
+    prefix = "method."
+    method.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    if optimizer is not None:
+        state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+    for name, generator in (generators or {}).items():
+        generator.set_state(tensors[f"rng.{name}"])
+
+
+def backbone_state(tensors: dict) -> dict:
+    prefix = "method.backbone."
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_backbone(path) -> tuple:
+    """(backbone with the checkpoint's weights, its Config) from a ``last.ckpt``."""
+    from .config import load_config
+    from .models import create_backbone
+
+    tensors, info = read_checkpoint(path)
+    cfg = load_config(base=info["config"])
+    backbone = create_backbone(cfg.model.backbone, cfg.model.cifar_stem)
+    backbone.load_state_dict(backbone_state(tensors))
+    return backbone, cfg

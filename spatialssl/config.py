@@ -1,0 +1,207 @@
+"""Run configuration: nested dataclasses, YAML recipes and ``key=value`` overrides.
+
+Every option has a default here; a recipe only states what differs. Unknown keys and
+values of the wrong type are rejected with an error naming the key, before work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None
+    dataset: Optional[str] = None  # cifar10 | cifar100 | stl10: used by --download only
+    split: str = "train"  # what pretraining reads; e.g. "train+unlabeled" for STL-10
+    test_split: str = "test"
+    labels: str = "fine"  # CIFAR-100: fine (100) or coarse (the 20 super-classes)
+    image_size: Optional[int] = None  # resize at decode time (once); None keeps files' size
+    mean: Optional[list] = None  # None: measured on the training images
+    std: Optional[list] = None
+    cache: bool = True
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet32"
+    cifar_stem: bool = False  # ResNet-18/34 only: 3x3 stride-1 stem, no max-pool
+
+
+@dataclass
+class AugmentConfig:
+    scale: list = field(default_factory=lambda: [0.08, 1.0])
+    ratio: list = field(default_factory=lambda: [3 / 4, 4 / 3])
+    flip_p: float = 0.5
+    jitter: list = field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])  # b, c, s, h
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+
+
+@dataclass
+class MethodConfig:
+    name: str = "sr"  # rr | sr | supervised | random
+    augmentations: int = 4  # K
+    num_patches: int = 2  # N (SR)
+    patch_size: int = 16
+    additive: bool = False  # SR additive-patch-use
+    non_overlapping: bool = True  # first two patches never overlap
+    focal: Optional[bool] = None  # None: focal for RR, plain BCE for SR (as published)
+    head_hidden: int = 256
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 200
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "auto"
+    knn_monitor: int = 2000  # images per split for the per-epoch kNN monitor; 0 turns it off
+    log_every: int = 20
+
+
+@dataclass
+class EvalConfig:
+    epochs: int = 100
+    lr: float = 1e-3
+    batch_size: int = 128
+    patches: list = field(default_factory=lambda: [0, 1, 3, 5, 7, 9])
+    affine_augment: bool = False
+    augment_copies: int = 10  # augmented feature sets cycled through when affine_augment
+    knn_k: int = 200
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``hint``; ints are accepted for floats."""
+    origin = get_origin(hint)
+    if origin is Union:
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        hint = next(o for o in options if o is not type(None))
+        origin = get_origin(hint)
+    if hint is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML reads "1e-4" as a string
+        except ValueError:
+            pass
+    expected = origin or hint
+    if expected is list and isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"config key '{key}' expects {getattr(expected, '__name__', expected)}, got {value!r}")
+    return value
+
+
+def _apply(section: Any, values: dict, prefix: str) -> None:
+    hints = get_type_hints(type(section))
+    for name, value in values.items():
+        key = f"{prefix}{name}"
+        if name not in hints:
+            valid = ", ".join(f"{prefix}{n}" for n in hints)
+            raise ConfigError(f"unknown config key '{key}'; valid keys here: {valid}")
+        current = getattr(section, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' is a section; give it a mapping")
+            _apply(current, value, f"{key}.")
+        else:
+            setattr(section, name, _coerce(value, hints[name], key))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """``["method.num_patches=3", "train.epochs=5"]`` -> nested dict with YAML-typed values."""
+    nested: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"override '{pair}' is not of the form section.key=value")
+        key, raw = pair.split("=", 1)
+        node = nested
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+    return nested
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None,
+                base: Optional[dict] = None) -> Config:
+    """Build a validated Config from defaults, an optional base dict, a recipe and overrides."""
+    cfg = Config()
+    if base:
+        _apply(cfg, base, "")
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            bundled = Path(__file__).parent / "recipes" / path.name
+            if not bundled.is_file():
+                raise ConfigError(f"recipe {path} does not exist")
+            path = bundled
+        try:
+            recipe = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+        if not isinstance(recipe, dict):
+            raise ConfigError(f"recipe {path} must be a mapping of sections")
+        _apply(cfg, recipe, "")
+    _apply(cfg, parse_overrides(overrides or []), "")
+    validate(cfg)
+    return cfg
+
+
+METHODS = ("rr", "sr", "supervised", "random")
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need no data; geometry checks against the images happen at sampler build."""
+    m, t = cfg.method, cfg.train
+    if m.name not in METHODS:
+        raise ConfigError(f"method.name '{m.name}' is unknown; choose one of {', '.join(METHODS)}")
+    if m.name in ("rr", "sr") and m.augmentations < 2:
+        raise ConfigError(f"method.augmentations must be >= 2 for {m.name} (it pairs views), got {m.augmentations}")
+    if m.name == "sr" and m.num_patches < 2:
+        raise ConfigError(f"method.num_patches must be >= 2 for sr (it pairs patches), got {m.num_patches}")
+    if m.patch_size < 1:
+        raise ConfigError(f"method.patch_size must be positive, got {m.patch_size}")
+    if t.batch_size < 2:
+        raise ConfigError(f"train.batch_size must be >= 2, got {t.batch_size}")
+    if t.epochs < 0:
+        raise ConfigError(f"train.epochs must be >= 0, got {t.epochs}")
+    if cfg.data.labels not in ("fine", "coarse"):
+        raise ConfigError(f"data.labels must be 'fine' or 'coarse', got '{cfg.data.labels}'")
+    lo, hi = cfg.augment.scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
+    for n in cfg.eval.patches:
+        if n not in (0, 1, 3, 5, 7, 9):
+            raise ConfigError(f"eval.patches may hold 0, 1, 3, 5, 7 or 9, got {n}")
+    for name in ("mean", "std"):
+        value = getattr(cfg.data, name)
+        if value is not None and len(value) != 3:
+            raise ConfigError(f"data.{name} needs 3 values (R, G, B), got {value}")

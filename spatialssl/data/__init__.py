@@ -1,0 +1,6 @@
+"""Readers that decode a data set once into a uint8 ImageSet, and the embedded demo data."""
+from .demo import demo_splits, make_demo_images
+from .imageset import ImageSet
+from .readers import detect_layout, load_images
+
+__all__ = ["ImageSet", "load_images", "detect_layout", "make_demo_images", "demo_splits"]

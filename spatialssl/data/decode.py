@@ -1,0 +1,104 @@
+"""Decode image files once into a uint8 array, with a content-keyed cache on disk."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+CACHE_FORMAT = "1"  # bump when decoding changes, so old caches are not reused
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def list_images(folder: Path) -> list:
+    return sorted(p for p in folder.iterdir() if is_image(p))
+
+
+def _decode(path: Path, data: bytes, size: Optional[int]) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img = img.convert("RGB")
+            if size is not None and img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except Exception as err:  # Pillow raises many types for corrupt files
+        raise DataError(f"cannot decode image {path}: {err}. Remove or replace the file.") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err.strerror}") from None
+
+
+def _cache_dir(root: Path) -> Path:
+    """Next to the data when writable, else the user's cache folder."""
+    beside = root / ".spatialssl-cache"
+    try:
+        beside.mkdir(exist_ok=True)
+        probe = beside / ".write-test"
+        probe.touch()
+        probe.unlink()
+        return beside
+    except OSError:
+        home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spatialssl"
+        home.mkdir(parents=True, exist_ok=True)
+        return home
+
+
+def save_npz_atomic(path: Path, **arrays) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def decode_files(files: list, root: Path, size: Optional[int], cache: bool = True) -> np.ndarray:
+    """Decode ``files`` into an N x H x W x 3 uint8 array.
+
+    The cache key hashes every file's relative name and bytes (and the resize option), so
+    a changed, added or removed file gives a new key, and a copied data set hits the cache.
+    """
+    if not files:
+        raise DataError(f"no images found in {root}")
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        contents = list(pool.map(_read, files))
+    key = hashlib.blake2b(f"{CACHE_FORMAT}|{size}".encode(), digest_size=16)
+    for path, data in zip(files, contents):
+        key.update(str(path.relative_to(root)).encode())
+        key.update(len(data).to_bytes(8, "little"))
+        key.update(data)
+    cache_file = _cache_dir(root) / f"images-{key.hexdigest()}.npz" if cache else None
+    if cache_file is not None and cache_file.is_file():
+        with np.load(cache_file) as stored:
+            return stored["images"]
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        arrays = list(pool.map(lambda item: _decode(*item, size), zip(files, contents)))
+    first = arrays[0].shape
+    for path, array in zip(files, arrays):
+        if array.shape != first:
+            raise DataError(
+                f"images in {root} have mixed sizes: {files[0].name} is {first[1]}x{first[0]}, "
+                f"{path.relative_to(root)} is {array.shape[1]}x{array.shape[0]}. "
+                "Set data.image_size=N to resize every image to N x N once at load.")
+    images = np.stack(arrays)
+    if cache_file is not None:
+        save_npz_atomic(cache_file, images=images)
+    return images

@@ -1,0 +1,56 @@
+"""ImageSet: a whole data set decoded once into one uint8 tensor, plus labels."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8, N x 3 x H x W
+    labels: Optional[torch.Tensor] = None  # int64, N; None for unlabelled data
+    classes: list = field(default_factory=list)
+    source: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"ImageSet needs uint8 N x 3 x H x W images, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images in {self.source}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def image_size(self) -> tuple:
+        return tuple(self.images.shape[-2:])
+
+    @property
+    def num_classes(self) -> int:
+        if self.classes:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if self.labels is not None else 0
+
+    def subset(self, count: int, seed: int = 0) -> "ImageSet":
+        """A fixed random subset (the same for the same seed), or everything if count >= len."""
+        if count >= len(self):
+            return self
+        index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
+        index = index.sort().values
+        labels = None if self.labels is None else self.labels[index]
+        return ImageSet(self.images[index], labels, self.classes, f"{self.source} (subset of {count})")
+
+    def mean_std(self) -> tuple:
+        """Per-channel mean and std in [0, 1], measured in chunks to bound memory."""
+        total = torch.zeros(3, dtype=torch.float64)
+        squares = torch.zeros(3, dtype=torch.float64)
+        for chunk in self.images.split(4096):
+            x = chunk.double().div_(255)
+            total += x.sum(dim=(0, 2, 3))
+            squares += x.square().sum(dim=(0, 2, 3))
+        count = self.images.numel() / 3
+        mean = total / count
+        std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
+        return mean.tolist(), std.tolist()

@@ -1,0 +1,251 @@
+"""Readers for the data layouts we recognise, and the detection that picks one for a path.
+
+Known layouts (``--data PATH`` may point at the folder or at its parent):
+  cifar10      torchvision's ``cifar-10-batches-py`` pickles
+  cifar100     torchvision's ``cifar-100-python`` pickles (fine or coarse labels)
+  stl10        ``stl10_binary`` (train, test, unlabeled)
+  tiny         ``tiny-imagenet-200`` (the labelled val split serves as test)
+  split-folder ``train/<class>/img`` and ``test/<class>/img`` (or ``val``)
+  class-folder ``<class>/img`` (one split, train)
+  unlabelled   a flat folder of images
+  npz          a ``.npz`` file with ``images`` [+ ``labels``] or ``train_images`` ... ``test_labels``
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .decode import decode_files, is_image, list_images
+from .imageset import ImageSet
+
+Arrays = tuple  # (images N x H x W x 3 or N x 3 x H x W uint8, labels or None, class names)
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"missing file {path}; the data set folder is incomplete (re-download it with --download)")
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="bytes")
+    except Exception as err:
+        raise DataError(f"cannot read {path}: {err}; the file is corrupt (re-download it)") from None
+
+
+def _cifar_rows(data: np.ndarray) -> np.ndarray:
+    return data.reshape(-1, 3, 32, 32)
+
+
+def read_cifar10(root: Path, split: str, labels: str) -> Arrays:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    batches = [_unpickle(root / n) for n in names]
+    images = np.concatenate([_cifar_rows(b[b"data"]) for b in batches])
+    targets = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
+    meta = _unpickle(root / "batches.meta")
+    return images, targets, [n.decode() for n in meta[b"label_names"]]
+
+
+def read_cifar100(root: Path, split: str, labels: str) -> Arrays:
+    batch = _unpickle(root / split)
+    meta = _unpickle(root / "meta")
+    key = b"fine_labels" if labels == "fine" else b"coarse_labels"
+    classes = meta[b"fine_label_names" if labels == "fine" else b"coarse_label_names"]
+    return _cifar_rows(batch[b"data"]), np.asarray(batch[key]), [c.decode() for c in classes]
+
+
+def _read_binary(path: Path, dtype=np.uint8) -> np.ndarray:
+    if not path.is_file():
+        raise DataError(f"missing file {path}; the STL-10 folder is incomplete (re-download it with --download)")
+    return np.fromfile(path, dtype=dtype)
+
+
+def read_stl10(root: Path, split: str, labels: str) -> Arrays:
+    raw = _read_binary(root / f"{split}_X.bin")
+    if raw.size % (3 * 96 * 96):
+        raise DataError(f"{root / f'{split}_X.bin'} is truncated: its size is not a multiple of one 96x96 image")
+    # Stored column-major per channel: transpose to rows first.
+    images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
+    targets = None
+    if split != "unlabeled":
+        targets = _read_binary(root / f"{split}_y.bin").astype(np.int64) - 1
+    names_file = root / "class_names.txt"
+    classes = names_file.read_text().split() if names_file.is_file() else [str(i) for i in range(10)]
+    return images, targets, classes
+
+
+def read_tiny_imagenet(root: Path, split: str, labels: str, size: Optional[int], cache: bool) -> Arrays:
+    wnids = (root / "wnids.txt").read_text().split()
+    index = {w: i for i, w in enumerate(wnids)}
+    if split == "train":
+        files, targets = [], []
+        for wnid in wnids:
+            found = list_images(root / "train" / wnid / "images")
+            files += found
+            targets += [index[wnid]] * len(found)
+    else:
+        annotations = root / "val" / "val_annotations.txt"
+        if not annotations.is_file():
+            raise DataError(f"missing {annotations}; tiny-ImageNet's labelled split is its val folder")
+        files, targets = [], []
+        for line_no, line in enumerate(annotations.read_text().splitlines(), 1):
+            parts = line.split("\t")
+            if len(parts) < 2 or parts[1] not in index:
+                raise DataError(f"{annotations} line {line_no} is not 'file<TAB>wnid' with a known wnid: {line!r}")
+            files.append(root / "val" / "images" / parts[0])
+            targets.append(index[parts[1]])
+    return decode_files(files, root, size, cache), np.asarray(targets), wnids
+
+
+def _class_folders(root: Path) -> list:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def read_class_folder(root: Path, size: Optional[int], cache: bool) -> Arrays:
+    classes = _class_folders(root)
+    files, targets = [], []
+    for i, folder in enumerate(classes):
+        found = sorted(p for p in folder.rglob("*") if is_image(p))
+        if not found:
+            raise DataError(f"class folder {folder} holds no images; remove it or add images")
+        files += found
+        targets += [i] * len(found)
+    return decode_files(files, root, size, cache), np.asarray(targets), [c.name for c in classes]
+
+
+def read_unlabelled(root: Path, size: Optional[int], cache: bool) -> Arrays:
+    return decode_files(list_images(root), root, size, cache), None, []
+
+
+def read_npz(path: Path, split: str) -> Arrays:
+    try:
+        arrays = np.load(path)
+    except Exception as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    keys = set(arrays.files)
+    if f"{split}_images" in keys:
+        image_key = f"{split}_images"
+    elif "images" in keys and split == "train":
+        image_key = "images"
+    else:
+        raise DataError(f"{path} has no '{split}_images' array (it has {sorted(keys)}); "
+                        "store 'images' [+ 'labels'] or 'train_images'/'test_images' [+ '_labels']")
+    label_key = image_key.replace("images", "labels")
+    images = arrays[image_key]
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise DataError(f"{path}:{image_key} must be uint8 N x H x W x C or N x C x H x W, "
+                        f"got {images.dtype} {images.shape}")
+    labels = arrays[label_key].astype(np.int64) if label_key in keys else None
+    return images, labels, []
+
+
+def _find(path: Path, name: str) -> Optional[Path]:
+    if path.name == name and path.is_dir():
+        return path
+    return path / name if (path / name).is_dir() else None
+
+
+def _has_class_folders(path: Path) -> bool:
+    subdirs = _class_folders(path)
+    return bool(subdirs) and any(any(is_image(p) for p in d.iterdir()) for d in subdirs[:5])
+
+
+def detect_layout(path: Path) -> tuple:
+    """Return (layout name, folder to read) for ``path``, or raise DataError."""
+    if not path.exists():
+        raise DataError(f"--data {path} does not exist")
+    if path.is_file():
+        if path.suffix == ".npz":
+            return "npz", path
+        raise DataError(f"--data {path} is a file but not a .npz array file")
+    for name, layout in (("cifar-10-batches-py", "cifar10"), ("cifar-100-python", "cifar100"),
+                         ("stl10_binary", "stl10"), ("tiny-imagenet-200", "tiny")):
+        found = _find(path, name)
+        if found is not None:
+            return layout, found
+    if (path / "wnids.txt").is_file() and (path / "val").is_dir():
+        return "tiny", path
+    if (path / "train").is_dir() and _has_class_folders(path / "train"):
+        return "split-folder", path
+    if _has_class_folders(path):
+        return "class-folder", path
+    if list_images(path):
+        return "unlabelled", path
+    if not any(path.iterdir()):
+        raise DataError(f"--data {path} is an empty folder")
+    raise DataError(
+        f"--data {path} matches no known layout. Expected torchvision's CIFAR-10/100 or STL-10 folders, "
+        "tiny-imagenet-200, train/ and test/ with class sub-folders, class sub-folders, a flat folder "
+        "of images, or a .npz file (see `spatialssl pretrain --help`).")
+
+
+SPLITS = {
+    "cifar10": ("train", "test"), "cifar100": ("train", "test"), "stl10": ("train", "test", "unlabeled"),
+    "tiny": ("train", "test", "val"), "split-folder": ("train", "test", "val"), "class-folder": ("train",),
+    "unlabelled": ("train",), "npz": ("train", "test"),
+}
+
+
+def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional[int], cache: bool) -> Arrays:
+    if split not in SPLITS[layout]:
+        raise DataError(f"{root} ({layout} layout) has no '{split}' split; it has {', '.join(SPLITS[layout])}")
+    readers: dict = {
+        "cifar10": lambda: read_cifar10(root, split, labels),
+        "cifar100": lambda: read_cifar100(root, split, labels),
+        "stl10": lambda: read_stl10(root, split, labels),
+        "tiny": lambda: read_tiny_imagenet(root, "val" if split == "test" else split, labels, size, cache),
+        "split-folder": lambda: read_class_folder(_split_folder(root, split), size, cache),
+        "class-folder": lambda: read_class_folder(root, size, cache),
+        "unlabelled": lambda: read_unlabelled(root, size, cache),
+        "npz": lambda: read_npz(root, split),
+    }
+    reader: Callable = readers[layout]
+    return reader()
+
+
+def _split_folder(root: Path, split: str) -> Path:
+    folder = root / split
+    if split == "test" and not folder.is_dir():
+        folder = root / "val"
+    if not folder.is_dir():
+        raise DataError(f"{root} has no '{split}' folder")
+    return folder
+
+
+def _to_tensor(images: np.ndarray, source: str, size: Optional[int]) -> torch.Tensor:
+    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
+        images = images.transpose(0, 3, 1, 2)
+    if images.shape[1] not in (1, 3):
+        raise DataError(f"images in {source} have {images.shape[1]} channels; 1 (grey) or 3 (RGB) are supported")
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if tensor.shape[1] == 1:
+        tensor = tensor.expand(-1, 3, -1, -1).contiguous()
+    if size is not None and tuple(tensor.shape[-2:]) != (size, size):
+        resized = torch.nn.functional.interpolate(tensor.float(), size=(size, size), mode="bilinear",
+                                                  antialias=True, align_corners=False)
+        tensor = resized.round_().clamp_(0, 255).to(torch.uint8)
+    return tensor
+
+
+def load_images(path, split: str = "train", labels: str = "fine", image_size: Optional[int] = None,
+                cache: bool = True) -> ImageSet:
+    """Read one split (or several joined by '+', e.g. 'train+unlabeled') of the data at ``path``."""
+    path = Path(path).expanduser()
+    layout, root = detect_layout(path)
+    parts = []
+    for name in split.split("+"):
+        images, targets, classes = _read_split(layout, root, name, labels, image_size, cache)
+        tensor = _to_tensor(images, str(root), image_size)
+        target_tensor = None if targets is None else torch.as_tensor(targets, dtype=torch.int64)
+        parts.append(ImageSet(tensor, target_tensor, classes, f"{root} [{name}]"))
+    if len(parts) == 1:
+        return parts[0]
+    if len({p.image_size for p in parts}) > 1:
+        raise DataError(f"splits {split} of {root} have different image sizes; set data.image_size")
+    labelled = all(p.labels is not None for p in parts)
+    return ImageSet(torch.cat([p.images for p in parts]),
+                    torch.cat([p.labels for p in parts]) if labelled else None,
+                    parts[0].classes, f"{root} [{split}]")

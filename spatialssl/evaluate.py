@@ -1,0 +1,136 @@
+"""Evaluation of a frozen backbone: features extracted once, a linear probe on the image
+feature concatenated with 0-9 patch features, and a kNN monitor."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import augment
+from .models import embed
+from .samplers import grid_patches
+
+
+@torch.no_grad()
+def extract_features(backbone: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                     num_patches: int = 0, patch_size: int = 16, batch_size: int = 256,
+                     device: str = "cpu", augment_generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """N x (1 + num_patches) x D features: the whole image, then the evaluation patches in
+    the paper's grid order. The backbone runs in eval mode. With ``augment_generator`` each
+    image is randomly affine-transformed first (the paper's Fig. 4 evaluation)."""
+    was_training = backbone.training
+    backbone.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
+        if augment_generator is not None:
+            x = augment.random_affine(x, augment_generator)
+        parts = [embed(backbone, augment.normalize(x, mean, std))]
+        if num_patches:
+            patches = grid_patches(x, patch_size, num_patches, mean, std)
+            parts += list(embed(backbone, patches.flatten(0, 1)).view(num_patches, len(x), -1))
+        out.append(torch.stack(parts, dim=1).float().cpu())
+    backbone.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+                 test_labels: torch.Tensor, k: int = 200, temperature: float = 0.07) -> float:
+    """Weighted kNN on cosine similarity (Wu et al. 2018): a quick monitor of a representation."""
+    train_n = F.normalize(train_features, dim=1)
+    test_n = F.normalize(test_features, dim=1)
+    classes = int(max(train_labels.max(), test_labels.max())) + 1
+    k = min(k, len(train_n))
+    correct = 0
+    for start in range(0, len(test_n), 1024):
+        sims, index = (test_n[start:start + 1024] @ train_n.T).topk(k, dim=1)
+        votes = torch.zeros(len(sims), classes).scatter_add_(1, train_labels[index], (sims / temperature).exp())
+        correct += (votes.argmax(1) == test_labels[start:start + 1024]).sum().item()
+    return correct / len(test_n)
+
+
+@dataclass
+class ProbeResult:
+    test_acc: float
+    train_acc: float
+
+
+def train_linear_probe(train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
+                       test_features: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                       epochs: int = 100, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
+                       device: str = "cpu") -> ProbeResult:
+    """Linear(D' -> classes) with Adam on fixed features; accuracy after the last epoch.
+
+    ``train_features`` is a list of N x D' tensors: epoch e trains on entry e mod len (one
+    entry without augmentation, several augmented copies with it)."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    probe = nn.Linear(train_features[0].shape[1], num_classes).to(device)
+    optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
+    labels = train_labels.to(device)
+    copies = [f.to(device) for f in train_features]
+    for epoch in range(epochs):
+        features = copies[epoch % len(copies)]
+        order = torch.randperm(len(features), generator=generator).to(device)
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            loss = F.cross_entropy(probe(features[index]), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        test_acc = (probe(test_features.to(device)).argmax(1).cpu() == test_labels).float().mean().item()
+        train_acc = (probe(copies[0]).argmax(1) == labels).float().mean().item()
+    return ProbeResult(test_acc, train_acc)
+
+
+def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
+                      test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+                      mean: Sequence[float], std: Sequence[float], patch_size: int,
+                      patch_counts: Sequence[int] = (0, 1, 3, 5, 7, 9), epochs: int = 100, lr: float = 1e-3,
+                      batch_size: int = 128, affine_augment: bool = False, augment_copies: int = 10,
+                      knn_k: int = 200, seed: int = 0, device: str = "cpu") -> dict:
+    """The paper's protocol: features extracted once (patch features for the largest count,
+    so smaller counts are prefixes), one linear probe per patch count, top-1 on the test split.
+    Returns {"knn": acc, "linear": {n: ProbeResult}}."""
+    most = max(patch_counts)
+    backbone = backbone.to(device)
+    extract = dict(mean=mean, std=std, num_patches=most, patch_size=patch_size, device=device)
+    train = extract_features(backbone, train_images, **extract)
+    test = extract_features(backbone, test_images, **extract)
+    augmented = []
+    if affine_augment:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        augmented = [extract_features(backbone, train_images, augment_generator=generator, **extract)
+                     for _ in range(augment_copies)]
+    results = {"knn": knn_accuracy(train[:, 0], train_labels, test[:, 0], test_labels, knn_k), "linear": {}}
+    for n in patch_counts:
+        sets = augmented or [train]
+        results["linear"][n] = train_linear_probe(
+            [f[:, : n + 1].flatten(1) for f in sets], train_labels, test[:, : n + 1].flatten(1), test_labels,
+            num_classes, epochs, lr, batch_size, seed, device)
+    return results
+
+
+def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:
+    """Patch features make sense for plain Spatial Reasoning; other methods use the image alone."""
+    if requested is not None:
+        return sorted(set(requested))
+    if cfg.method.name == "sr" and not cfg.method.additive:
+        return sorted(set(cfg.eval.patches))
+    return [0]
+
+
+def format_results(rows: dict) -> str:
+    """A plain-text table: one row per model, columns kNN and linear top-1 per patch count."""
+    counts = sorted({n for r in rows.values() for n in r["linear"]})
+    header = f"{'model':<24}{'kNN':>8}" + "".join(f"{f'lin+{n}p' if n else 'linear':>9}" for n in counts)
+    lines = [header, "-" * len(header)]
+    for name, r in rows.items():
+        cells = "".join(f"{100 * r['linear'][n].test_acc:>9.2f}" if n in r["linear"] else f"{'-':>9}" for n in counts)
+        lines.append(f"{name:<24}{100 * r['knn']:>8.2f}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""Losses of the relation methods; each usable on its own."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def focal_bce_with_logits(logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0,
+                          alpha: float = 0.5) -> torch.Tensor:
+    """Focal loss on BCE-with-logits (Lin et al.), mean over elements.
+    ``alpha`` weighs positives, ``1 - alpha`` negatives; gamma = 0, alpha = 0.5 is BCE / 2."""
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p = torch.sigmoid(logits)
+    p_true = p * targets + (1 - p) * (1 - targets)
+    weight = alpha * targets + (1 - alpha) * (1 - targets)
+    return (weight * (1 - p_true).pow(gamma) * bce).mean()
+
+
+class FocalBCELoss(nn.Module):
+    """Relational Reasoning's loss: focal BCE (gamma 2, alpha 0.5) on same/different logits."""
+
+    def __init__(self, gamma: float = 2.0, alpha: float = 0.5):
+        super().__init__()
+        self.gamma, self.alpha = gamma, alpha
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return focal_bce_with_logits(logits, targets, self.gamma, self.alpha)
+
+
+class SpatialRelationLoss(nn.Module):
+    """Spatial Reasoning's loss (paper eq. 3): BCE on column 0 + MSE on column 1 (x) +
+    MSE on column 2 (y). ``outputs`` and ``targets`` are P x 3. With ``focal`` the BCE term
+    is RR's focal loss instead. Returns (total, {"bce", "mse_x", "mse_y"})."""
+
+    def __init__(self, focal: bool = False):
+        super().__init__()
+        self.focal = focal
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple:
+        if self.focal:
+            bce = focal_bce_with_logits(outputs[:, 0], targets[:, 0])
+        else:
+            bce = F.binary_cross_entropy_with_logits(outputs[:, 0], targets[:, 0])
+        mse_x = F.mse_loss(outputs[:, 1], targets[:, 1])
+        mse_y = F.mse_loss(outputs[:, 2], targets[:, 2])
+        return bce + mse_x + mse_y, {"bce": bce.detach(), "mse_x": mse_x.detach(), "mse_y": mse_y.detach()}

@@ -1,0 +1,34 @@
+"""What the training loop needs of a method, and nothing more."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Method(nn.Module):
+    """A pretraining method: a sampler, a backbone, a head and a loss.
+
+    The loop hands ``training_step`` a uint8 image batch (B x 3 x H x W, on the training
+    device), its labels (or None) and the run's generator, and gets back the loss and a dict
+    of scalar tensors to log. ``backbone`` is what evaluation and export keep.
+    """
+
+    trains = True  # False: the untrained backbone is the result (random-weights baseline)
+    needs_labels = False
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def training_step(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
+        raise NotImplementedError
+
+
+class RandomWeights(Method):
+    """The lower bound: the backbone as initialised, never trained."""
+
+    trains = False
+
+    @classmethod
+    def from_config(cls, cfg, backbone, mean, std, num_classes):
+        return cls(backbone)

@@ -1,0 +1,60 @@
+"""Spatial Reasoning (Albert et al. 2024): Relational Reasoning plus N patches per image
+whose pairwise displacement the relation head regresses (plain or additive-patch-use)."""
+from __future__ import annotations
+
+import torch
+
+from ..losses import SpatialRelationLoss
+from ..models import RelationHead, embed
+from ..samplers import PatchSampler, ViewSampler, patch_pairs, relation_pairs
+from .base import Method
+from .relational import view_sampler
+
+
+def spatial_targets(image_target: torch.Tensor, centres: torch.Tensor, left: torch.Tensor,
+                    right: torch.Tensor) -> torch.Tensor:
+    """Targets (same-image, x, y) for image pairs then patch pairs (P x 3).
+
+    Image pairs: pseudo targets 0 (same image) or 1 (different) on both position outputs.
+    Patch pairs: always "same image", and the displacement p_left - p_right in (x, y).
+    ``centres`` is the N*B x 2 table of normalised patch centres."""
+    pseudo = (1 - image_target)[:, None].expand(-1, 2)
+    images = torch.cat([image_target[:, None], pseudo], dim=1)
+    displacement = centres[left] - centres[right]
+    patches = torch.cat([torch.ones_like(displacement[:, :1]), displacement], dim=1)
+    return torch.cat([images, patches])
+
+
+class SpatialReasoning(Method):
+    def __init__(self, backbone, views: ViewSampler, patches: PatchSampler, head: RelationHead, loss=None):
+        super().__init__(backbone)
+        self.views = views
+        self.patches = patches
+        self.head = head
+        self.loss = loss if loss is not None else SpatialRelationLoss()
+
+    @classmethod
+    def from_config(cls, cfg, backbone, mean, std, num_classes):
+        m, a = cfg.method, cfg.augment
+        patches = PatchSampler(m.num_patches, m.patch_size, mean, std, m.additive, m.non_overlapping,
+                               a.jitter, a.jitter_p, a.gray_p)
+        return cls(backbone, view_sampler(cfg, mean, std, m.augmentations), patches,
+                   RelationHead(backbone.num_features, 3, m.head_hidden), SpatialRelationLoss(bool(m.focal)))
+
+    def training_step(self, images, labels, generator):
+        batch, device = images.shape[0], str(images.device)
+        views = self.views(images, generator)
+        patches, centres = self.patches(images, generator)
+        # One forward pass for views and patches, as the published code (shared BN statistics).
+        z = embed(self.backbone, torch.cat([views, patches]))
+        z_views, z_patches = z[: len(views)], z[len(views):]
+        image_left, image_right, image_target = relation_pairs(batch, self.views.num_views, device)
+        patch_left, patch_right = patch_pairs(batch, self.patches.num_patches, device)
+        outputs = self.head(torch.cat([z_views[image_left], z_patches[patch_left]]),
+                            torch.cat([z_views[image_right], z_patches[patch_right]]))
+        targets = spatial_targets(image_target, centres.reshape(-1, 2), patch_left, patch_right)
+        loss, parts = self.loss(outputs, targets)
+        images_count = len(image_target)
+        relation_acc = ((outputs[:images_count, 0] > 0) == (image_target > 0.5)).float().mean()
+        position_error = (outputs[images_count:, 1:] - targets[images_count:, 1:]).norm(dim=1).mean()
+        return loss, {**parts, "relation_acc": relation_acc.detach(), "position_error": position_error.detach()}

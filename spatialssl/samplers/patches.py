@@ -1,0 +1,145 @@
+"""Spatial Reasoning's patches: N square patches per image with their positions as targets.
+
+Patches are cut from the un-augmented image at integer pixel offsets, each gets its own
+colour jitter and grayscale (no crop or flip), and is then either resized to the image
+size (plain) or pasted at its own position on a black canvas (additive-patch-use). The
+first two patches of every image never overlap.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .. import augment
+from ..errors import ConfigError
+
+# Evaluation patches on a 3x3 grid, as (row, col), in the paper's order of use:
+# centre; left, right; top, bottom; two corners; the other two corners.
+GRID_ORDER = ((1, 1), (1, 0), (1, 2), (0, 1), (2, 1), (0, 0), (2, 2), (0, 2), (2, 0))
+
+
+def check_patch_geometry(patch_size: int, height: int, width: int, num_patches: int, non_overlapping: bool) -> None:
+    if patch_size > min(height, width):
+        raise ConfigError(f"method.patch_size {patch_size} does not fit in {height}x{width} images; "
+                          f"use at most {min(height, width)}")
+    if non_overlapping and num_patches >= 2 and 2 * patch_size > max(height, width):
+        raise ConfigError(
+            f"two {patch_size}px patches cannot avoid overlapping in {height}x{width} images; use "
+            f"method.patch_size <= {max(height, width) // 2}, or method.non_overlapping=false")
+
+
+def cut_patches(images: torch.Tensor, image_index: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor,
+                size: int) -> torch.Tensor:
+    """Patch m = images[image_index[m], :, y0[m]:y0[m]+size, x0[m]:x0[m]+size], all at once."""
+    offsets = torch.arange(size, device=images.device)
+    rows = (y0[:, None] + offsets)[:, :, None]
+    cols = (x0[:, None] + offsets)[:, None, :]
+    return images[image_index[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
+
+
+def paste_patches(patches: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Each patch on a zero (black) canvas at its own position, at native resolution."""
+    m, channels, size, _ = patches.shape
+    canvas = patches.new_zeros(m, channels, height, width)
+    offsets = torch.arange(size, device=patches.device)
+    rows = (y0[:, None] + offsets)[:, :, None]
+    cols = (x0[:, None] + offsets)[:, None, :]
+    canvas[torch.arange(m, device=patches.device)[:, None, None], :, rows, cols] = patches.permute(0, 2, 3, 1)
+    return canvas
+
+
+def resize_patches(patches: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The one interpolation used for patches in training and in evaluation."""
+    return F.interpolate(patches, size=(height, width), mode="bilinear", align_corners=False)
+
+
+def sample_positions(batch: int, num_patches: int, patch_size: int, height: int, width: int,
+                     non_overlapping: bool, generator: torch.Generator, device) -> tuple:
+    """Top-left corners (x0, y0), each N x B, integers.
+
+    With ``non_overlapping`` the first two patches are drawn uniformly from all ordered pairs
+    of positions that do not overlap: the first with weight equal to its number of
+    non-overlapping partners, the second uniformly among those partners. The others are
+    uniform over all positions.
+    """
+    span_x, span_y = width - patch_size + 1, height - patch_size + 1
+    x0 = torch.randint(span_x, (num_patches, batch), generator=generator, device=device)
+    y0 = torch.randint(span_y, (num_patches, batch), generator=generator, device=device)
+    if non_overlapping and num_patches >= 2:
+        xs = torch.arange(span_x, device=device)
+        ys = torch.arange(span_y, device=device)
+        near_x = ((xs[:, None] - xs[None, :]).abs() < patch_size)  # span_x x span_x
+        near_y = ((ys[:, None] - ys[None, :]).abs() < patch_size)
+        partners = span_x * span_y - near_y.sum(1)[:, None] * near_x.sum(1)[None, :]  # span_y x span_x
+        first = torch.multinomial(partners.flatten().float().expand(batch, -1), 1, generator=generator).squeeze(1)
+        fy, fx = first // span_x, first % span_x
+        overlaps = near_y[fy][:, :, None] & near_x[fx][:, None, :]  # B x span_y x span_x
+        second = torch.multinomial((~overlaps).flatten(1).float(), 1, generator=generator).squeeze(1)
+        x0[0], y0[0] = fx, fy
+        x0[1], y0[1] = second % span_x, second // span_x
+    return x0, y0
+
+
+@dataclass
+class PatchSampler:
+    """Returns (patches, centres): ``N * B`` normalised patches laid out patch-major (patch i
+    of image b is row ``i * B + b``) and their centres, N x B x 2, as (x, y) in [0, 1] of
+    the image width and height."""
+    num_patches: int
+    patch_size: int
+    mean: Sequence[float]
+    std: Sequence[float]
+    additive: bool = False
+    non_overlapping: bool = True
+    jitter: Sequence[float] = field(default=(0.8, 0.8, 0.8, 0.2))
+    jitter_p: float = 0.8
+    gray_p: float = 0.2
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
+        batch, _, height, width = images.shape
+        check_patch_geometry(self.patch_size, height, width, self.num_patches, self.non_overlapping)
+        device = images.device
+        x0, y0 = sample_positions(batch, self.num_patches, self.patch_size, height, width,
+                                  self.non_overlapping, generator, device)
+        image_index = torch.arange(batch, device=device).repeat(self.num_patches)
+        x0, y0 = x0.flatten(), y0.flatten()
+        patches = cut_patches(images, image_index, x0, y0, self.patch_size).float().div_(255)
+        patches = augment.color_jitter(patches, self.jitter, self.jitter_p, generator)
+        patches = augment.random_grayscale(patches, self.gray_p, generator)
+        if self.additive:
+            patches = paste_patches(patches, x0, y0, height, width)
+        else:
+            patches = resize_patches(patches, height, width)
+        half = self.patch_size / 2
+        centres = torch.stack([(x0 + half) / width, (y0 + half) / height], dim=1)
+        return augment.normalize(patches, self.mean, self.std), centres.view(self.num_patches, batch, 2)
+
+
+def grid_positions(size: int, patch_size: int) -> list:
+    """Three offsets along one axis: first, middle and last window (overlapping slightly)."""
+    last = size - patch_size
+    return [0, round(last / 2), last]
+
+
+def grid_patches(images: torch.Tensor, patch_size: int, count: int, mean: Sequence[float],
+                 std: Sequence[float]) -> torch.Tensor:
+    """``images``: uint8, or float in [0, 1] (e.g. affine-augmented).
+
+    The first ``count`` evaluation patches in GRID_ORDER, resized to the image size and
+    normalised: count x B x 3 x H x W. Deterministic: no randomness at test time."""
+    batch, _, height, width = images.shape
+    check_patch_geometry(patch_size, height, width, 1, False)
+    xs, ys = grid_positions(width, patch_size), grid_positions(height, patch_size)
+    device = images.device
+    cells = GRID_ORDER[:count]
+    x0 = torch.tensor([xs[c] for _, c in cells], device=device).repeat_interleave(batch)
+    y0 = torch.tensor([ys[r] for r, _ in cells], device=device).repeat_interleave(batch)
+    image_index = torch.arange(batch, device=device).repeat(len(cells))
+    patches = cut_patches(images, image_index, x0, y0, patch_size)
+    if patches.dtype == torch.uint8:
+        patches = patches.float().div_(255)
+    patches = augment.normalize(resize_patches(patches, height, width), mean, std)
+    return patches.view(len(cells), batch, *patches.shape[1:])

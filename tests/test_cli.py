@@ -1,0 +1,73 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import write_cifar10
+
+from spatialssl.cli import main
+from spatialssl.data import make_demo_images
+
+
+@pytest.fixture(scope="module")
+def cifar_like(tmp_path_factory):
+    """A torchvision-layout CIFAR-10 folder holding demo shapes (64 train, 32 test)."""
+    root = tmp_path_factory.mktemp("cifar")
+    train, test = make_demo_images(64, seed=3), make_demo_images(32, seed=4)
+    hwc = lambda s: s.images.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    write_cifar10(root, hwc(train), train.labels.numpy(), hwc(test), test.labels.numpy())
+    return root
+
+
+def test_pretrain_resume_and_linear_eval_from_the_command_line(tmp_path, cifar_like, capsys):
+    out = tmp_path / "run"
+    args = ["pretrain", "--config", "recipes/sr_cifar10.yaml", "--data", str(cifar_like), "--out", str(out),
+            "--no-progress", "model.backbone=resnet8", "train.epochs=1", "train.batch_size=32"]
+    assert main(args) == 0
+    assert main(["pretrain", "--out", str(out), "--resume", "--no-progress", "train.epochs=2"]) == 0
+    assert json.loads((out / "last.json").read_text())["epoch"] == 2
+    assert "knn_acc" in (out / "metrics.csv").read_text().splitlines()[0]  # the test split is monitored
+    assert main(["linear-eval", "--checkpoint", str(out / "last.ckpt"), "--data", str(cifar_like),
+                 "--patches", "0,3", "--epochs", "2"]) == 0
+    table = capsys.readouterr().out
+    assert "lin+3p" in table
+    report = json.loads((out / f"linear_eval-{cifar_like.name}.json").read_text())
+    assert set(report["linear"]) == {"0", "3"} and 0 <= report["linear"]["3"]["test_acc"] <= 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--data", "/no/such/folder", "--out", "{tmp}"], "does not exist"),
+    (["pretrain", "--config", "recipes/nope.yaml", "--out", "{tmp}"], "recipe recipes/nope.yaml does not exist"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.patches=3"], "unknown config key 'method.patches'"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.num_patches=1"], "num_patches must be >= 2"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "train.epochs=many"], "expects int"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.name=simclr"], "method.name 'simclr' is unknown"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}"], "no data: pass --data"),
+    (["pretrain", "--out", "{tmp}", "--resume"], "last.ckpt does not exist"),
+    (["linear-eval", "--checkpoint", "{tmp}/missing.ckpt", "--data", "{tmp}"], "missing.ckpt does not exist"),
+])
+def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_every_recipe_loads(tmp_path):
+    from pathlib import Path
+
+    from spatialssl.config import load_config
+
+    recipes = sorted(Path("recipes").glob("*.yaml"))
+    assert len(recipes) == 25
+    for recipe in recipes:
+        cfg = load_config(recipe)
+        assert cfg.method.name in recipe.name or recipe.name.startswith("sr_additive")
+
+
+def test_linear_eval_refuses_unlabelled_data(tmp_path, capsys):
+    np.savez(tmp_path / "x.npz", train_images=np.zeros((4, 8, 8, 3), np.uint8), test_images=np.zeros((4, 8, 8, 3), np.uint8))
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), "--data", str(tmp_path / "x.npz"), "--no-progress",
+                 "method.name=random", "model.backbone=resnet8"]) == 0
+    assert main(["linear-eval", "--checkpoint", str(out / "last.ckpt"), "--data", str(tmp_path / "x.npz")]) == 2
+    assert "needs labels" in capsys.readouterr().err

@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+import torch
+from conftest import (random_images, write_cifar10, write_cifar100, write_class_folders, write_stl10,
+                      write_tiny_imagenet)
+from PIL import Image
+
+from spatialssl.data import decode, detect_layout, load_images
+from spatialssl.errors import DataError
+
+
+def as_nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+def test_cifar10_round_trip_from_parent_folder(tmp_path, images32, labels20):
+    test = random_images(5, 32, seed=9)
+    write_cifar10(tmp_path, images32, labels20, test, np.arange(5))
+    train = load_images(tmp_path, "train")
+    assert torch.equal(train.images, as_nchw(images32))
+    assert train.labels.tolist() == labels20.tolist()
+    assert train.classes[3] == "class3"
+    assert torch.equal(load_images(tmp_path, "test").images, as_nchw(test))
+
+
+def test_cifar100_fine_and_coarse_labels(tmp_path, images32):
+    fine, coarse = np.arange(20) * 5, np.arange(20)
+    write_cifar100(tmp_path, images32, fine, coarse)
+    assert load_images(tmp_path, "train", labels="fine").labels.tolist() == fine.tolist()
+    coarse_set = load_images(tmp_path, "test", labels="coarse")
+    assert coarse_set.labels.tolist() == coarse.tolist() and coarse_set.num_classes == 20
+
+
+def test_stl10_binary_is_transposed_back_and_labels_start_at_zero(tmp_path):
+    images = random_images(4, 96, seed=1)
+    write_stl10(tmp_path, images, [0, 3, 9, 2])
+    train = load_images(tmp_path / "stl10_binary", "train")
+    assert torch.equal(train.images, as_nchw(images))
+    assert train.labels.tolist() == [0, 3, 9, 2]
+    both = load_images(tmp_path, "train+unlabeled")
+    assert len(both) == 8 and both.labels is None
+
+
+def test_tiny_imagenet_val_annotations_give_test_labels(tmp_path):
+    images = random_images(6, 16, seed=2)
+    labels = [0, 1, 2, 0, 1, 2]
+    write_tiny_imagenet(tmp_path, images, labels)
+    test = load_images(tmp_path, "test", cache=False)
+    assert torch.equal(test.images, as_nchw(images))
+    assert test.labels.tolist() == labels
+
+
+def test_split_and_class_and_flat_folders(tmp_path, images32, labels20):
+    write_class_folders(tmp_path / "split" / "train", images32, labels20)
+    write_class_folders(tmp_path / "split" / "test", images32[:10], labels20[:10])
+    train = load_images(tmp_path / "split", "train")
+    assert detect_layout(tmp_path / "split")[0] == "split-folder"
+    assert torch.equal(train.images[train.labels == 3], as_nchw(images32[labels20 == 3]))
+    assert len(load_images(tmp_path / "split", "test")) == 10
+    assert detect_layout(tmp_path / "split" / "train")[0] == "class-folder"
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i, image in enumerate(images32[:3]):
+        Image.fromarray(image).save(flat / f"{i}.png")
+    unlabelled = load_images(flat)
+    assert unlabelled.labels is None and torch.equal(unlabelled.images, as_nchw(images32[:3]))
+
+
+def test_npz_in_both_layouts(tmp_path, images32, labels20):
+    np.savez(tmp_path / "hwc.npz", images=images32, labels=labels20)
+    np.savez(tmp_path / "chw.npz", train_images=images32.transpose(0, 3, 1, 2), test_images=images32[:4].transpose(0, 3, 1, 2))
+    assert torch.equal(load_images(tmp_path / "hwc.npz").images, as_nchw(images32))
+    assert load_images(tmp_path / "hwc.npz").labels.tolist() == labels20.tolist()
+    assert len(load_images(tmp_path / "chw.npz", "test")) == 4
+    with pytest.raises(DataError, match="no 'test_images'"):
+        load_images(tmp_path / "hwc.npz", "test")
+
+
+def test_decoded_folders_are_cached_by_content(tmp_path, images32, labels20, monkeypatch):
+    write_class_folders(tmp_path, images32, labels20)
+    first = load_images(tmp_path)
+    calls = []
+    real = decode._decode
+    monkeypatch.setattr(decode, "_decode", lambda *a: calls.append(a) or real(*a))
+    again = load_images(tmp_path)
+    assert calls == [] and torch.equal(first.images, again.images)
+    Image.fromarray(255 - images32[0]).save(tmp_path / "class0" / "0000.png")  # same name, new content
+    changed = load_images(tmp_path)
+    assert len(calls) == 20 and torch.equal(changed.images[0], as_nchw(255 - images32[:1])[0])
+
+
+def test_resize_option_makes_mixed_sizes_usable(tmp_path, images32, labels20):
+    write_class_folders(tmp_path, images32[:4], labels20[:4])
+    Image.fromarray(random_images(1, 40, seed=3)[0]).save(tmp_path / "class0" / "big.png")
+    with pytest.raises(DataError, match=r"mixed sizes: .*big.png is 40x40.*data.image_size"):
+        load_images(tmp_path, cache=False)
+    assert load_images(tmp_path, image_size=24, cache=False).image_size == (24, 24)
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("missing", "does not exist"),
+    ("empty", "is an empty folder"),
+    ("unknown", "matches no known layout"),
+    ("corrupt", r"cannot decode image .*broken.png"),
+    ("empty-class", r"class folder .*class9 holds no images"),
+    ("text-file", "not a .npz"),
+    ("truncated-cifar", r"cannot read .*data_batch_1"),
+])
+def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labels20, problem, message):
+    path = tmp_path / "data"
+    if problem == "empty":
+        path.mkdir()
+    elif problem == "unknown":
+        (path / "notes").mkdir(parents=True)
+        (path / "readme.txt").write_text("hello")
+    elif problem in ("corrupt", "empty-class"):
+        write_class_folders(path, images32, labels20)
+        if problem == "corrupt":
+            (path / "class1" / "broken.png").write_bytes(b"not a png at all")
+        else:
+            for f in (path / "class9").iterdir():
+                f.unlink()
+    elif problem == "text-file":
+        path = tmp_path / "data.txt"
+        path.write_text("x")
+    elif problem == "truncated-cifar":
+        folder = write_cifar10(path, images32, labels20, images32, labels20)
+        (folder / "data_batch_1").write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match=message):
+        load_images(path, cache=False)

@@ -1,0 +1,31 @@
+import torch
+
+from spatialssl.evaluate import extract_features, knn_accuracy, train_linear_probe
+from spatialssl.models import create_backbone
+
+
+def clusters(n_per_class: int, classes: int, dim: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=torch.Generator().manual_seed(0)) * 3
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    return centres[labels] + torch.randn(len(labels), dim, generator=g), labels
+
+
+def test_knn_and_linear_probe_separate_clusters():
+    train, train_labels = clusters(50, 5, 16, seed=1)
+    test, test_labels = clusters(20, 5, 16, seed=2)
+    assert knn_accuracy(train, train_labels, test, test_labels, k=10) > 0.9
+    result = train_linear_probe([train], train_labels, test, test_labels, 5, epochs=300)
+    assert result.test_acc > 0.9 and result.train_acc > 0.9
+    shuffled = train_labels[torch.randperm(len(train_labels), generator=torch.Generator().manual_seed(3))]
+    assert knn_accuracy(train, shuffled, test, test_labels, k=10) < 0.5  # no signal, no accuracy
+
+
+def test_features_are_image_then_grid_patches_in_eval_mode():
+    backbone = create_backbone("resnet8")
+    backbone.train()
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    features = extract_features(backbone, images, (0.5,) * 3, (0.25,) * 3, num_patches=3, patch_size=16, batch_size=4)
+    assert features.shape == (6, 4, 64) and backbone.training  # mode restored
+    again = extract_features(backbone, images[:2], (0.5,) * 3, (0.25,) * 3, num_patches=1, patch_size=16)
+    assert torch.allclose(features[:2, :2], again, atol=1e-5)  # eval mode: no batch dependence

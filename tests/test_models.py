@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from spatialssl.models import RelationHead, create_backbone, embed
+
+
+def import_torchvision_on_cpu_torch():
+    """torchvision's CUDA wheel registers fake kernels for ops our CPU torch lacks; skip those."""
+    import torch.library
+
+    original = torch.library.register_fake
+
+    def lenient(op, *args, **kwargs):
+        if isinstance(op, str) and op.startswith("torchvision::"):
+            return args[0] if args else (lambda fn: fn)
+        return original(op, *args, **kwargs)
+
+    torch.library.register_fake = lenient
+    try:
+        import torchvision
+    finally:
+        torch.library.register_fake = original
+    return torchvision
+
+
+@pytest.mark.parametrize("name, blocks, features", [
+    ("resnet8", 1, 64), ("resnet20", 3, 64), ("resnet32", 5, 64), ("resnet56", 9, 64)])
+def test_cifar_resnets(name, blocks, features):
+    model = create_backbone(name)
+    assert model.num_features == features and len(model.layer1) == blocks and not hasattr(model, "layer4")
+    x = torch.randn(2, 3, 32, 32)
+    assert model.forward_features(x).shape == (2, 64, 8, 8)
+    assert embed(model, x).shape == (2, 64)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34"])
+def test_imagenet_resnets_load_into_torchvision_unchanged(name):
+    torchvision = import_torchvision_on_cpu_torch()
+    ours = create_backbone(name, num_classes=1000).eval()
+    theirs = getattr(torchvision.models, name)().eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)  # same keys and shapes
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # and back
+
+
+@pytest.mark.parametrize("cifar_stem, size, spatial", [(False, 96, 3), (True, 32, 4)])
+def test_resnet18_stems(cifar_stem, size, spatial):
+    model = create_backbone("resnet18", cifar_stem=cifar_stem)
+    assert model.forward_features(torch.randn(1, 3, size, size)).shape == (1, 512, spatial, spatial)
+    assert embed(model, torch.randn(2, 3, size, size)).shape == (2, 512)
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_relation_head_shapes(outputs):
+    head = RelationHead(64, outputs)
+    assert head(torch.randn(10, 64), torch.randn(10, 64)).shape == (10, outputs)
+    assert head.net[0].in_features == 128 and head.net[0].out_features == 256
+    assert isinstance(head.net[1], torch.nn.BatchNorm1d) and isinstance(head.net[2], torch.nn.LeakyReLU)

@@ -1,0 +1,133 @@
+import pytest
+import torch
+
+from spatialssl.errors import ConfigError
+from spatialssl.samplers import GRID_ORDER, PatchSampler, grid_patches, patch_pairs, relation_pairs, sample_positions
+from spatialssl.samplers.patches import grid_positions, resize_patches
+
+IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def overlap(ax, ay, bx, by, size):
+    return ((ax - bx).abs() < size) & ((ay - by).abs() < size)
+
+
+@pytest.mark.parametrize("size, patch", [(32, 16), (32, 12), (64, 24), (32, 5)])
+def test_first_two_patches_never_overlap_and_all_lie_inside(size, patch):
+    x0, y0 = sample_positions(3000, 4, patch, size, size, True, gen(), "cpu")
+    assert not overlap(x0[0], y0[0], x0[1], y0[1], patch).any()
+    assert x0.min() >= 0 and y0.min() >= 0 and x0.max() <= size - patch and y0.max() <= size - patch
+    # the others are free to overlap: over 3000 images some do
+    assert overlap(x0[2], y0[2], x0[3], y0[3], patch).any()
+
+
+def test_non_overlapping_pairs_are_uniform_over_all_valid_pairs():
+    """In 6x6 images with 3px patches, enumerate every valid ordered pair and compare frequencies."""
+    size, patch = 6, 3
+    span = size - patch + 1
+    pairs = [(a, b, c, d) for a in range(span) for b in range(span) for c in range(span) for d in range(span)
+             if not (abs(a - c) < patch and abs(b - d) < patch)]
+    x0, y0 = sample_positions(40000, 2, patch, size, size, True, gen(1), "cpu")
+    codes = ((x0[0] * span + y0[0]) * span + x0[1]) * span + y0[1]
+    counts = torch.bincount(codes, minlength=span ** 4).float()
+    valid = torch.tensor([((a * span + b) * span + c) * span + d for a, b, c, d in pairs])
+    assert counts.sum() == counts[valid].sum()  # nothing outside the valid set
+    expected = 40000 / len(pairs)
+    assert (counts[valid] - expected).abs().max() < 5 * expected ** 0.5
+
+
+def test_patch_content_and_centre_targets():
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    sampler = PatchSampler(2, 8, **IDENTITY)
+    patches, centres = sampler(images, gen())
+    assert patches.shape == (6, 3, 32, 32) and centres.shape == (2, 3, 2)
+    for i in range(2):
+        for b in range(3):
+            cx, cy = centres[i, b]
+            x0, y0 = int(cx * 32 - 4), int(cy * 32 - 4)
+            assert cx * 32 - 4 == x0 and cy * 32 - 4 == y0  # centre = (top-left + size/2) / width
+            crop = images[b:b + 1, :, y0:y0 + 8, x0:x0 + 8].float() / 255
+            assert torch.allclose(patches[i * 3 + b], resize_patches(crop, 32, 32)[0], atol=1e-6)
+
+
+def test_additive_patch_is_pasted_on_black_at_its_position():
+    images = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.2, 0.2)
+    sampler = PatchSampler(2, 10, additive=True, **{**IDENTITY, "mean": mean, "std": std})
+    canvases, centres = sampler(images, gen())
+    black = (torch.zeros(3) - torch.tensor(mean)) / torch.tensor(std)  # true black, normalised
+    for i in range(2):
+        for b in range(2):
+            x0, y0 = (centres[i, b] * 32 - 5).round().long().tolist()
+            canvas = canvases[i * 2 + b] * torch.tensor(std).view(3, 1, 1) + torch.tensor(mean).view(3, 1, 1)
+            assert torch.allclose(canvas[:, y0:y0 + 10, x0:x0 + 10], images[b, :, y0:y0 + 10, x0:x0 + 10].float() / 255, atol=1e-5)
+            outside = torch.ones(32, 32, dtype=torch.bool)
+            outside[y0:y0 + 10, x0:x0 + 10] = False
+            assert torch.allclose(canvases[i * 2 + b][:, outside], black.view(3, 1).expand(3, int(outside.sum())), atol=1e-5)
+
+
+def test_each_patch_gets_its_own_jitter():
+    images = torch.full((1, 3, 32, 32), 128, dtype=torch.uint8)
+    sampler = PatchSampler(6, 8, mean=(0, 0, 0), std=(1, 1, 1), jitter=(0.8, 0, 0, 0), jitter_p=1.0, gray_p=0.0)
+    patches, _ = sampler(images, gen())
+    assert patches.mean(dim=(1, 2, 3)).std() > 0.05
+
+
+@pytest.mark.parametrize("patch, count, overlap_free, message", [
+    (40, 2, True, "does not fit"),
+    (20, 2, True, "cannot avoid overlapping"),
+])
+def test_impossible_geometry_is_refused(patch, count, overlap_free, message):
+    sampler = PatchSampler(count, patch, **IDENTITY, non_overlapping=overlap_free)
+    with pytest.raises(ConfigError, match=message):
+        sampler(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), gen())
+
+
+def test_overlap_allowed_when_asked():
+    sampler = PatchSampler(2, 20, **IDENTITY, non_overlapping=False)
+    patches, _ = sampler(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), gen())
+    assert patches.shape == (4, 3, 32, 32)
+
+
+def test_grid_patches_follow_the_papers_order():
+    images = torch.arange(32 * 32, dtype=torch.float32).view(1, 1, 32, 32).expand(1, 3, 32, 32) / 1024
+    patches = grid_patches(images, 16, 9, (0, 0, 0), (1, 1, 1))
+    assert grid_positions(32, 16) == [0, 8, 16]
+    names = ["centre", "left", "right", "top", "bottom", "top-left", "bottom-right", "top-right", "bottom-left"]
+    expected = {"centre": (8, 8), "left": (8, 0), "right": (8, 16), "top": (0, 8), "bottom": (16, 8),
+                "top-left": (0, 0), "bottom-right": (16, 16), "top-right": (0, 16), "bottom-left": (16, 0)}
+    for index, name in enumerate(names):
+        y0, x0 = expected[name]
+        assert GRID_ORDER[index] == (y0 // 8, x0 // 8)
+        crop = resize_patches(images[:, :, y0:y0 + 16, x0:x0 + 16], 32, 32)
+        assert torch.allclose(patches[index, 0], crop[0]), name
+    assert torch.equal(grid_patches(images, 16, 3, (0, 0, 0), (1, 1, 1)), patches[:3])  # prefixes
+
+
+@pytest.mark.parametrize("batch, views, patches", [(8, 4, 2), (16, 4, 3), (5, 2, 6), (128, 4, 2)])
+def test_pair_counts_match_equation_2(batch, views, patches):
+    left, right, target = relation_pairs(batch, views)
+    patch_left, patch_right = patch_pairs(batch, patches)
+    # A' = M(K^2 - K) + M(N^2 - N)/2
+    assert len(left) + len(patch_left) == batch * (views ** 2 - views) + batch * (patches ** 2 - patches) // 2
+    assert target.sum() == len(target) / 2  # as many positives as negatives
+
+
+def test_relation_pairs_positives_match_and_negatives_never_do():
+    batch, views = 6, 4
+    left, right, target = relation_pairs(batch, views)
+    same_image = (left % batch) == (right % batch)
+    assert torch.equal(same_image, target.bool())
+    assert ((left // batch) < (right // batch)).all()  # always two different views
+
+
+def test_patch_pairs_are_unordered_pairs_within_one_image():
+    batch, n = 4, 3
+    left, right = patch_pairs(batch, n)
+    assert ((left % batch) == (right % batch)).all()
+    pairs = {(int(a) // batch, int(b) // batch) for a, b in zip(left, right)}
+    assert pairs == {(0, 1), (0, 2), (1, 2)}

@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spatialssl import checkpoint
+from spatialssl.config import load_config
+from spatialssl.data import make_demo_images
+from spatialssl.errors import ConfigError, TrainingDiverged
+from spatialssl.evaluate import linear_evaluation
+from spatialssl.methods import SpatialReasoning
+from spatialssl.runlog import read_metrics
+from spatialssl.train import pretrain
+
+TINY = {"model": {"backbone": "resnet8"}, "method": {"patch_size": 12},
+        "train": {"batch_size": 32, "epochs": 2, "knn_monitor": 0}}
+
+
+def tiny_config(*overrides):
+    return load_config(base=TINY, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def demo_small():
+    return make_demo_images(128, seed=5)
+
+
+def test_resume_continues_exactly(tmp_path, demo_small):
+    whole = pretrain(tiny_config(), tmp_path / "whole", train_set=demo_small, progress=False)
+    pretrain(tiny_config(), tmp_path / "split", train_set=demo_small, progress=False, stop_after_epoch=1)
+    assert json.loads((tmp_path / "split" / "last.json").read_text())["epoch"] == 1
+    split = pretrain(tiny_config(), tmp_path / "split", resume=True, train_set=demo_small, progress=False)
+    a, b = load_file(whole), load_file(split)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert [r["loss"] for r in read_metrics(tmp_path / "whole")] == [r["loss"] for r in read_metrics(tmp_path / "split")]
+
+
+def test_resume_refuses_a_different_config_and_existing_runs_are_not_overwritten(tmp_path, demo_small):
+    pretrain(tiny_config("train.epochs=1"), tmp_path, train_set=demo_small, progress=False)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        pretrain(tiny_config(), tmp_path, train_set=demo_small, progress=False)
+    with pytest.raises(ConfigError, match="differs .* in method.num_patches"):
+        pretrain(tiny_config("method.num_patches=3"), tmp_path, resume=True, train_set=demo_small, progress=False)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, demo_small, monkeypatch):
+    calls = {"n": 0}
+    real = SpatialReasoning.training_step
+
+    def failing(self, images, labels, generator):
+        loss, metrics = real(self, images, labels, generator)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] > 5 else loss), metrics  # 4 steps per epoch
+
+    monkeypatch.setattr(SpatialReasoning, "training_step", failing)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2.*last.ckpt"):
+        pretrain(tiny_config("train.epochs=3", "train.log_every=1"), tmp_path, train_set=demo_small, progress=False)
+    tensors, info = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
+    assert info["epoch"] == 1
+    assert all(torch.isfinite(t).all() for k, t in tensors.items() if t.is_floating_point())
+
+
+def test_checkpoint_files_and_torchvision_keys(tmp_path, demo_small):
+    pretrain(tiny_config("train.epochs=1"), tmp_path, train_set=demo_small, progress=False)
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    backbone = load_file(tmp_path / "backbone.safetensors")
+    assert "conv1.weight" in backbone and "layer1.0.bn1.running_mean" in backbone
+    info = json.loads((tmp_path / "last.json").read_text())
+    assert info["config"]["method"]["name"] == "sr" and len(info["config"]["data"]["mean"]) == 3
+    assert (tmp_path / "metrics.csv").is_file() and any((tmp_path / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("method, drop", [("sr", 0.9), ("rr", 0.95)])
+def test_tiny_pretraining_loss_falls_and_probe_beats_chance(tmp_path, method, drop):
+    train_set, test_set = make_demo_images(512, seed=11), make_demo_images(256, seed=12)
+    cfg = tiny_config(f"method.name={method}", "train.epochs=4", "train.batch_size=64")
+    ckpt = pretrain(cfg, tmp_path, train_set=train_set, progress=False)
+    losses = [float(r["loss"]) for r in read_metrics(tmp_path)]
+    assert losses[-1] < drop * losses[0], losses
+    backbone, saved = checkpoint.load_backbone(ckpt)
+    results = linear_evaluation(backbone, train_set.images, train_set.labels, test_set.images, test_set.labels, 10,
+                                saved.data.mean, saved.data.std, 12, (0, 3), epochs=100)
+    assert results["linear"][3].test_acc > 0.16  # chance is 0.1; 0.16 is 3 sigma above it on 256 images
+
+
+def test_supervised_needs_labels_and_learns(tmp_path, demo_small):
+    unlabelled = type(demo_small)(demo_small.images, None, [], "unlabelled")
+    with pytest.raises(Exception, match="needs labelled data"):
+        pretrain(tiny_config("method.name=supervised"), tmp_path / "a", train_set=unlabelled, progress=False)
+    pretrain(tiny_config("method.name=supervised", "train.epochs=3"), tmp_path / "b", train_set=demo_small, progress=False)
+    accuracies = [float(r["train_acc"]) for r in read_metrics(tmp_path / "b")]
+    assert accuracies[-1] > accuracies[0]
+
+
+def test_random_weights_writes_an_untrained_checkpoint(tmp_path, demo_small):
+    ckpt = pretrain(tiny_config("method.name=random"), tmp_path, train_set=demo_small, progress=False)
+    _, info = checkpoint.read_checkpoint(ckpt)
+    assert info["epoch"] == 0 and not (tmp_path / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["method.patch_size=40"], "does not fit"),
+    (["method.patch_size=20"], "cannot avoid overlapping"),
+    (["train.batch_size=500"], "larger than the 128 images"),
+])
+def test_options_are_checked_against_the_data_before_work(tmp_path, demo_small, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        pretrain(tiny_config(*overrides), tmp_path, train_set=demo_small, progress=False)
+    assert not (tmp_path / "last.ckpt").exists()
