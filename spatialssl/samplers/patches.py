@@ -31,12 +31,16 @@ def check_patch_geometry(patch_size: int, height: int, width: int, num_patches: 
             f"method.patch_size <= {max(height, width) // 2}, or method.non_overlapping=false")
 
 
+def _window(x0: torch.Tensor, y0: torch.Tensor, size: int) -> tuple:
+    """Row and column indices (M x size x 1, M x 1 x size) of M square windows."""
+    offsets = torch.arange(size, device=x0.device)
+    return (y0[:, None] + offsets)[:, :, None], (x0[:, None] + offsets)[:, None, :]
+
+
 def cut_patches(images: torch.Tensor, image_index: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor,
                 size: int) -> torch.Tensor:
     """Patch m = images[image_index[m], :, y0[m]:y0[m]+size, x0[m]:x0[m]+size], all at once."""
-    offsets = torch.arange(size, device=images.device)
-    rows = (y0[:, None] + offsets)[:, :, None]
-    cols = (x0[:, None] + offsets)[:, None, :]
+    rows, cols = _window(x0, y0, size)
     return images[image_index[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
 
 
@@ -44,9 +48,7 @@ def paste_patches(patches: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, hei
     """Each patch on a zero (black) canvas at its own position, at native resolution."""
     m, channels, size, _ = patches.shape
     canvas = patches.new_zeros(m, channels, height, width)
-    offsets = torch.arange(size, device=patches.device)
-    rows = (y0[:, None] + offsets)[:, :, None]
-    cols = (x0[:, None] + offsets)[:, None, :]
+    rows, cols = _window(x0, y0, size)
     canvas[torch.arange(m, device=patches.device)[:, None, None], :, rows, cols] = patches.permute(0, 2, 3, 1)
     return canvas
 
@@ -126,10 +128,9 @@ def grid_positions(size: int, patch_size: int) -> list:
 
 def grid_patches(images: torch.Tensor, patch_size: int, count: int, mean: Sequence[float],
                  std: Sequence[float]) -> torch.Tensor:
-    """``images``: uint8, or float in [0, 1] (e.g. affine-augmented).
-
-    The first ``count`` evaluation patches in GRID_ORDER, resized to the image size and
-    normalised: count x B x 3 x H x W. Deterministic: no randomness at test time."""
+    """The first ``count`` evaluation patches in GRID_ORDER, resized to the image size and
+    normalised: count x B x 3 x H x W. Deterministic: no randomness at test time.
+    ``images`` are uint8, or float in [0, 1] (e.g. affine-augmented)."""
     batch, _, height, width = images.shape
     check_patch_geometry(patch_size, height, width, 1, False)
     xs, ys = grid_positions(width, patch_size), grid_positions(height, patch_size)
