@@ -8,8 +8,9 @@ from pathlib import Path
 from . import checkpoint
 from .config import load_config
 from .data import demo_splits
-from .evaluate import format_results, linear_evaluation
-from .train import pretrain, resolve_device
+from .evaluate import format_results
+from .evaluate_checkpoint import evaluate_sets
+from .train import pretrain
 
 DEMO_SETTINGS = {
     "model": {"backbone": "resnet8"},
@@ -36,10 +37,7 @@ def run_demo(out_dir="runs/demo", overrides=None, progress: bool = True) -> dict
         backbone, saved = checkpoint.load_backbone(ckpt)
         e = cfg.eval
         print(f"== {label}: linear evaluation ({e.epochs} epochs, image + {max(e.patches)} patch features)")
-        rows[label] = linear_evaluation(
-            backbone, train_set.images, train_set.labels, test_set.images, test_set.labels, train_set.num_classes,
-            saved.data.mean, saved.data.std, saved.method.patch_size, e.patches, e.epochs, e.lr, e.batch_size,
-            knn_k=e.knn_k, seed=cfg.train.seed, device=str(resolve_device(cfg.train.device)))
+        rows[label] = evaluate_sets(backbone, saved, train_set, test_set, e.patches)
     print("\nTest accuracy (%) on the demo data:")
     print(format_results(rows))
     return rows

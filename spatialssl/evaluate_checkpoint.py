@@ -27,12 +27,8 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     for split in (train, test):
         if split.labels is None:
             raise DataError(f"linear evaluation needs labels; {split.source} has none")
-    counts = patch_counts_for(cfg, patch_counts)
-    e = cfg.eval
-    results = linear_evaluation(
-        backbone, train.images, train.labels, test.images, test.labels, max(train.num_classes, test.num_classes),
-        saved.data.mean, saved.data.std, cfg.method.patch_size, counts, e.epochs, e.lr, e.batch_size,
-        e.affine_augment, e.augment_copies, e.knn_k, cfg.train.seed, str(resolve_device(cfg.train.device)))
+    cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with
+    results = evaluate_sets(backbone, cfg, train, test, patch_counts_for(cfg, patch_counts))
     report = {"checkpoint": str(path), "data": str(data), "method": saved.method.name,
               "knn": results["knn"],
               "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc} for n, r in results["linear"].items()}}
@@ -40,3 +36,13 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     out.write_text(json.dumps(report, indent=2))
     results["report_path"] = out
     return results
+
+
+def evaluate_sets(backbone, cfg, train, test, patch_counts) -> dict:
+    """``linear_evaluation`` on two labelled ImageSets with the options of ``cfg``: eval.*,
+    method.patch_size, data.mean/std (the pretraining normalisation), train.seed/device."""
+    e = cfg.eval
+    return linear_evaluation(
+        backbone, train.images, train.labels, test.images, test.labels, max(train.num_classes, test.num_classes),
+        cfg.data.mean, cfg.data.std, cfg.method.patch_size, patch_counts, e.epochs, e.lr, e.batch_size,
+        e.affine_augment, e.augment_copies, e.knn_k, cfg.train.seed, str(resolve_device(cfg.train.device)))
