@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from .errors import DataError
 
@@ -106,12 +106,50 @@ def backbone_state(tensors: dict) -> dict:
 
 
 def load_backbone(path) -> tuple:
-    """(backbone with the checkpoint's weights, its Config) from a ``last.ckpt``."""
+    """(backbone with the checkpoint's weights, its Config) from a ``last.ckpt``; a finetuned
+    backbone comes with its classification head."""
     from .config import load_config
-    from .models import create_backbone
+    from .models import backbone_from_config
 
     tensors, info = read_checkpoint(path)
     cfg = load_config(base=info["config"])
-    backbone = create_backbone(cfg.model.backbone, cfg.model.cifar_stem)
-    backbone.load_state_dict(backbone_state(tensors))
+    state = backbone_state(tensors)
+    head = next((state[k] for k in ("head.weight", "fc.weight") if k in state), None)
+    backbone = backbone_from_config(cfg.model, 0 if head is None else head.shape[0])
+    backbone.load_state_dict(state)
     return backbone, cfg
+
+
+ADDED_AT_FINETUNING = ("cls_token", "pos_embed")
+CLASSIFIERS = ("head.", "fc.")
+
+
+def pretrained_state(path) -> dict:
+    """Backbone weights from a ``last.ckpt`` or a ``backbone.safetensors``."""
+    path = Path(path)
+    if path.suffix == ".ckpt":
+        return backbone_state(read_checkpoint(path)[0])
+    if not path.is_file():
+        raise DataError(f"pretrained weights {path} do not exist")
+    try:
+        return load_file(str(path))
+    except Exception as err:
+        raise DataError(f"cannot read pretrained weights {path}: {err}") from None
+
+
+def load_pretrained(backbone: torch.nn.Module, path) -> None:
+    """Copy pretrained weights into ``backbone``. A classifier of the pretraining task is
+    dropped; the [CLS] token and position embedding may be missing (finetuning adds them,
+    freshly initialised). Anything else that does not match is an error naming the keys."""
+    state = {k: v for k, v in pretrained_state(path).items() if not k.startswith(CLASSIFIERS)}
+    own = backbone.state_dict()
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state and not k.startswith(CLASSIFIERS) and k not in ADDED_AT_FINETUNING]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+              if k in own and state[k].shape != own[k].shape]
+    if unexpected or missing or shapes:
+        problems = "; ".join(f"{name}: {', '.join(keys[:5])}" for name, keys in
+                             (("unexpected", unexpected), ("missing", missing), ("shape", shapes)) if keys)
+        raise DataError(f"the weights in {path} do not fit model.backbone ({problems}); "
+                        "use the backbone and model.patch_size the checkpoint was trained with")
+    backbone.load_state_dict(state, strict=False)

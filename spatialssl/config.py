@@ -30,8 +30,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet32"
+    backbone: str = "resnet32"  # resnet8/20/32/56/18/34 or vit_tiny/vit_small/vit_base
     cifar_stem: bool = False  # ResNet-18/34 only: 3x3 stride-1 stem, no max-pool
+    patch_size: int = 4  # ViT token size P (4 at 32 px, 16 at 224 px)
+    pos_embed: bool = False  # ViT: learnable position embedding (off for PART pretraining)
+    class_token: bool = False  # ViT: a [CLS] token
+    global_pool: str = "avg"  # ViT: avg (mean of patch tokens) or token ([CLS])
+    drop_path: float = 0.0  # ViT: stochastic depth rate
+    input_size: Optional[list] = None  # [H, W] the model sees; filled in from the data
+    init_from: Optional[str] = None  # start from a checkpoint's backbone (finetuning)
 
 
 @dataclass
@@ -46,7 +53,7 @@ class AugmentConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "sr"  # rr | sr | supervised | random
+    name: str = "sr"  # rr | sr | part | supervised | finetune | random
     augmentations: int = 4  # K
     num_patches: int = 2  # N (SR)
     patch_size: int = 16
@@ -57,9 +64,40 @@ class MethodConfig:
 
 
 @dataclass
+class PartConfig:
+    """PART (Ayoughi et al.): relative translation of off-grid patches."""
+    sampling: str = "scale"  # offgrid (fixed size) | scale (w, h in box_scale * P) | grid | stratified
+    box_size: Optional[int] = None  # offgrid: side D of the cut boxes; None: the token size P
+    box_scale: list = field(default_factory=lambda: [0.5, 2.0])  # scale: w, h range in units of P
+    num_tokens: Optional[int] = None  # patches per image; None: (H / P) * (W / P)
+    num_pairs: int = 2048  # random ordered pairs per image whose translation is regressed
+    encoder: str = "cross_attention"  # cross_attention | pairwise_mlp | mlp
+    predict_scale: Optional[bool] = None  # also regress dw, dh; None: in the scale sampling mode
+    log_scale: bool = False  # dw, dh as log-ratios
+    mlp_hidden: int = 512  # full-MLP encoder bottleneck; 0: the paper's single linear map
+
+
+@dataclass
 class OptimConfig:
+    name: str = "adam"  # adam | adamw
     lr: float = 1e-3
     weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine
+    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine and constant)
+    min_lr: float = 0.0  # cosine floor
+
+
+@dataclass
+class FinetuneConfig:
+    """Supervised finetuning of a pretrained backbone (DeiT-style recipe, batched on device)."""
+    label_smoothing: float = 0.1
+    mixup: float = 0.8  # Beta(alpha, alpha); 0 turns it off
+    cutmix: float = 1.0  # Beta(alpha, alpha); 0 turns it off
+    mix_prob: float = 1.0  # share of batches mixed
+    switch_prob: float = 0.5  # with both on: share of mixed batches that use cutmix
+    randaugment_ops: int = 2  # ops per image; 0 turns RandAugment off
+    randaugment_magnitude: int = 9  # 0..10
+    random_erasing: float = 0.25  # probability per image
 
 
 @dataclass
@@ -89,6 +127,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    part: PartConfig = field(default_factory=PartConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -175,14 +215,41 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     return cfg
 
 
-METHODS = ("rr", "sr", "supervised", "random")
+METHODS = ("rr", "sr", "part", "supervised", "finetune", "random")
+SAMPLING = ("offgrid", "scale", "grid", "stratified")
+ENCODERS = ("cross_attention", "pairwise_mlp", "mlp")
+
+
+def _choice(value: str, options: tuple, key: str) -> None:
+    if value not in options:
+        raise ConfigError(f"{key} '{value}' is unknown; choose one of {', '.join(options)}")
 
 
 def validate(cfg: Config) -> None:
     """Checks that need no data; geometry checks against the images happen at sampler build."""
-    m, t = cfg.method, cfg.train
-    if m.name not in METHODS:
-        raise ConfigError(f"method.name '{m.name}' is unknown; choose one of {', '.join(METHODS)}")
+    m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
+    _choice(m.name, METHODS, "method.name")
+    _choice(p.sampling, SAMPLING, "part.sampling")
+    _choice(p.encoder, ENCODERS, "part.encoder")
+    _choice(o.name, ("adam", "adamw"), "optim.name")
+    _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
+    if m.name == "part" and not cfg.model.backbone.startswith("vit_"):
+        raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small or vit_base), "
+                          f"got '{cfg.model.backbone}'")
+    if m.name == "part" and cfg.model.pos_embed:
+        raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false")
+    if m.name == "finetune" and not cfg.model.init_from:
+        raise ConfigError("method finetune needs model.init_from (a pretrained checkpoint); "
+                          "use `spatialssl finetune --checkpoint RUN/last.ckpt`")
+    lo, hi = p.box_scale
+    if not 0 < lo <= hi:
+        raise ConfigError(f"part.box_scale must satisfy 0 < min <= max, got {p.box_scale}")
+    if p.num_pairs < 1:
+        raise ConfigError(f"part.num_pairs must be positive, got {p.num_pairs}")
+    if cfg.model.patch_size < 1:
+        raise ConfigError(f"model.patch_size must be positive, got {cfg.model.patch_size}")
+    if not 0 <= cfg.finetune.randaugment_magnitude <= 10:
+        raise ConfigError(f"finetune.randaugment_magnitude must be in 0..10, got {cfg.finetune.randaugment_magnitude}")
     if m.name in ("rr", "sr") and m.augmentations < 2:
         raise ConfigError(f"method.augmentations must be >= 2 for {m.name} (it pairs views), got {m.augmentations}")
     if m.name == "sr" and m.num_patches < 2:

@@ -45,3 +45,18 @@ class SpatialRelationLoss(nn.Module):
         mse_x = F.mse_loss(outputs[:, 1], targets[:, 1])
         mse_y = F.mse_loss(outputs[:, 2], targets[:, 2])
         return bce + mse_x + mse_y, {"bce": bce.detach(), "mse_x": mse_x.detach(), "mse_y": mse_y.detach()}
+
+
+class RelativePositionLoss(nn.Module):
+    """PART's loss (eq. 4): mean squared error over the chosen pairs and all channels
+    (dx, dy and, in the scale mode, dw, dh). Returns (total, per-channel MSE and the mean
+    Euclidean position error in reference-patch units)."""
+
+    CHANNELS = ("dx", "dy", "dw", "dh")
+
+    def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple:
+        squared = (outputs - targets).pow(2)
+        per_channel = squared.flatten(0, -2).mean(0).detach()
+        parts = {f"mse_{name}": per_channel[i] for i, name in enumerate(self.CHANNELS[: outputs.shape[-1]])}
+        parts["position_error"] = squared[..., :2].sum(-1).sqrt().mean().detach()
+        return squared.mean(), parts

@@ -17,6 +17,8 @@ from .errors import ConfigError, SpatialSSLError, TrainingDiverged
 from .evaluate import extract_features, knn_accuracy
 from .methods import build_method
 from .runlog import RunLog
+from .methods.part import part_tokens
+from .samplers.boxes import check_box_geometry
 from .samplers.patches import check_patch_geometry
 
 
@@ -55,6 +57,15 @@ def check_against_data(cfg: Config, data: ImageSet) -> None:
     height, width = data.image_size
     if cfg.method.name == "sr":
         check_patch_geometry(cfg.method.patch_size, height, width, cfg.method.num_patches, cfg.method.non_overlapping)
+    if cfg.method.name == "part":
+        p, tokens = cfg.part, part_tokens(cfg, height, width)
+        check_box_geometry(p.sampling, height, width, cfg.model.patch_size, tokens, p.box_size, p.box_scale)
+        if p.num_pairs > tokens * (tokens - 1):
+            raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
+                              f"of {tokens} patches; lower part.num_pairs")
+    if cfg.model.backbone.startswith("vit_") and (height % cfg.model.patch_size or width % cfg.model.patch_size):
+        raise ConfigError(f"the {height}x{width} images of {data.source} are not a multiple of model.patch_size "
+                          f"{cfg.model.patch_size}; set data.image_size or model.patch_size")
     if cfg.method.name != "random" and len(data) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} images in "
                           f"{data.source}; lower train.batch_size")
@@ -69,6 +80,8 @@ def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
         for key in ("path", "mean", "std"):  # data may have moved; measured statistics are kept
             if key == "path" or mine["data"][key] is None:
                 mine["data"][key] = theirs["data"][key]
+        if mine["model"]["input_size"] is None:
+            mine["model"]["input_size"] = theirs["model"]["input_size"]
         if mine != theirs:
             differ = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s][k]]
             raise ConfigError(f"--resume: the config differs from the run in {out_dir} in {', '.join(differ)}; "
@@ -100,11 +113,13 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     check_against_data(cfg, train_set)
     if cfg.data.mean is None or cfg.data.std is None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **dict(zip(("mean", "std"), train_set.mean_std()))))
+    if cfg.model.input_size is None:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=list(train_set.image_size)))
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
     method.to(device)
-    optimizer = torch.optim.Adam(method.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    optimizer = build_optimizer(cfg.optim, method)
     generators = {"order": torch.Generator().manual_seed(cfg.train.seed),
                   "sample": torch.Generator(device=device).manual_seed(cfg.train.seed + 1)}
     start_epoch = 0
@@ -133,6 +148,7 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
                        unit="step", leave=False, dynamic_ncols=True)
             for step in bar:
+                set_learning_rate(optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
                 index = order[step * batch:(step + 1) * batch]
                 loss, metrics = method.training_step(images[index], None if labels is None else labels[index],
                                                      generators["sample"])
@@ -168,6 +184,34 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     if not last.exists():  # zero epochs asked: still leave a usable checkpoint
         checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, 0, {})
     return last
+
+
+def build_optimizer(optim, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam, or AdamW with no weight decay on biases, norms, tokens and embeddings (timm's rule)."""
+    if optim.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.dim() > 1 and not n.endswith(("pos_embed", "cls_token"))]
+    no_decay = [p for n, p in named if p.dim() <= 1 or n.endswith(("pos_embed", "cls_token"))]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr)
+
+
+def learning_rate(optim, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Linear warm-up over ``warmup_epochs``, then constant or cosine down to ``min_lr``."""
+    warmup = int(optim.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return optim.lr * (step + 1) / warmup
+    if optim.schedule == "constant":
+        return optim.lr
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return optim.min_lr + (optim.lr - optim.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, optim, step: int, total_steps: int, steps_per_epoch: int) -> None:
+    lr = learning_rate(optim, step, total_steps, steps_per_epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def monitor_knn(backbone, monitor: tuple, cfg: Config, device) -> float:

@@ -1,0 +1,54 @@
+"""PART (Ayoughi et al.): a ViT without position embedding sees N patches cut anywhere in
+the image; a relative encoder regresses the translation (and scale) between random pairs."""
+from __future__ import annotations
+
+import torch
+
+from ..losses import RelativePositionLoss
+from ..models import build_encoder
+from ..samplers.boxes import BoxSampler, all_pairs, relative_targets, sample_pairs
+from .base import Method
+
+
+def part_tokens(cfg, height: int, width: int) -> int:
+    """N: ``part.num_tokens`` or, as the paper, (H / P) * (W / P)."""
+    patch = cfg.model.patch_size
+    return cfg.part.num_tokens or (height // patch) * (width // patch)
+
+
+class PART(Method):
+    def __init__(self, backbone, boxes: BoxSampler, encoder: torch.nn.Module, num_pairs: int,
+                 predict_scale: bool = False, log_scale: bool = False, loss=None):
+        super().__init__(backbone)
+        self.boxes = boxes
+        self.encoder = encoder
+        self.num_pairs = num_pairs
+        self.predict_scale, self.log_scale = predict_scale, log_scale
+        self.loss = loss if loss is not None else RelativePositionLoss()
+
+    @classmethod
+    def from_config(cls, cfg, backbone, mean, std, num_classes):
+        p, a = cfg.part, cfg.augment
+        height, width = cfg.model.input_size
+        num_tokens = part_tokens(cfg, height, width)
+        predict_scale = p.sampling == "scale" if p.predict_scale is None else p.predict_scale
+        boxes = BoxSampler(p.sampling, cfg.model.patch_size, num_tokens, mean, std, p.box_size, p.box_scale,
+                           a.scale, a.flip_p)
+        encoder = build_encoder(p.encoder, backbone.num_features, 4 if predict_scale else 2, backbone.num_heads,
+                                num_tokens, p.mlp_hidden)
+        return cls(backbone, boxes, encoder, p.num_pairs, predict_scale, p.log_scale)
+
+    def training_step(self, images, labels, generator):
+        patches, boxes = self.boxes(images, generator)
+        pairs = sample_pairs(len(images), boxes.shape[1], self.num_pairs, generator, images.device)
+        outputs = self.encoder(self.backbone.patch_tokens(patches), pairs)
+        targets = relative_targets(boxes, pairs, self.predict_scale, self.log_scale)
+        return self.loss(outputs, targets)
+
+    @torch.no_grad()
+    def predict_all(self, patches: torch.Tensor) -> torch.Tensor:
+        """Predictions for every ordered pair of the given patches: B x N x N x C (analysis)."""
+        tokens = self.backbone.patch_tokens(patches)
+        batch, num = tokens.shape[:2]
+        pairs = all_pairs(num, tokens.device).expand(batch, -1, -1)
+        return self.encoder(tokens, pairs).view(batch, num, num, -1)

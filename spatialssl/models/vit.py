@@ -1,0 +1,170 @@
+"""Vision Transformer with timm's keys and manners, position embedding optional.
+
+PART pretrains it with no position embedding and no class token on patches cut anywhere in
+the image; finetuning adds both. The state dict matches ``timm``'s ``VisionTransformer``
+built with the same options (see ``timm_kwargs``), so weights load there unchanged.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+
+SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}  # width, depth, heads
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample: drop a residual branch, rescale the survivors."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, dim = x.shape
+        q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; shared by the image and the 1-D ViT."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Linear tokeniser of P x P patches, as a strided convolution (timm's ``patch_embed.proj``)."""
+
+    def __init__(self, patch_size: int, in_chans: int, dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images B x C x H x W (an on-grid tiling) or cut patches B x N x C x P x P -> B x N x D."""
+        if x.dim() == 5:
+            batch, tokens = x.shape[:2]
+            if x.shape[-1] != self.patch_size or x.shape[-2] != self.patch_size:
+                raise ValueError(f"patches must be {self.patch_size} x {self.patch_size}, got {tuple(x.shape[-2:])}")
+            return self.proj(x.flatten(0, 1)).view(batch, tokens, -1)
+        if x.shape[-1] % self.patch_size or x.shape[-2] % self.patch_size:
+            raise ValueError(f"image size {tuple(x.shape[-2:])} is not a multiple of the patch size {self.patch_size}")
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class VisionTransformer(nn.Module):
+    """ViT with timm's ``forward_features`` / ``forward_head`` / ``num_features``.
+
+    ``pos_embed`` and ``class_token`` are off for PART pretraining (the model must not know
+    where a patch came from) and on for finetuning. ``num_tokens`` sizes the position
+    embedding: (H / P) * (W / P) for on-grid images."""
+
+    def __init__(self, patch_size: int = 4, embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
+                 mlp_ratio: float = 4.0, in_chans: int = 3, num_tokens: int = 64, pos_embed: bool = False,
+                 class_token: bool = False, global_pool: str = "avg", num_classes: int = 0,
+                 drop_path_rate: float = 0.0):
+        super().__init__()
+        if global_pool not in ("avg", "token"):
+            raise ConfigError(f"model.global_pool must be 'avg' or 'token', got '{global_pool}'")
+        if global_pool == "token" and not class_token:
+            raise ConfigError("model.global_pool=token needs model.class_token=true")
+        self.patch_size, self.global_pool, self.num_tokens = patch_size, global_pool, num_tokens
+        self.num_features = self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_prefix_tokens = int(class_token)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + self.num_prefix_tokens, embed_dim)) if pos_embed else None
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, r) for r in rates])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B x C x H x W) or cut patches (B x N x C x P x P) -> normed tokens B x (prefix + N) x D."""
+        x = self.patch_embed(x)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
+        if self.pos_embed is not None:
+            if x.shape[1] != self.pos_embed.shape[1]:
+                raise ValueError(f"the position embedding is sized for {self.num_tokens} patches, got "
+                                 f"{x.shape[1] - self.num_prefix_tokens}; use the image size the model was built for")
+            x = x + self.pos_embed
+        return self.norm(self.blocks(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(dim=1)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """One embedding per patch (B x N x D), without the class token."""
+        return self.forward_features(x)[:, self.num_prefix_tokens:]
+
+    def timm_kwargs(self) -> dict:
+        """Arguments of ``timm.models.vision_transformer.VisionTransformer`` whose state dict
+        has this model's keys and shapes (``img_size`` assumes a square on-grid image)."""
+        side = int(round(self.num_tokens ** 0.5))
+        return dict(img_size=side * self.patch_size, patch_size=self.patch_size, embed_dim=self.embed_dim,
+                    depth=len(self.blocks), num_heads=self.num_heads,
+                    mlp_ratio=self.blocks[0].mlp.fc1.out_features / self.embed_dim,
+                    class_token=self.cls_token is not None,
+                    pos_embed="learn" if self.pos_embed is not None else "none",
+                    global_pool=self.global_pool, fc_norm=False,
+                    num_classes=self.head.out_features if isinstance(self.head, nn.Linear) else 0)
+
+
+def vision_transformer(size: str, **kwargs) -> VisionTransformer:
+    width, depth, heads = SIZES[size]
+    return VisionTransformer(embed_dim=width, depth=depth, num_heads=heads, **kwargs)
