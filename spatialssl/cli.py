@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .errors import SpatialSSLError
+from .errors import ConfigError, SpatialSSLError
 
 EXAMPLES = """examples:
   spatialssl demo
@@ -13,6 +13,10 @@ EXAMPLES = """examples:
   spatialssl pretrain --config recipes/sr_cifar10.yaml --data ~/data/cifar10 --out runs/sr method.num_patches=3 train.epochs=50
   spatialssl pretrain --out runs/sr --resume
   spatialssl linear-eval --checkpoint runs/sr/last.ckpt --data ~/data/cifar100 --patches 0,1,3,9
+  spatialssl pretrain --config recipes/part_cifar10.yaml --data ~/data/cifar10 --out runs/part
+  spatialssl finetune --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out runs/part-ft train.epochs=100
+  spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out figures/reconstruct.png
+  spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors
 """
 
 DATA_HELP = ("a data set: torchvision's CIFAR-10/100 or STL-10 folders, tiny-imagenet-200, a folder with "
@@ -55,6 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--epochs", type=int, help="linear-probe epochs (default 100)")
     lin.add_argument("--affine-augment", action="store_true", help="affine augmentation of training images")
     lin.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.labels=coarse eval.lr=1e-3")
+    fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data",
+                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fine.add_argument("--checkpoint", help="a last.ckpt written by pretrain (not needed with --resume)")
+    fine.add_argument("--data", help=DATA_HELP + " (with labels, train and test splits)")
+    fine.add_argument("--out", required=True, help="run folder of the finetuning")
+    fine.add_argument("--epochs", type=int, help="finetuning epochs (default 100)")
+    fine.add_argument("--resume", action="store_true", help="continue the finetuning in --out where it stopped")
+    fine.add_argument("--no-progress", action="store_true", help="no progress bars")
+    fine.add_argument("overrides", nargs="*", help="section.key=value, e.g. finetune.mixup=0 optim.lr=1e-3")
+
+    exp = commands.add_parser("export", help="write a checkpoint's backbone as timm/torchvision-compatible safetensors")
+    exp.add_argument("--checkpoint", required=True, help="a last.ckpt")
+    exp.add_argument("--out", required=True, help="output .safetensors file (a .json beside it says how to load it)")
+
+    for name, text in (("reconstruct", "PART: rebuild images from predicted translations (paper Fig. 4)"),
+                       ("symmetry", "PART: predicted vs true dx/dy matrices and their antisymmetry (Fig. 6)"),
+                       ("uncertainty", "PART: per-patch spread of predicted positions across references (Fig. 5)")):
+        figure = commands.add_parser(name, help=text)
+        figure.add_argument("--checkpoint", required=True, help="a PART last.ckpt")
+        figure.add_argument("--data", required=True, help=DATA_HELP)
+        figure.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default {name}.png)")
+        figure.add_argument("--split", default="test", help="which split's images (default test)")
+        figure.add_argument("--images", type=int, default=4, help="images shown (reconstruct; default 4)")
+        figure.add_argument("--sampling", choices=("offgrid", "scale", "grid", "stratified"),
+                            help="box sampling (default: the checkpoint's)")
+        figure.add_argument("--seed", type=int, default=0, help="which images, boxes and reference (default 0)")
     return parser
 
 
@@ -92,6 +122,26 @@ def run(args: argparse.Namespace) -> None:
         results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches)
         print(format_results({Path(args.checkpoint).parent.name or "model": results}))
         print(f"report: {results['report_path']}")
+    elif args.command == "finetune":
+        from .finetuning import finetune
+
+        if not args.resume and (not args.checkpoint or not args.data):
+            raise ConfigError("finetune needs --checkpoint and --data (or --resume with --out)")
+        overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
+        report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress)
+        print(f"test accuracy {100 * report['test_acc']:.2f}% after {report['epochs']} epochs; "
+              f"report: {Path(args.out) / 'finetune.json'}")
+    elif args.command == "export":
+        from .export import export
+
+        described = export(args.checkpoint, args.out)
+        print(f"wrote {described['path']}; load it into {described['class']}(**{described['kwargs']})")
+    elif args.command in ("reconstruct", "symmetry", "uncertainty"):
+        from .analysis import run_analysis
+
+        result = run_analysis(args.command, args.checkpoint, args.data, args.out, args.split, args.images,
+                              args.seed, args.sampling)
+        print(", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
 
 
 def _resume_overrides(out: str, overrides: list):

@@ -37,6 +37,7 @@ class ModelConfig:
     class_token: bool = False  # ViT: a [CLS] token
     global_pool: str = "avg"  # ViT: avg (mean of patch tokens) or token ([CLS])
     drop_path: float = 0.0  # ViT: stochastic depth rate
+    depth: Optional[int] = None  # ViT: number of blocks; None: the size's (12)
     input_size: Optional[list] = None  # [H, W] the model sees; filled in from the data
     init_from: Optional[str] = None  # start from a checkpoint's backbone (finetuning)
 

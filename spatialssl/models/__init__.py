@@ -19,7 +19,8 @@ BACKBONES = (*RESNETS, *(f"vit_{size}" for size in SIZES))
 
 def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
                     input_size: Optional[Sequence[int]] = None, patch_size: int = 4, pos_embed: bool = False,
-                    class_token: bool = False, global_pool: str = "avg", drop_path: float = 0.0) -> nn.Module:
+                    class_token: bool = False, global_pool: str = "avg", drop_path: float = 0.0,
+                    depth: Optional[int] = None) -> nn.Module:
     """A fresh backbone by name; the ViT options apply to ``vit_*`` names only."""
     if name.startswith("vit_") and name[4:] in SIZES:
         height, width = input_size or (32, 32)
@@ -27,7 +28,7 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
             raise ConfigError(f"input size {height}x{width} is not a multiple of model.patch_size {patch_size}")
         return vision_transformer(name[4:], patch_size=patch_size, num_tokens=(height // patch_size) * (width // patch_size),
                                   pos_embed=pos_embed, class_token=class_token, global_pool=global_pool,
-                                  num_classes=num_classes, drop_path_rate=drop_path)
+                                  num_classes=num_classes, drop_path_rate=drop_path, depth=depth)
     if name not in RESNETS:
         raise ConfigError(f"model.backbone '{name}' is unknown; choose one of {', '.join(BACKBONES)}")
     if name in ("resnet18", "resnet34"):
@@ -38,7 +39,7 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
 def backbone_from_config(model, num_classes: int = 0) -> nn.Module:
     """``create_backbone`` with the options of a ``ModelConfig``."""
     return create_backbone(model.backbone, model.cifar_stem, num_classes, model.input_size, model.patch_size,
-                           model.pos_embed, model.class_token, model.global_pool, model.drop_path)
+                           model.pos_embed, model.class_token, model.global_pool, model.drop_path, model.depth)
 
 
 def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:

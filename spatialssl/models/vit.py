@@ -165,6 +165,7 @@ class VisionTransformer(nn.Module):
                     num_classes=self.head.out_features if isinstance(self.head, nn.Linear) else 0)
 
 
-def vision_transformer(size: str, **kwargs) -> VisionTransformer:
-    width, depth, heads = SIZES[size]
-    return VisionTransformer(embed_dim=width, depth=depth, num_heads=heads, **kwargs)
+def vision_transformer(size: str, depth=None, **kwargs) -> VisionTransformer:
+    """ViT-tiny / small / base by name; ``depth`` overrides the number of blocks."""
+    width, blocks, heads = SIZES[size]
+    return VisionTransformer(embed_dim=width, depth=depth or blocks, num_heads=heads, **kwargs)

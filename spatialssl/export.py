@@ -1,0 +1,33 @@
+"""``spatialssl export``: a checkpoint's backbone as a plain safetensors state dict that the
+matching timm (ViT) or torchvision (ResNet) model loads with ``load_state_dict``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import checkpoint
+from .models import VisionTransformer
+
+
+def timm_constructor(backbone) -> dict:
+    """How to build the matching model outside spatialssl."""
+    if isinstance(backbone, VisionTransformer):
+        return {"library": "timm", "class": "timm.models.vision_transformer.VisionTransformer",
+                "kwargs": backbone.timm_kwargs()}
+    num_classes = getattr(getattr(backbone, "fc", None), "out_features", 0)
+    return {"library": "torchvision", "class": "spatialssl.models.ResNet (torchvision keys)",
+            "kwargs": {"num_classes": num_classes}}
+
+
+def export(path, out) -> dict:
+    """Write the backbone of checkpoint ``path`` to ``out`` (.safetensors); the metadata and a
+    sibling ``.json`` say how to construct the model it fits. Returns that description."""
+    backbone, cfg = checkpoint.load_backbone(path)
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        out = out.with_suffix(".safetensors")
+    described = {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path),
+                 "mean": cfg.data.mean, "std": cfg.data.std}
+    checkpoint.save_weights(out, backbone.state_dict(), {"spatialssl": json.dumps(described)})
+    out.with_suffix(".json").write_text(json.dumps(described, indent=2))
+    return {**described, "path": str(out)}
