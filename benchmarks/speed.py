@@ -2,9 +2,10 @@
 
     python benchmarks/speed.py --data /tmp/cifar10 --write BENCHMARKS.md
 
-Times whole optimiser steps of RR (K=4) and SR (K=4, N=2) with ResNet-32 at 32 px, batch
-128, and, inside the same steps, the time spent in the samplers (views, patches). Writes a
-section of BENCHMARKS.md naming the machine and the command.
+Times whole optimiser steps of RR (K=4) and SR (K=4, N=2) with ResNet-32 and of PART with
+ViT-tiny (patch 4, 64 tokens, 2048 pairs), all at 32 px and batch 128, and, inside the same
+steps, the time spent in the samplers (views, patches, boxes). Writes a section of
+BENCHMARKS.md naming the machine and the command.
 """
 from __future__ import annotations
 
@@ -58,9 +59,10 @@ def sync(device):
 
 
 def measure(name: str, overrides: list, images: torch.Tensor, steps: int, warmup: int, device) -> dict:
-    cfg = load_config(overrides=["model.backbone=resnet32", "train.batch_size=128", *overrides])
+    cfg = load_config(overrides=["model.backbone=resnet32", "train.batch_size=128", "model.input_size=[32,32]",
+                                 *overrides])
     method = build_method(cfg, [0.49, 0.48, 0.45], [0.25, 0.24, 0.26]).to(device)
-    samplers = [s for s in ("views", "patches") if hasattr(method, s)]
+    samplers = [s for s in ("views", "patches", "boxes") if hasattr(method, s)]
     optimizer = torch.optim.Adam(method.parameters(), lr=1e-3)
     generator = torch.Generator(device=device).manual_seed(0)
     batch = cfg.train.batch_size
@@ -83,10 +85,11 @@ def measure(name: str, overrides: list, images: torch.Tensor, steps: int, warmup
             "sampling_share": sampling / seconds}
 
 
-def write_section(path: Path, text: str) -> None:
+def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the section between the markers ``begin`` and ``end`` (or append it)."""
     old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if BEGIN in old:
-        new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+    if begin in old:
+        new = old[: old.index(begin)] + text + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + "\n\n" + text + "\n"
     path.write_text(new)
@@ -105,9 +108,11 @@ def main() -> None:
     runs = [("RR, K=4", ["method.name=rr", "method.augmentations=4"]),
             ("SR plain, K=4, N=2", ["method.name=sr", "method.augmentations=4", "method.num_patches=2", "method.patch_size=16"]),
             ("SR additive, K=4, N=2", ["method.name=sr", "method.augmentations=4", "method.num_patches=2",
-                                       "method.patch_size=16", "method.additive=true"])]
+                                       "method.patch_size=16", "method.additive=true"]),
+            ("PART ViT-tiny, 2048 pairs", ["method.name=part", "model.backbone=vit_tiny", "model.patch_size=4",
+                                           "part.num_pairs=2048", "part.sampling=scale"])]
     rows = [measure(name, o, images, args.steps, args.warmup, device) for name, o in runs]
-    lines = [BEGIN, "## Pretraining speed (ResNet-32, 32 px, batch 128)", "",
+    lines = [BEGIN, "## Pretraining speed (32 px, batch 128; ResNet-32 for RR/SR, ViT-tiny patch 4 for PART)", "",
              f"Machine: {machine()}.  ",
              f"Data: {args.data or 'generated 32 px images'}; {args.steps} timed steps after {args.warmup} warm-up steps.  ",
              f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:])}`", "",

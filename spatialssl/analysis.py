@@ -151,7 +151,7 @@ def symmetry_figure(sample: Sample, patch_size: int, out):
             limit = sample.targets[..., channel].abs().max().item() or 1.0
             axes_image = row[col].imshow(matrix.numpy(), cmap="RdGy_r", vmin=-limit, vmax=limit)
             score = antisymmetry_error(matrix)
-            scores[f"{name} {label}"] = score
+            scores[f"antisymmetry error, {name}, {label}"] = score
             row[col].set_title(f"{name} ({label})\nantisymmetry error {score:.3f}", fontsize=8)
             row[col].set_xlabel("target patch j", fontsize=7)
             row[col].set_ylabel("reference patch i", fontsize=7)

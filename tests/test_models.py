@@ -4,25 +4,6 @@ import torch
 from spatialssl.models import RelationHead, create_backbone, embed
 
 
-def import_torchvision_on_cpu_torch():
-    """torchvision's CUDA wheel registers fake kernels for ops our CPU torch lacks; skip those."""
-    import torch.library
-
-    original = torch.library.register_fake
-
-    def lenient(op, *args, **kwargs):
-        if isinstance(op, str) and op.startswith("torchvision::"):
-            return args[0] if args else (lambda fn: fn)
-        return original(op, *args, **kwargs)
-
-    torch.library.register_fake = lenient
-    try:
-        import torchvision
-    finally:
-        torch.library.register_fake = original
-    return torchvision
-
-
 @pytest.mark.parametrize("name, blocks, features", [
     ("resnet8", 1, 64), ("resnet20", 3, 64), ("resnet32", 5, 64), ("resnet56", 9, 64)])
 def test_cifar_resnets(name, blocks, features):
@@ -34,8 +15,7 @@ def test_cifar_resnets(name, blocks, features):
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34"])
-def test_imagenet_resnets_load_into_torchvision_unchanged(name):
-    torchvision = import_torchvision_on_cpu_torch()
+def test_imagenet_resnets_load_into_torchvision_unchanged(name, torchvision):
     ours = create_backbone(name, num_classes=1000).eval()
     theirs = getattr(torchvision.models, name)().eval()
     theirs.load_state_dict(ours.state_dict(), strict=True)  # same keys and shapes

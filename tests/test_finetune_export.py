@@ -1,0 +1,137 @@
+"""Finetuning (weights carried over, regularisers, schedule), export to timm, the PART CLI."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spatialssl import checkpoint, regularize
+from spatialssl.cli import main
+from spatialssl.config import OptimConfig, load_config
+from spatialssl.data import make_demo_images
+from spatialssl.errors import DataError
+from spatialssl.export import export
+from spatialssl.models import create_backbone, embed
+from spatialssl.train import learning_rate, pretrain
+
+VIT = ["model.backbone=vit_tiny", "model.depth=2", "train.knn_monitor=0", "train.batch_size=16"]
+
+
+@pytest.fixture(scope="module")
+def part_run(tmp_path_factory):
+    """A PART checkpoint after one short epoch on demo images."""
+    out = tmp_path_factory.mktemp("part")
+    cfg = load_config(overrides=["method.name=part", *VIT, "part.num_pairs=128", "train.epochs=1"])
+    return pretrain(cfg, out / "run", train_set=make_demo_images(64, seed=3), progress=False)
+
+
+def test_export_round_trip_through_timm(part_run, tmp_path, timm):
+    described = export(part_run, tmp_path / "vit")
+    assert described["kwargs"]["pos_embed"] == "none" and not described["kwargs"]["class_token"]
+    theirs = timm.models.vision_transformer.VisionTransformer(**described["kwargs"]).eval()
+    state = load_file(tmp_path / "vit.safetensors")
+    theirs.load_state_dict(state, strict=True)  # same keys and shapes
+    ours, _ = checkpoint.load_backbone(part_run)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(embed(ours.eval(), x), theirs.forward_head(theirs.forward_features(x), pre_logits=True),
+                              atol=1e-5)
+    ours.load_state_dict(theirs.state_dict(), strict=True)  # and back
+    assert json.loads((tmp_path / "vit.json").read_text())["class"].startswith("timm.")
+
+
+def test_finetuned_vit_with_position_embedding_and_class_token_matches_timm(timm):
+    ours = create_backbone("vit_tiny", num_classes=7, input_size=(32, 32), pos_embed=True, class_token=True,
+                           global_pool="token", depth=2).eval()
+    theirs = timm.models.vision_transformer.VisionTransformer(**ours.timm_kwargs()).eval()
+    theirs.load_state_dict(ours.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(ours(x), theirs(x), atol=1e-5)
+
+
+def test_finetuning_starts_from_the_pretrained_weights_and_adds_position_embedding(part_run, tmp_path):
+    from spatialssl.finetuning import finetune_config
+    from spatialssl.methods import build_method
+
+    cfg = finetune_config(part_run, None, ["model.input_size=[32,32]"])
+    assert cfg.model.pos_embed and cfg.model.class_token and cfg.method.name == "finetune"
+    method = build_method(cfg, [0.5] * 3, [0.25] * 3, num_classes=10)
+    pretrained = checkpoint.backbone_state(checkpoint.read_checkpoint(part_run)[0])
+    state = method.backbone.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pretrained.items())
+    assert state["pos_embed"].shape == (1, 65, 192) and state["head.weight"].shape == (10, 192)
+
+
+def test_pretrained_weights_that_do_not_fit_are_named(part_run):
+    from spatialssl.checkpoint import load_pretrained
+
+    with pytest.raises(DataError, match="do not fit.*blocks.2"):
+        load_pretrained(create_backbone("vit_tiny", depth=3), part_run)
+    with pytest.raises(DataError, match="does not exist|do not exist"):
+        load_pretrained(create_backbone("vit_tiny", depth=2), "missing.safetensors")
+
+
+def test_mixup_and_cutmix_targets_are_distributions_matching_the_mixed_area():
+    labels = torch.arange(8) % 4
+    x = torch.stack([torch.full((3, 16, 16), float(i)) for i in range(8)])
+    for seed in range(6):
+        g = torch.Generator().manual_seed(seed)
+        mixed, targets = regularize.mix_batch(x, labels, 4, g, mixup=0.0, cutmix=1.0, smoothing=0.1)
+        assert torch.allclose(targets.sum(1), torch.ones(8))
+        own = (mixed[0] == x[0]).float().mean().item()  # share of image 0's pixels kept
+        difference = targets[0, labels[0]] - targets[0, labels[7]]  # image 7 is pasted into image 0
+        assert difference.item() == pytest.approx((2 * own - 1) * 0.9, abs=1e-5)  # (lam - (1 - lam)) * (1 - smoothing)
+    g = torch.Generator().manual_seed(0)
+    mixed, _ = regularize.mix_batch(x, labels, 4, g, mixup=0.8, cutmix=0.0)
+    assert torch.allclose(mixed + mixed.flip(0), x + x.flip(0))  # a convex blend with the reversed batch
+
+
+def test_random_erasing_hits_about_p_of_the_images():
+    x = torch.zeros(400, 3, 16, 16)
+    erased = regularize.random_erasing(x, 0.25, torch.Generator().manual_seed(0))
+    changed = (erased != 0).flatten(1).any(1).float().mean().item()
+    assert 0.18 < changed < 0.32
+
+
+def test_rand_augment_keeps_range_and_varies_per_image():
+    x = torch.rand(1, 3, 16, 16).expand(64, -1, -1, -1).contiguous()
+    out = regularize.rand_augment(x, 2, 9, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    distinct = {round(v, 4) for v in out.flatten(1).sum(1).tolist()}
+    assert len(distinct) > 20  # each image drew its own ops
+    equal = regularize._equalize(torch.linspace(0.2, 0.4, 256).view(1, 1, 16, 16).expand(1, 3, -1, -1))
+    assert equal.min() == 0 and equal.max() == 1  # equalisation stretches a narrow histogram
+
+
+def test_learning_rate_warms_up_linearly_then_follows_the_cosine():
+    optim = OptimConfig(lr=1.0, schedule="cosine", warmup_epochs=2, min_lr=0.1)
+    rates = [learning_rate(optim, step, 100, 10) for step in range(100)]
+    assert rates[0] == pytest.approx(0.05) and rates[19] == pytest.approx(1.0)
+    assert rates[20] == pytest.approx(1.0) and rates[-1] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 79 / 80)))
+    assert all(a >= b for a, b in zip(rates[20:], rates[21:]))
+    assert learning_rate(OptimConfig(lr=0.5), 50, 100, 10) == 0.5
+
+
+def test_part_commands_end_to_end(part_run, tmp_path, capsys):
+    from spatialssl.data import demo_splits
+
+    train, test = demo_splits(64, 32)
+    data = tmp_path / "demo.npz"
+    np.savez(data, train_images=train.images.numpy(), train_labels=train.labels.numpy(),
+             test_images=test.images.numpy(), test_labels=test.labels.numpy())
+    for kind in ("reconstruct", "symmetry", "uncertainty"):
+        png = tmp_path / f"{kind}.png"
+        assert main([kind, "--checkpoint", str(part_run), "--data", str(data), "--out", str(png), "--images", "2"]) == 0
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "antisymmetry error" in capsys.readouterr().out
+    assert main(["finetune", "--checkpoint", str(part_run), "--data", str(data), "--out", str(tmp_path / "ft"),
+                 "--epochs", "1", "--no-progress", "train.batch_size=16"]) == 0
+    report = json.loads((tmp_path / "ft" / "finetune.json").read_text())
+    assert 0 <= report["test_acc"] <= 1 and report["pretrained"] == str(part_run)
+    assert main(["export", "--checkpoint", str(tmp_path / "ft" / "last.ckpt"), "--out", str(tmp_path / "ft.safetensors")]) == 0
+    assert load_file(tmp_path / "ft.safetensors")["head.weight"].shape == (10, 192)
+    assert main(["symmetry", "--checkpoint", str(tmp_path / "ft" / "last.ckpt"), "--data", str(data)]) == 2
+    assert "need a PART checkpoint" in capsys.readouterr().err
