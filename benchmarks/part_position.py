@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="shared settings, e.g. train.epochs=3")
     args = parser.parse_args()
     shared = ["model.backbone=vit_tiny", "model.depth=6", "model.drop_path=0", "part.num_pairs=512",
-              "train.epochs=3", "train.batch_size=64", "optim.lr=0.0005", "optim.warmup_epochs=1",
+              "train.epochs=5", "train.batch_size=64", "optim.lr=0.001", "optim.warmup_epochs=1",
               "train.knn_monitor=0", *args.overrides]
     train = load_images(args.data, "train").subset(args.train_images, seed=0)
     test = load_images(args.data, "test").subset(args.test_images, seed=0).images

@@ -10,12 +10,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import augment, checkpoint
 from .config import load_config
 from .data import load_images
 from .errors import ConfigError
 from .methods import build_method
-from .samplers.boxes import cut_boxes, relative_targets, all_pairs, sample_boxes
+from .samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
 
 def load_part(path):
@@ -81,8 +81,7 @@ def analyse(method, cfg, images: torch.Tensor, seed: int = 0, sampling: Optional
     boxes = sample_boxes(batch, sampler.num_tokens, height, width, sampling or sampler.mode, sampler.patch_size,
                          generator, x.device, sampler.box_size, sampler.box_scale)
     raw = cut_boxes(x, boxes, sampler.patch_size)
-    normalised = (raw - torch.tensor(sampler.mean).view(1, 1, -1, 1, 1)) / torch.tensor(sampler.std).view(1, 1, -1, 1, 1)
-    predictions = method.predict_all(normalised)
+    predictions = method.predict_all(augment.normalize(raw.flatten(0, 1), sampler.mean, sampler.std).view_as(raw))
     num = boxes.shape[1]
     pairs = all_pairs(num).expand(batch, -1, -1)
     targets = relative_targets(boxes, pairs, method.predict_scale, method.log_scale).view(batch, num, num, -1)
@@ -123,8 +122,14 @@ def reconstruction_figure(samples: list, out, log_scale: bool = False, seed: int
     return _save(figure, out), errors
 
 
-def antisymmetry_error(matrix: torch.Tensor) -> float:
-    """Mean |M_ij + M_ji| over i != j: 0 for a perfectly antisymmetric N x N matrix."""
+def antisymmetry_error(matrix: torch.Tensor, scale: Optional[torch.Tensor] = None) -> float:
+    """Mean |M_ij + M_ji| over i != j: 0 for a perfectly antisymmetric N x N matrix.
+
+    PART's translations are in units of the reference box, so row i is first multiplied by
+    ``scale[i]`` (reference size / P): the true matrices are then exactly antisymmetric in
+    every sampling mode, and the error is in units of P."""
+    if scale is not None:
+        matrix = matrix * scale[:, None]
     off = ~torch.eye(len(matrix), dtype=torch.bool)
     return (matrix + matrix.T)[off].abs().mean().item()
 
@@ -138,7 +143,7 @@ def raster_order(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def symmetry_figure(sample: Sample, patch_size: int, out):
     """Predicted vs true dx and dy matrices, in raster order and in sampled order, with the
-    antisymmetry error of each."""
+    antisymmetry error of each (in units of P, see ``antisymmetry_error``)."""
     import matplotlib.pyplot as plt
 
     order = raster_order(sample.boxes, patch_size)
@@ -150,7 +155,7 @@ def symmetry_figure(sample: Sample, patch_size: int, out):
             matrix = source[index][:, index][..., channel]
             limit = sample.targets[..., channel].abs().max().item() or 1.0
             axes_image = row[col].imshow(matrix.numpy(), cmap="RdGy_r", vmin=-limit, vmax=limit)
-            score = antisymmetry_error(matrix)
+            score = antisymmetry_error(matrix, sample.boxes[index, 2 + channel] / patch_size)
             scores[f"antisymmetry error, {name}, {label}"] = score
             row[col].set_title(f"{name} ({label})\nantisymmetry error {score:.3f}", fontsize=8)
             row[col].set_xlabel("target patch j", fontsize=7)

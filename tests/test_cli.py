@@ -58,10 +58,12 @@ def test_every_recipe_loads(tmp_path):
     from spatialssl.config import load_config
 
     recipes = sorted(Path("recipes").glob("*.yaml"))
-    assert len(recipes) == 25
+    assert len(recipes) == 28  # 5 methods x 5 data sets of the SR paper, 3 PART settings
     for recipe in recipes:
         cfg = load_config(recipe)
         assert cfg.method.name in recipe.name or recipe.name.startswith("sr_additive")
+        if cfg.method.name == "part":
+            assert cfg.model.backbone.startswith("vit_") and not cfg.model.pos_embed
 
 
 def test_linear_eval_refuses_unlabelled_data(tmp_path, capsys):

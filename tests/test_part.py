@@ -181,6 +181,10 @@ def test_placing_patches_by_true_translations_recovers_their_boxes(predict_scale
 def test_symmetry_and_uncertainty_measures():
     assert antisymmetry_error(torch.tensor([[0.0, 2.0], [-2.0, 0.0]])) == 0
     assert antisymmetry_error(torch.tensor([[0.0, 2.0], [2.0, 0.0]])) == 4
+    scaled = sample_boxes(1, 10, 32, 32, "scale", 4, torch.Generator().manual_seed(0), "cpu")[0]
+    dx = relative_targets(scaled[None], all_pairs(10)[None]).view(10, 10, 2)[..., 0]
+    assert antisymmetry_error(dx) > 0.1  # per-reference units hide the symmetry...
+    assert antisymmetry_error(dx, scaled[:, 2] / 4) < 1e-5  # ...which reference sizes restore
     boxes = sample_boxes(1, 10, 32, 32, "offgrid", 4, torch.Generator().manual_seed(0), "cpu")[0]
     targets = relative_targets(boxes[None], all_pairs(10)[None]).view(10, 10, 2)
     exact = Sample(torch.zeros(3, 32, 32), torch.zeros(10, 3, 4, 4), boxes, targets, targets)
