@@ -139,10 +139,11 @@ def pretrained_state(path) -> dict:
 
 def load_pretrained(backbone: torch.nn.Module, path) -> None:
     """Copy pretrained weights into ``backbone``. A classifier of the pretraining task is
-    dropped; the [CLS] token and position embedding may be missing (finetuning adds them,
-    freshly initialised). Anything else that does not match is an error naming the keys."""
-    state = {k: v for k, v in pretrained_state(path).items() if not k.startswith(CLASSIFIERS)}
+    dropped; the [CLS] token and position embedding may be missing or sized for another
+    sequence (finetuning then starts them freshly initialised). Anything else that does not match is an error naming the keys."""
     own = backbone.state_dict()
+    state = {k: v for k, v in pretrained_state(path).items() if not k.startswith(CLASSIFIERS)
+             and not (k in ADDED_AT_FINETUNING and k in own and v.shape != own[k].shape)}  # resized: fresh
     unexpected = [k for k in state if k not in own]
     missing = [k for k in own if k not in state and not k.startswith(CLASSIFIERS) and k not in ADDED_AT_FINETUNING]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state

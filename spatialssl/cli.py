@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="pretrain RR and SR on embedded data and compare them (CPU, minutes)")
-    demo.add_argument("--out", default="runs/demo", help="where the demo's runs go (default runs/demo)")
+    demo.add_argument("--out", help="where the demo's runs go (default runs/demo or runs/demo-timeseries)")
+    demo.add_argument("--modality", choices=("images", "timeseries"), default="images",
+                      help="images: RR/SR on generated shapes; timeseries: PART 1-D on generated signals")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
 
@@ -90,9 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import run_demo, run_signal_demo
 
-        run_demo(args.out, args.overrides, progress=not args.no_progress)
+        if args.modality == "timeseries":
+            run_signal_demo(args.out or "runs/demo-timeseries", args.overrides, progress=not args.no_progress)
+        else:
+            run_demo(args.out or "runs/demo", args.overrides, progress=not args.no_progress)
     elif args.command == "pretrain":
         from .config import load_config
         from .train import pretrain

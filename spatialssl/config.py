@@ -29,16 +29,31 @@ class DataConfig:
 
 
 @dataclass
+class SignalConfig:
+    """How recordings (WFDB, EDF, npz) become epochs; used by the 1-D backbones (vit1d_*)."""
+    sampling_rate: Optional[float] = 100.0  # resample every recording to this (Hz); None keeps it
+    channels: Optional[list] = None  # channel names to keep, in this order; None: all
+    bandpass: Optional[list] = field(default_factory=lambda: [0.1, 30.0])  # Hz, before resampling; None: off
+    epoch_seconds: float = 30.0
+    expected_rate: Optional[float] = None  # refuse recordings recorded at another rate
+    annotation: str = "arousal"  # WFDB annotation extension holding the sleep stages
+    test_fraction: float = 0.2  # share of recordings (subjects) held out as the test split
+    instance_norm: bool = True  # normalise each epoch per channel (mean 0, std 1)
+
+
+@dataclass
 class ModelConfig:
-    backbone: str = "resnet32"  # resnet8/20/32/56/18/34 or vit_tiny/vit_small/vit_base
+    backbone: str = "resnet32"  # resnet8/20/32/56/18/34, vit_tiny/small/base, vit1d_tiny/small (signals)
     cifar_stem: bool = False  # ResNet-18/34 only: 3x3 stride-1 stem, no max-pool
-    patch_size: int = 4  # ViT token size P (4 at 32 px, 16 at 224 px)
+    patch_size: int = 4  # ViT token size P (4 at 32 px, 16 at 224 px; samples per window for 1-D)
     pos_embed: bool = False  # ViT: learnable position embedding (off for PART pretraining)
     class_token: bool = False  # ViT: a [CLS] token
     global_pool: str = "avg"  # ViT: avg (mean of patch tokens) or token ([CLS])
     drop_path: float = 0.0  # ViT: stochastic depth rate
     depth: Optional[int] = None  # ViT: number of blocks; None: the size's (12)
-    input_size: Optional[list] = None  # [H, W] the model sees; filled in from the data
+    input_size: Optional[list] = None  # [H, W] (or [T] for signals) the model sees; filled in from the data
+    in_chans: Optional[int] = None  # input channels; filled in from the data
+    num_tokens: Optional[int] = None  # 1-D: position-embedding length; None: T / patch_size
     init_from: Optional[str] = None  # start from a checkpoint's backbone (finetuning)
 
 
@@ -76,6 +91,7 @@ class PartConfig:
     predict_scale: Optional[bool] = None  # also regress dw, dh; None: in the scale sampling mode
     log_scale: bool = False  # dw, dh as log-ratios
     mlp_hidden: int = 512  # full-MLP encoder bottleneck; 0: the paper's single linear map
+    pos_embed_mask: float = 0.0  # 1-D: share of position embeddings dropped (windows sorted by time)
 
 
 @dataclass
@@ -99,6 +115,7 @@ class FinetuneConfig:
     randaugment_ops: int = 2  # ops per image; 0 turns RandAugment off
     randaugment_magnitude: int = 9  # 0..10
     random_erasing: float = 0.25  # probability per image
+    subjects: Optional[int] = None  # signals, low-label: finetune on this many training subjects
 
 
 @dataclass
@@ -125,6 +142,7 @@ class EvalConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    signal: SignalConfig = field(default_factory=SignalConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -234,11 +252,14 @@ def validate(cfg: Config) -> None:
     _choice(p.encoder, ENCODERS, "part.encoder")
     _choice(o.name, ("adam", "adamw"), "optim.name")
     _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
-    if m.name == "part" and not cfg.model.backbone.startswith("vit_"):
-        raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small or vit_base), "
-                          f"got '{cfg.model.backbone}'")
-    if m.name == "part" and cfg.model.pos_embed:
-        raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false")
+    if m.name == "part" and not cfg.model.backbone.startswith(("vit_", "vit1d_")):
+        raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
+                          f"vit1d_tiny or vit1d_small), got '{cfg.model.backbone}'")
+    if m.name == "part" and cfg.model.pos_embed and not (cfg.model.backbone.startswith("vit1d_") and p.pos_embed_mask > 0):
+        raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false "
+                          "(1-D only: a position embedding over time-sorted windows with part.pos_embed_mask > 0)")
+    if not 0 <= p.pos_embed_mask < 1:
+        raise ConfigError(f"part.pos_embed_mask must be in [0, 1), got {p.pos_embed_mask}")
     if m.name == "finetune" and not cfg.model.init_from:
         raise ConfigError("method finetune needs model.init_from (a pretrained checkpoint); "
                           "use `spatialssl finetune --checkpoint RUN/last.ckpt`")
@@ -271,5 +292,5 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"eval.patches may hold 0, 1, 3, 5, 7 or 9, got {n}")
     for name in ("mean", "std"):
         value = getattr(cfg.data, name)
-        if value is not None and len(value) != 3:
+        if value is not None and len(value) != 3 and not cfg.model.backbone.startswith("vit1d_"):
             raise ConfigError(f"data.{name} needs 3 values (R, G, B), got {value}")

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import augment
+from .metrics import classification_report
 from .models import embed
 from .samplers import grid_patches
 
@@ -25,7 +26,11 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: Sequence[f
     backbone.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True).float().div_(255)
+        x = images[start:start + batch_size].to(device, non_blocking=True)
+        if x.dtype != torch.uint8:  # signals: already normalised epochs, no patches
+            out.append(embed(backbone, x)[:, None].float().cpu())
+            continue
+        x = x.float().div_(255)
         if augment_generator is not None:
             x = augment.random_affine(x, augment_generator)
         parts = [embed(backbone, augment.normalize(x, mean, std))]
@@ -57,6 +62,8 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 class ProbeResult:
     test_acc: float
     train_acc: float
+    macro_f1: float = 0.0
+    kappa: float = 0.0
 
 
 def train_linear_probe(train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
@@ -83,9 +90,9 @@ def train_linear_probe(train_features: Sequence[torch.Tensor], train_labels: tor
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        test_acc = (probe(test_features.to(device)).argmax(1).cpu() == test_labels).float().mean().item()
+        report = classification_report(probe(test_features.to(device)).argmax(1).cpu(), test_labels, num_classes)
         train_acc = (probe(copies[0]).argmax(1) == labels).float().mean().item()
-    return ProbeResult(test_acc, train_acc)
+    return ProbeResult(report["accuracy"], train_acc, report["macro_f1"], report["kappa"])
 
 
 def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,

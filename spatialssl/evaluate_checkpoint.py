@@ -5,12 +5,30 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
 from . import checkpoint
 from .config import load_config
-from .data import load_images
 from .errors import DataError
 from .evaluate import linear_evaluation, patch_counts_for
-from .train import resolve_device
+from .train import load_data, resolve_device
+
+
+def low_label(train, test, subjects: int, seed: int = 0):
+    """The epochs of ``subjects`` randomly chosen training subjects (the paper's low-label
+    regime); refuses when a subject is in both splits."""
+    if getattr(train, "subjects", None) is None or getattr(test, "subjects", None) is None:
+        raise DataError(f"a subject-limited run needs subject ids; {train.source} has none "
+                        "(store 'subjects' in the .npz, or read WFDB/EDF folders)")
+    shared = set(train.subject_ids()) & set(test.subject_ids())
+    if shared:
+        raise DataError(f"subjects {sorted(shared)[:5]} are in both the training and the test split of "
+                        f"{train.source}; a low-label evaluation must hold them out")
+    ids = train.subject_ids()
+    if subjects > len(ids):
+        raise DataError(f"finetune.subjects={subjects} but {train.source} has only {len(ids)} training subjects")
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    return train.of_subjects([ids[i] for i in order[:subjects]])
 
 
 def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
@@ -21,17 +39,19 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     with); ``overrides`` may set ``eval.*`` and ``data.*`` (e.g. ``data.labels=coarse``)."""
     backbone, saved = checkpoint.load_backbone(path)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
-    d = cfg.data
-    train = load_images(data, "train", d.labels, d.image_size, d.cache)
-    test = load_images(data, d.test_split, d.labels, d.image_size, d.cache)
+    train = load_data(cfg, "train", data)
+    test = load_data(cfg, cfg.data.test_split, data)
     for split in (train, test):
         if split.labels is None:
             raise DataError(f"linear evaluation needs labels; {split.source} has none")
+    if cfg.finetune.subjects:
+        train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with
     results = evaluate_sets(backbone, cfg, train, test, patch_counts_for(cfg, patch_counts))
     report = {"checkpoint": str(path), "data": str(data), "method": saved.method.name,
               "knn": results["knn"],
-              "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc} for n, r in results["linear"].items()}}
+              "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc, "macro_f1": r.macro_f1,
+                                  "kappa": r.kappa} for n, r in results["linear"].items()}}
     out = Path(path).with_name(f"linear_eval-{Path(data).name or 'data'}.json")
     out.write_text(json.dumps(report, indent=2))
     results["report_path"] = out
@@ -43,6 +63,6 @@ def evaluate_sets(backbone, cfg, train, test, patch_counts) -> dict:
     method.patch_size, data.mean/std (the pretraining normalisation), train.seed/device."""
     e = cfg.eval
     return linear_evaluation(
-        backbone, train.images, train.labels, test.images, test.labels, max(train.num_classes, test.num_classes),
+        backbone, train.tensor, train.labels, test.tensor, test.labels, max(train.num_classes, test.num_classes),
         cfg.data.mean, cfg.data.std, cfg.method.patch_size, patch_counts, e.epochs, e.lr, e.batch_size,
         e.affine_augment, e.augment_copies, e.knn_k, cfg.train.seed, str(resolve_device(cfg.train.device)))

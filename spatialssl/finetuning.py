@@ -10,9 +10,10 @@ import torch
 
 from . import augment, checkpoint
 from .config import Config, load_config
-from .data import load_images
 from .errors import DataError
-from .train import pretrain, resolve_device
+from .evaluate_checkpoint import low_label
+from .metrics import classification_report
+from .train import load_data, pretrain, resolve_device
 
 # DeiT's recipe as PART finetunes with it (warm-up 5 epochs, AdamW 5e-4 * batch / 512, wd 0.05,
 # RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing 0.1, random erasing 0.25). Colour
@@ -23,6 +24,7 @@ RECIPE = {"method": {"name": "finetune"},
           "augment": {"scale": [0.08, 1.0], "jitter_p": 0.0, "gray_p": 0.0},
           "train": {"epochs": 100, "batch_size": 128}}
 VIT = {"pos_embed": True, "class_token": True, "global_pool": "token", "drop_path": 0.1}
+SIGNALS = {"mixup": 0.0, "cutmix": 0.0, "randaugment_ops": 0, "random_erasing": 0.0}
 
 
 def finetune_config(path, data: Optional[str], overrides: Optional[list] = None) -> Config:
@@ -32,26 +34,30 @@ def finetune_config(path, data: Optional[str], overrides: Optional[list] = None)
     base = load_config(base=info["config"]).to_dict()
     for section, values in RECIPE.items():
         base[section].update(values)
-    if base["model"]["backbone"].startswith("vit_"):
+    if base["model"]["backbone"].startswith(("vit_", "vit1d_")):
         base["model"].update(VIT)
-    base["model"].update({"init_from": str(path), "input_size": None})
+    if base["model"]["backbone"].startswith("vit1d_"):  # signals: no image augmentation
+        base["finetune"].update(SIGNALS)
+    base["model"].update({"init_from": str(path), "input_size": None, "num_tokens": None})
     if data is not None:
         base["data"].update({"path": str(data), "split": "train"})
     return load_config(base=base, overrides=overrides)
 
 
 @torch.no_grad()
-def classification_accuracy(backbone, images: torch.Tensor, labels: torch.Tensor, mean, std,
-                            device: str = "cpu", batch_size: int = 256) -> float:
-    """Top-1 of a backbone with its classification head on on-grid, unaugmented images."""
+def predict(backbone, data: torch.Tensor, mean, std, device: str = "cpu", batch_size: int = 256) -> torch.Tensor:
+    """Class predictions of a backbone with its head on on-grid, unaugmented images
+    (normalised with ``mean``/``std``) or signal epochs."""
     was_training = backbone.training
     backbone.eval().to(device)
-    correct = 0
-    for start in range(0, len(images), batch_size):
-        x = augment.normalize(images[start:start + batch_size].to(device).float().div_(255), mean, std)
-        correct += (backbone(x).argmax(1).cpu() == labels[start:start + batch_size]).sum().item()
+    out = []
+    for start in range(0, len(data), batch_size):
+        x = data[start:start + batch_size].to(device)
+        if x.dtype == torch.uint8:
+            x = augment.normalize(x.float().div_(255), mean, std)
+        out.append(backbone(x).argmax(1).cpu())
     backbone.train(was_training)
-    return correct / len(images)
+    return torch.cat(out)
 
 
 def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
@@ -63,15 +69,19 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         cfg = load_config(base=info["config"], overrides=overrides)
-    last = pretrain(cfg, out_dir, resume=resume, progress=progress)
-    backbone, saved = checkpoint.load_backbone(last)
-    d = saved.data
-    test = load_images(d.path, d.test_split, d.labels, d.image_size, d.cache)
+    test = load_data(cfg, cfg.data.test_split)
     if test.labels is None:
         raise DataError(f"finetuning needs a labelled test split; {test.source} has none")
-    accuracy = classification_accuracy(backbone, test.images, test.labels, d.mean, d.std,
-                                       str(resolve_device(saved.train.device)))
-    report = {"pretrained": str(saved.model.init_from), "data": str(d.path), "epochs": saved.train.epochs,
-              "test_acc": accuracy, "checkpoint": str(last)}
+    train = load_data(cfg, cfg.data.split)
+    if cfg.finetune.subjects:
+        train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
+    last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress)
+    backbone, saved = checkpoint.load_backbone(last)
+    predicted = predict(backbone, test.tensor, saved.data.mean, saved.data.std, str(resolve_device(saved.train.device)))
+    scores = classification_report(predicted, test.labels, max(test.num_classes, int(predicted.max()) + 1))
+    report = {"pretrained": str(saved.model.init_from), "data": str(saved.data.path), "epochs": saved.train.epochs,
+              "test_acc": scores["accuracy"], "macro_f1": scores["macro_f1"], "kappa": scores["kappa"],
+              "train_subjects": len(train.subject_ids()) if hasattr(train, "subject_ids") else None,
+              "checkpoint": str(last)}
     (out_dir / "finetune.json").write_text(json.dumps(report, indent=2))
     return report

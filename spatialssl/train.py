@@ -17,7 +17,9 @@ from .errors import ConfigError, SpatialSSLError, TrainingDiverged
 from .evaluate import extract_features, knn_accuracy
 from .methods import build_method
 from .runlog import RunLog
+from .data.signals import load_signals
 from .methods.part import part_tokens
+from .samplers.windows import check_window_geometry
 from .samplers.boxes import check_box_geometry
 from .samplers.patches import check_patch_geometry
 
@@ -30,20 +32,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def load_training_data(cfg: Config) -> ImageSet:
-    if cfg.data.path is None:
-        raise ConfigError("no data: pass --data PATH (or data.path=PATH)")
+def is_signal_model(cfg: Config) -> bool:
+    return cfg.model.backbone.startswith("vit1d_")
+
+
+def load_data(cfg: Config, split: str, path=None):
+    """``split`` of ``path`` (default ``data.path``): an ImageSet, or a SignalSet for 1-D backbones."""
     d = cfg.data
-    return load_images(d.path, d.split, d.labels, d.image_size, d.cache)
+    path = path or d.path
+    if path is None:
+        raise ConfigError("no data: pass --data PATH (or data.path=PATH)")
+    if is_signal_model(cfg):
+        return load_signals(path, split, cfg.signal)
+    return load_images(path, split, d.labels, d.image_size, d.cache)
+
+
+def load_training_data(cfg: Config):
+    return load_data(cfg, cfg.data.split)
 
 
 def load_monitor_data(cfg: Config, train_set: ImageSet) -> Optional[tuple]:
     """(train subset, test subset) with labels for the kNN monitor, or None if unavailable."""
     if cfg.train.knn_monitor <= 0 or train_set.labels is None or cfg.data.path is None:
         return None
-    d = cfg.data
     try:
-        test_set = load_images(d.path, d.test_split, d.labels, d.image_size, d.cache)
+        test_set = load_data(cfg, cfg.data.test_split)
     except SpatialSSLError:
         return None
     if test_set.labels is None:
@@ -52,13 +65,15 @@ def load_monitor_data(cfg: Config, train_set: ImageSet) -> Optional[tuple]:
     return train_set.subset(n, seed=1), test_set.subset(n, seed=2)
 
 
-def check_against_data(cfg: Config, data: ImageSet) -> None:
-    """Checks of the options against the images, before any work."""
+def check_against_data(cfg: Config, data) -> None:
+    """Checks of the options against the images or signals, before any work."""
+    if is_signal_model(cfg):
+        return check_against_signals(cfg, data)
     height, width = data.image_size
     if cfg.method.name == "sr":
         check_patch_geometry(cfg.method.patch_size, height, width, cfg.method.num_patches, cfg.method.non_overlapping)
     if cfg.method.name == "part":
-        p, tokens = cfg.part, part_tokens(cfg, height, width)
+        p, tokens = cfg.part, part_tokens(cfg, (height, width))
         check_box_geometry(p.sampling, height, width, cfg.model.patch_size, tokens, p.box_size, p.box_scale)
         if p.num_pairs > tokens * (tokens - 1):
             raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
@@ -71,6 +86,24 @@ def check_against_data(cfg: Config, data: ImageSet) -> None:
                           f"{data.source}; lower train.batch_size")
 
 
+def check_against_signals(cfg: Config, data) -> None:
+    (length,) = data.input_size
+    if cfg.method.name == "part":
+        p, tokens = cfg.part, part_tokens(cfg, (length,))
+        check_window_geometry(p.sampling, length, cfg.model.patch_size, tokens, p.box_scale)
+        if p.num_pairs > tokens * (tokens - 1):
+            raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
+                              f"of {tokens} windows; lower part.num_pairs")
+    if length % cfg.model.patch_size:
+        raise ConfigError(f"the {length}-sample epochs of {data.source} are not a multiple of model.patch_size "
+                          f"{cfg.model.patch_size}; change model.patch_size or signal.epoch_seconds")
+    if cfg.method.name not in ("part", "finetune", "supervised", "random"):
+        raise ConfigError(f"method {cfg.method.name} works on images; signals take part, finetune or supervised")
+    if cfg.method.name != "random" and len(data) < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} epochs in "
+                          f"{data.source}; lower train.batch_size")
+
+
 def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
     tensors, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
     saved = load_config(base=info["config"])
@@ -80,8 +113,9 @@ def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
         for key in ("path", "mean", "std"):  # data may have moved; measured statistics are kept
             if key == "path" or mine["data"][key] is None:
                 mine["data"][key] = theirs["data"][key]
-        if mine["model"]["input_size"] is None:
-            mine["model"]["input_size"] = theirs["model"]["input_size"]
+        for key in ("input_size", "in_chans"):  # measured on the data
+            if mine["model"][key] is None:
+                mine["model"][key] = theirs["model"][key]
         if mine != theirs:
             differ = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s][k]]
             raise ConfigError(f"--resume: the config differs from the run in {out_dir} in {', '.join(differ)}; "
@@ -111,10 +145,12 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         if monitor is None:
             monitor = load_monitor_data(cfg, train_set)
     check_against_data(cfg, train_set)
-    if cfg.data.mean is None or cfg.data.std is None:
+    if isinstance(train_set, ImageSet) and (cfg.data.mean is None or cfg.data.std is None):
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **dict(zip(("mean", "std"), train_set.mean_std()))))
-    if cfg.model.input_size is None:
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=list(train_set.image_size)))
+    if cfg.model.input_size is None or cfg.model.in_chans is None:
+        measured = {"input_size": list(train_set.input_size), "in_chans": train_set.tensor.shape[1]}
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            cfg.model, **{k: v for k, v in measured.items() if getattr(cfg.model, k) is None}))
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
@@ -131,7 +167,7 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     config_dict = cfg.to_dict()
     if not method.trains:
         return checkpoint.save_checkpoint(out_dir, method, None, generators, config_dict, 0, {})
-    images = train_set.images.to(device)
+    images = train_set.tensor.to(device)
     labels = None if train_set.labels is None else train_set.labels.to(device)
     log = RunLog(out_dir)
     batch = cfg.train.batch_size
@@ -216,6 +252,6 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, optim, step: int, total_
 
 def monitor_knn(backbone, monitor: tuple, cfg: Config, device) -> float:
     train_set, test_set = monitor
-    train = extract_features(backbone, train_set.images, cfg.data.mean, cfg.data.std, device=str(device))
-    test = extract_features(backbone, test_set.images, cfg.data.mean, cfg.data.std, device=str(device))
+    train = extract_features(backbone, train_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
+    test = extract_features(backbone, test_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
     return knn_accuracy(train[:, 0], train_set.labels, test[:, 0], test_set.labels, cfg.eval.knn_k)

@@ -2,5 +2,7 @@
 from .demo import demo_splits, make_demo_images
 from .imageset import ImageSet
 from .readers import detect_layout, load_images
+from .signals import load_signals
+from .signalset import SignalSet
 
-__all__ = ["ImageSet", "load_images", "detect_layout", "make_demo_images", "demo_splits"]
+__all__ = ["ImageSet", "SignalSet", "load_signals", "load_images", "detect_layout", "make_demo_images", "demo_splits"]

@@ -28,6 +28,14 @@ class ImageSet:
         return tuple(self.images.shape[-2:])
 
     @property
+    def tensor(self) -> torch.Tensor:
+        return self.images
+
+    @property
+    def input_size(self) -> tuple:
+        return self.image_size
+
+    @property
     def num_classes(self) -> int:
         if self.classes:
             return len(self.classes)

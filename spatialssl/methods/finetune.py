@@ -1,6 +1,7 @@
 """Supervised finetuning of a pretrained backbone (PART Sec. 3.4, DeiT's recipe): on-grid
 images, the backbone's own linear head (after the [CLS] token for a ViT), RandAugment,
-random erasing, mixup / cutmix and label smoothing, all batched on the device."""
+random erasing, mixup / cutmix and label smoothing, all batched on the device. Signal
+epochs (float) skip the image augmentations; mixup and label smoothing still apply."""
 from __future__ import annotations
 
 import torch
@@ -40,7 +41,8 @@ class Finetune(Method):
 
     def training_step(self, images, labels, generator):
         o = self.options
-        x, targets = regularize.mix_batch(self.augment(images, generator), labels, self.num_classes, generator,
+        x = self.augment(images, generator) if images.dtype == torch.uint8 else images  # signals: as read
+        x, targets = regularize.mix_batch(x, labels, self.num_classes, generator,
                                           o.mixup, o.cutmix, o.mix_prob, o.switch_prob, o.label_smoothing)
         logits = self.backbone(x)
         loss = torch.sum(-targets * logits.log_softmax(1), dim=1).mean()

@@ -5,43 +5,60 @@ from __future__ import annotations
 import torch
 
 from ..losses import RelativePositionLoss
-from ..models import build_encoder
+from ..models import VisionTransformer1D, build_encoder
 from ..samplers.boxes import BoxSampler, all_pairs, relative_targets, sample_pairs
+from ..samplers.windows import WindowSampler
 from .base import Method
 
 
-def part_tokens(cfg, height: int, width: int) -> int:
-    """N: ``part.num_tokens`` or, as the paper, (H / P) * (W / P)."""
-    patch = cfg.model.patch_size
-    return cfg.part.num_tokens or (height // patch) * (width // patch)
+def part_tokens(cfg, input_size) -> int:
+    """N: ``part.num_tokens`` or, as the paper, (H / P) * (W / P) (T / P for signals)."""
+    count = 1
+    for side in input_size:
+        count *= side // cfg.model.patch_size
+    return cfg.part.num_tokens or count
 
 
 class PART(Method):
-    def __init__(self, backbone, boxes: BoxSampler, encoder: torch.nn.Module, num_pairs: int,
-                 predict_scale: bool = False, log_scale: bool = False, loss=None):
+    """``boxes`` is a BoxSampler for images or a WindowSampler for signals (1-D boxes)."""
+
+    def __init__(self, backbone, boxes, encoder: torch.nn.Module, num_pairs: int, predict_scale: bool = False,
+                 log_scale: bool = False, loss=None, pos_embed_mask: float = 0.0):
         super().__init__(backbone)
         self.boxes = boxes
         self.encoder = encoder
         self.num_pairs = num_pairs
         self.predict_scale, self.log_scale = predict_scale, log_scale
         self.loss = loss if loss is not None else RelativePositionLoss()
+        self.pos_embed_mask = pos_embed_mask
 
     @classmethod
     def from_config(cls, cfg, backbone, mean, std, num_classes):
         p, a = cfg.part, cfg.augment
-        height, width = cfg.model.input_size
-        num_tokens = part_tokens(cfg, height, width)
+        num_tokens = part_tokens(cfg, cfg.model.input_size)
         predict_scale = p.sampling == "scale" if p.predict_scale is None else p.predict_scale
-        boxes = BoxSampler(p.sampling, cfg.model.patch_size, num_tokens, mean, std, p.box_size, p.box_scale,
-                           a.scale, a.flip_p)
-        encoder = build_encoder(p.encoder, backbone.num_features, 4 if predict_scale else 2, backbone.num_heads,
-                                num_tokens, p.mlp_hidden)
-        return cls(backbone, boxes, encoder, p.num_pairs, predict_scale, p.log_scale)
+        if isinstance(backbone, VisionTransformer1D):
+            boxes = WindowSampler(p.sampling, cfg.model.patch_size, num_tokens, p.box_scale,
+                                  sort=backbone.pos_embed is not None)
+            outputs = 2 if predict_scale else 1
+        else:
+            boxes = BoxSampler(p.sampling, cfg.model.patch_size, num_tokens, mean, std, p.box_size, p.box_scale,
+                               a.scale, a.flip_p)
+            outputs = 4 if predict_scale else 2
+        encoder = build_encoder(p.encoder, backbone.num_features, outputs, backbone.num_heads, num_tokens,
+                                p.mlp_hidden)
+        return cls(backbone, boxes, encoder, p.num_pairs, predict_scale, p.log_scale, pos_embed_mask=p.pos_embed_mask)
+
+    def tokens(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.pos_embed_mask > 0 and self.training:  # the 1-D setting: hide some tokens' positions
+            drop = torch.rand(patches.shape[:2], generator=generator, device=patches.device) < self.pos_embed_mask
+            return self.backbone.patch_tokens(patches, drop)
+        return self.backbone.patch_tokens(patches)
 
     def training_step(self, images, labels, generator):
         patches, boxes = self.boxes(images, generator)
         pairs = sample_pairs(len(images), boxes.shape[1], self.num_pairs, generator, images.device)
-        outputs = self.encoder(self.backbone.patch_tokens(patches), pairs)
+        outputs = self.encoder(self.tokens(patches, generator), pairs)
         targets = relative_targets(boxes, pairs, self.predict_scale, self.log_scale)
         return self.loss(outputs, targets)
 

@@ -11,17 +11,28 @@ from .heads import RelationHead
 from .relative import ENCODERS, CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder, build_encoder
 from .resnet import ResNet, resnet8, resnet18, resnet20, resnet32, resnet34, resnet56
 from .vit import SIZES, VisionTransformer, vision_transformer
+from .vit1d import VisionTransformer1D, vision_transformer_1d
 
 RESNETS = {"resnet8": resnet8, "resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56,
            "resnet18": resnet18, "resnet34": resnet34}
-BACKBONES = (*RESNETS, *(f"vit_{size}" for size in SIZES))
+BACKBONES = (*RESNETS, *(f"vit_{size}" for size in SIZES), *(f"vit1d_{size}" for size in SIZES))
 
 
 def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
                     input_size: Optional[Sequence[int]] = None, patch_size: int = 4, pos_embed: bool = False,
                     class_token: bool = False, global_pool: str = "avg", drop_path: float = 0.0,
-                    depth: Optional[int] = None) -> nn.Module:
-    """A fresh backbone by name; the ViT options apply to ``vit_*`` names only."""
+                    depth: Optional[int] = None, in_chans: Optional[int] = None,
+                    num_tokens: Optional[int] = None) -> nn.Module:
+    """A fresh backbone by name; the ViT options apply to ``vit_*`` / ``vit1d_*`` names only.
+    For 1-D backbones ``input_size`` is [T] and ``in_chans`` the number of signal channels."""
+    if name.startswith("vit1d_") and name[6:] in SIZES:
+        (length,) = input_size or (3000,)
+        if length % patch_size:
+            raise ConfigError(f"signal length {length} is not a multiple of model.patch_size {patch_size}")
+        return vision_transformer_1d(name[6:], in_chans=in_chans or 1, patch_size=patch_size,
+                                     num_tokens=num_tokens or length // patch_size, pos_embed=pos_embed, class_token=class_token,
+                                     global_pool=global_pool, num_classes=num_classes, drop_path_rate=drop_path,
+                                     depth=depth)
     if name.startswith("vit_") and name[4:] in SIZES:
         height, width = input_size or (32, 32)
         if height % patch_size or width % patch_size:
@@ -39,7 +50,8 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
 def backbone_from_config(model, num_classes: int = 0) -> nn.Module:
     """``create_backbone`` with the options of a ``ModelConfig``."""
     return create_backbone(model.backbone, model.cifar_stem, num_classes, model.input_size, model.patch_size,
-                           model.pos_embed, model.class_token, model.global_pool, model.drop_path, model.depth)
+                           model.pos_embed, model.class_token, model.global_pool, model.drop_path, model.depth,
+                           model.in_chans, model.num_tokens)
 
 
 def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -47,6 +59,6 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return backbone.forward_head(backbone.forward_features(images), pre_logits=True)
 
 
-__all__ = ["ResNet", "VisionTransformer", "RelationHead", "CrossAttentionEncoder", "PairwiseMLPEncoder",
+__all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed",
            "BACKBONES", *RESNETS]

@@ -125,16 +125,19 @@ def relative_targets(boxes: torch.Tensor, pairs: torch.Tensor, predict_scale: bo
                      log_scale: bool = False) -> torch.Tensor:
     """PART's eq. (1): dx = (xc_tgt - xc_ref) / w_ref, dy = (yc_tgt - yc_ref) / h_ref, and with
     ``predict_scale`` dw = w_tgt / w_ref, dh = h_tgt / h_ref (log-ratios with ``log_scale``).
-    ``boxes`` B x N x 4, ``pairs`` B x M x 2 -> B x M x (2 or 4)."""
+    ``boxes`` B x N x 2D (D starts then D sizes: (x0, y0, w, h), or (t0, length) for
+    signals), ``pairs`` B x M x 2 -> B x M x D (2D with scale)."""
+    dims = boxes.shape[-1] // 2
+
     def pick(which):
-        return boxes.gather(1, pairs[..., which, None].expand(-1, -1, 4))
+        return boxes.gather(1, pairs[..., which, None].expand(-1, -1, boxes.shape[-1]))
     ref, tgt = pick(0), pick(1)
-    centre_ref = ref[..., :2] + ref[..., 2:] / 2
-    centre_tgt = tgt[..., :2] + tgt[..., 2:] / 2
-    shift = (centre_tgt - centre_ref) / ref[..., 2:]
+    centre_ref = ref[..., :dims] + ref[..., dims:] / 2
+    centre_tgt = tgt[..., :dims] + tgt[..., dims:] / 2
+    shift = (centre_tgt - centre_ref) / ref[..., dims:]
     if not predict_scale:
         return shift
-    ratio = tgt[..., 2:] / ref[..., 2:]
+    ratio = tgt[..., dims:] / ref[..., dims:]
     return torch.cat([shift, ratio.log() if log_scale else ratio], dim=-1)
 
 

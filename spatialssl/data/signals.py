@@ -1,0 +1,285 @@
+"""Readers of multichannel recordings into a SignalSet of fixed-length epochs with labels.
+
+Layouts (``--data``):
+  npz    a ``.npz`` file with ``signals`` (N x C x T, float) [+ ``labels``, ``subjects``,
+         ``sampling_rate``], or ``train_signals`` / ``test_signals`` [+ ``train_labels`` ...]
+  wfdb   a folder of WFDB records (``*.hea`` + signal files), sleep stages read from an
+         annotation file per record (PhysioNet 2018: ``.arousal``, stages in aux_note)
+  edf    a folder of EDF/EDF+ files; stages from the file's own EDF+ annotations or from a
+         hypnogram file (``*Hypnogram*.edf``, matched by the name before '-' minus its
+         last character, as in Sleep-EDF: SC4001E0-PSG.edf / SC4001EC-Hypnogram.edf)
+
+A folder's recordings are its subjects: a fixed ``test_fraction`` of them is the test
+split, so no subject is in both. Each recording is band-pass filtered and resampled
+(scipy) before it is cut into epochs; epochs without a sleep stage are dropped.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..config import SignalConfig as SignalOptions
+from ..errors import ConfigError, DataError
+from .signalset import SignalSet
+
+SLEEP_STAGES = ["W", "N1", "N2", "N3", "R"]
+_STAGE_NAMES = {"w": "W", "wake": "W", "sleep stage w": "W", "n1": "N1", "sleep stage 1": "N1", "sleep stage n1": "N1",
+                "n2": "N2", "sleep stage 2": "N2", "sleep stage n2": "N2", "n3": "N3", "n4": "N3",
+                "sleep stage 3": "N3", "sleep stage 4": "N3", "sleep stage n3": "N3", "r": "R", "rem": "R",
+                "sleep stage r": "R"}
+
+
+def stage_of(text: str) -> Optional[str]:
+    return _STAGE_NAMES.get(text.strip().lower())
+
+
+def epoch_labels(events: list, count: int, seconds: float, source: str) -> np.ndarray:
+    """Per-epoch stage index (-1 where none) from (onset s, duration s or None, stage) events,
+    each lasting its duration or, without one, until the next event. An epoch takes the
+    stage in effect at its midpoint."""
+    events = sorted(events)
+    labels = np.full(count, -1, dtype=np.int64)
+    if not events:
+        return labels
+    for i, (onset, duration, stage) in enumerate(events):
+        end = onset + duration if duration else (events[i + 1][0] if i + 1 < len(events) else count * seconds)
+        first = max(0, math.ceil(onset / seconds - 0.5))
+        last = min(count, math.ceil(end / seconds - 0.5))
+        labels[first:last] = SLEEP_STAGES.index(stage)
+    if (labels < 0).all():
+        raise DataError(f"the sleep-stage annotations of {source} do not overlap its recording "
+                        f"({count} epochs of {seconds:g} s); check that they belong to this record")
+    return labels
+
+
+def preprocess(data: np.ndarray, rate: float, options: SignalOptions, source: str) -> tuple:
+    """Band-pass then resample C x T ``data``; returns (data, new rate)."""
+    from scipy import signal
+
+    target = options.sampling_rate or rate
+    if options.bandpass:
+        low, high = options.bandpass
+        if not 0 < low < high < min(rate, target) / 2:
+            raise ConfigError(f"data.bandpass {list(options.bandpass)} Hz must lie below half of the sampling rate "
+                              f"({min(rate, target):g} Hz for {source})")
+        sos = signal.butter(4, [low, high], btype="bandpass", fs=rate, output="sos")
+        data = signal.sosfiltfilt(sos, data, axis=-1)
+    if target != rate:
+        ratio = Fraction(target / rate).limit_denominator(1000)
+        data = signal.resample_poly(data, ratio.numerator, ratio.denominator, axis=-1)
+    return data.astype(np.float32), target
+
+
+def to_epochs(data: np.ndarray, rate: float, seconds: float, source: str) -> np.ndarray:
+    length = int(round(seconds * rate))
+    count = data.shape[-1] // length
+    if count == 0:
+        raise DataError(f"{source} lasts {data.shape[-1] / rate:.1f} s, shorter than one {seconds:g} s epoch")
+    return data[:, : count * length].reshape(data.shape[0], count, length).transpose(1, 0, 2)
+
+
+def pick_channels(names: list, wanted: Optional[Sequence[str]], source: str) -> list:
+    if wanted is None:
+        return list(range(len(names)))
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise DataError(f"{source} has no channel {', '.join(missing)}; it has {', '.join(names)} "
+                        "(set data.channels)")
+    return [names.index(c) for c in wanted]
+
+
+def check_rate(rate: float, options: SignalOptions, source: str) -> None:
+    if options.expected_rate and abs(rate - options.expected_rate) > 1e-6:
+        raise DataError(f"{source} is sampled at {rate:g} Hz, expected {options.expected_rate:g} Hz "
+                        "(data.expected_rate)")
+
+
+def read_wfdb_record(path: Path, options: SignalOptions) -> tuple:
+    """(epochs N x C x T, labels N, channel names, rate) of one WFDB record."""
+    import wfdb
+
+    source = str(path.with_suffix(".hea"))
+    try:
+        record = wfdb.rdrecord(str(path.with_suffix("")))
+    except Exception as err:
+        raise DataError(f"cannot read WFDB record {source}: {err}") from None
+    check_rate(record.fs, options, source)
+    names = list(record.sig_name)
+    chosen = pick_channels(names, options.channels, source)
+    data, rate = preprocess(record.p_signal[:, chosen].T, record.fs, options, source)
+    epochs = to_epochs(data, rate, options.epoch_seconds, source)
+    events = []
+    annotation = path.with_suffix(f".{options.annotation}")
+    if annotation.is_file():
+        try:
+            notes = wfdb.rdann(str(path.with_suffix("")), options.annotation)
+        except Exception as err:
+            raise DataError(f"cannot read annotations {annotation}: {err}") from None
+        texts = notes.aux_note if any(notes.aux_note) else notes.symbol
+        events = [(s / record.fs, None, stage_of(t)) for s, t in zip(notes.sample, texts) if stage_of(t)]
+        if notes.sample.max(initial=0) >= record.sig_len:
+            raise DataError(f"annotations {annotation} run past the end of {source} "
+                            f"({notes.sample.max()} >= {record.sig_len} samples)")
+    labels = epoch_labels(events, len(epochs), options.epoch_seconds, source) if events else None
+    return epochs, labels, [names[i] for i in chosen], rate
+
+
+def _hypnogram_for(path: Path) -> Optional[Path]:
+    key = path.name.split("-")[0][:-1]
+    for candidate in sorted(path.parent.glob("*.edf")):
+        if "hypnogram" in candidate.name.lower() and candidate.name.split("-")[0][:-1] == key:
+            return candidate
+    return None
+
+
+def read_edf_record(path: Path, options: SignalOptions) -> tuple:
+    """(epochs, labels, channel names, rate) of one EDF/EDF+ file; channels recorded at
+    different rates are each resampled to ``sampling_rate``."""
+    import pyedflib
+
+    source = str(path)
+    try:
+        with pyedflib.EdfReader(source) as edf:
+            names = [n.strip() for n in edf.getSignalLabels()]
+            chosen = pick_channels(names, options.channels, source)
+            rates = [edf.getSampleFrequency(i) for i in chosen]
+            if options.sampling_rate is None and len(set(rates)) > 1:
+                raise DataError(f"{source} has channels at {sorted(set(rates))} Hz; set data.sampling_rate to "
+                                "resample them to one rate")
+            parts = []
+            for i, rate in zip(chosen, rates):
+                check_rate(rate, options, f"{source} channel {names[i]}")
+                data, new_rate = preprocess(edf.readSignal(i)[None], rate, options, source)
+                parts.append(data[0])
+            onsets, durations, texts = edf.readAnnotations()
+    except DataError:
+        raise
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise DataError(f"cannot read EDF file {source}: {err}") from None
+    length = min(len(p) for p in parts)
+    epochs = to_epochs(np.stack([p[:length] for p in parts]), new_rate, options.epoch_seconds, source)
+    events = [(o, d if d > 0 else None, stage_of(t)) for o, d, t in zip(onsets, durations, texts) if stage_of(t)]
+    hypnogram = _hypnogram_for(path) if not events else None
+    if hypnogram is not None:
+        try:
+            with pyedflib.EdfReader(str(hypnogram)) as edf:
+                onsets, durations, texts = edf.readAnnotations()
+        except Exception as err:
+            raise DataError(f"cannot read hypnogram {hypnogram}: {err}") from None
+        events = [(o, d if d > 0 else None, stage_of(t)) for o, d, t in zip(onsets, durations, texts) if stage_of(t)]
+    labels = epoch_labels(events, len(epochs), options.epoch_seconds, source) if events else None
+    return epochs, labels, [names[i] for i in chosen], new_rate
+
+
+def read_records(folder: Path, options: SignalOptions) -> SignalSet:
+    """Every recording of a WFDB or EDF folder; subject id = recording index (sorted names)."""
+    records = sorted(folder.glob("*.hea"))
+    reader = read_wfdb_record
+    if not records:
+        records = [p for p in sorted(folder.glob("*.edf")) if "hypnogram" not in p.name.lower()]
+        reader = read_edf_record
+    if not records:
+        raise DataError(f"--data {folder} holds no WFDB (*.hea) or EDF (*.edf) recordings")
+    signals, labels, subjects, channels, rate = [], [], [], None, None
+    for subject, path in enumerate(records):
+        epochs, stages, names, rate_here = reader(path, options)
+        if channels is not None and names != channels:
+            raise DataError(f"{path} has channels {names}, the first recording {channels}; set data.channels")
+        channels, rate = names, rate_here
+        if stages is not None:
+            keep = stages >= 0
+            epochs, stages = epochs[keep], stages[keep]
+        signals.append(epochs)
+        labels.append(stages)
+        subjects.append(np.full(len(epochs), subject))
+    labelled = [x is not None for x in labels]
+    if any(labelled) and not all(labelled):
+        missing = [str(records[i]) for i, x in enumerate(labelled) if not x]
+        raise DataError(f"no sleep-stage annotations found for {', '.join(missing[:3])} while others have them")
+    return SignalSet(torch.from_numpy(np.concatenate(signals)),
+                     torch.from_numpy(np.concatenate(labels)) if all(labelled) else None,
+                     torch.from_numpy(np.concatenate(subjects)), SLEEP_STAGES if all(labelled) else [],
+                     channels, float(rate), str(folder))
+
+
+def read_signal_npz(path: Path, split: str) -> SignalSet:
+    try:
+        arrays = np.load(path)
+    except Exception as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    keys = set(arrays.files)
+    key = f"{split}_signals" if f"{split}_signals" in keys else "signals" if "signals" in keys else None
+    if key is None:
+        raise DataError(f"{path} has no '{split}_signals' or 'signals' array (it has {sorted(keys)}); store "
+                        "'signals' (N x C x T) [+ 'labels', 'subjects'] or 'train_signals'/'test_signals'")
+    signals = arrays[key]
+    if signals.ndim != 3 or not np.issubdtype(signals.dtype, np.number):
+        raise DataError(f"{path}:{key} must be a numeric N x C x T array, got {signals.dtype} {signals.shape}")
+    prefix = key[: -len("signals")]
+    get = lambda name: torch.from_numpy(arrays[prefix + name].astype(np.int64)) if prefix + name in keys else None  # noqa: E731
+    rate = float(arrays["sampling_rate"]) if "sampling_rate" in keys else 0.0
+    return SignalSet(torch.from_numpy(signals.astype(np.float32)), get("labels"), get("subjects"),
+                     source=f"{path}:{key}", sampling_rate=rate)
+
+
+def split_by_subject(data: SignalSet, split: str, test_fraction: float) -> SignalSet:
+    """The fixed train/test partition of subjects (seeded shuffle; at least one test subject)."""
+    if split == "all":
+        return data
+    ids = data.subject_ids()
+    if len(ids) < 2:
+        raise DataError(f"{data.source} has {len(ids)} subject(s); a train/test split needs at least 2 "
+                        "(or store train_signals/test_signals in an .npz)")
+    order = [ids[i] for i in torch.randperm(len(ids), generator=torch.Generator().manual_seed(0)).tolist()]
+    held = max(1, round(test_fraction * len(ids)))
+    chosen = order[:held] if split == "test" else order[held:]
+    if split not in ("train", "test"):
+        raise DataError(f"unknown split '{split}' for {data.source}; use train, test or all")
+    return data.of_subjects(chosen)
+
+
+def is_signal_path(path: Path) -> bool:
+    """Whether ``--data`` holds signals (an npz with signals, or WFDB/EDF recordings)."""
+    if path.is_file() and path.suffix == ".npz":
+        try:
+            return any(k.endswith("signals") for k in np.load(path).files)
+        except Exception:
+            return False
+    return path.is_dir() and (any(path.glob("*.hea")) or any(path.glob("*.edf")))
+
+
+def load_signals(path, split: str = "train", options: Optional[SignalOptions] = None) -> SignalSet:
+    """Read ``path`` (see the module's layouts) and return the epochs of ``split``."""
+    path = Path(path).expanduser()
+    options = options or SignalOptions()
+    if not path.exists():
+        raise DataError(f"--data {path} does not exist")
+    if path.is_file():
+        if path.suffix != ".npz":
+            raise DataError(f"--data {path}: signals are read from an .npz file or a folder of WFDB/EDF records")
+        data = read_signal_npz(path, split)
+        if f"{split}_signals" not in np.load(path).files:
+            if data.subjects is not None:
+                data = split_by_subject(data, split, options.test_fraction)
+            elif split not in ("train", "all"):
+                raise DataError(f"{path} has no '{split}_signals' and no 'subjects' to split by; store "
+                                f"'{split}_signals' or 'subjects'")
+    else:
+        data = split_by_subject(read_records(path, options), split, options.test_fraction)
+    if options.instance_norm:
+        data.signals = instance_normalize(data.signals)
+    return data
+
+
+def instance_normalize(signals: torch.Tensor) -> torch.Tensor:
+    """Each epoch and channel to mean 0, std 1 (the paper's pre-processing before tokenising)."""
+    mean = signals.mean(-1, keepdim=True)
+    return (signals - mean) / signals.std(-1, keepdim=True).clamp_min(1e-6)
