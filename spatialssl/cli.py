@@ -126,6 +126,8 @@ def run(args: argparse.Namespace) -> None:
             overrides.append("eval.affine_augment=true")
         results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches)
         print(format_results({Path(args.checkpoint).parent.name or "model": results}))
+        for n, r in results["linear"].items():
+            print(f"linear probe with {n} patch features: macro-F1 {r.macro_f1:.3f}, Cohen's kappa {r.kappa:.3f}")
         print(f"report: {results['report_path']}")
     elif args.command == "finetune":
         from .finetuning import finetune
@@ -134,8 +136,8 @@ def run(args: argparse.Namespace) -> None:
             raise ConfigError("finetune needs --checkpoint and --data (or --resume with --out)")
         overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
         report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress)
-        print(f"test accuracy {100 * report['test_acc']:.2f}% after {report['epochs']} epochs; "
-              f"report: {Path(args.out) / 'finetune.json'}")
+        print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
+              f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
     elif args.command == "export":
         from .export import export
 

@@ -6,11 +6,18 @@ import json
 from pathlib import Path
 
 from . import checkpoint
-from .models import VisionTransformer
+from .models import VisionTransformer, VisionTransformer1D
 
 
 def timm_constructor(backbone) -> dict:
     """How to build the matching model outside spatialssl."""
+    if isinstance(backbone, VisionTransformer1D):  # timm has no 1-D ViT: its blocks use timm's keys
+        timm = backbone.timm_kwargs()
+        kwargs = {k: timm[k] for k in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "class_token",
+                                       "global_pool", "num_classes")}
+        return {"library": "spatialssl", "class": "spatialssl.models.VisionTransformer1D",
+                "kwargs": {**kwargs, "in_chans": backbone.patch_embed.proj.in_channels,
+                           "num_tokens": backbone.num_tokens, "pos_embed": backbone.pos_embed is not None}}
     if isinstance(backbone, VisionTransformer):
         return {"library": "timm", "class": "timm.models.vision_transformer.VisionTransformer",
                 "kwargs": backbone.timm_kwargs()}

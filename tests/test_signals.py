@@ -222,3 +222,18 @@ def test_finetuning_a_1d_checkpoint_reports_kappa(tmp_path):
 def test_signal_set_checks_its_shape():
     with pytest.raises(ValueError, match="N x C x T"):
         SignalSet(torch.zeros(3, 100))
+
+
+def test_exported_1d_vit_rebuilds_from_its_description(tmp_path):
+    from safetensors.torch import load_file
+
+    from spatialssl.export import export
+    from spatialssl.models import VisionTransformer1D
+
+    train, _ = demo_signal_splits(2, 1, 8)
+    cfg = load_config(overrides=[*TINY_1D, "train.epochs=0", "train.batch_size=8"])
+    last = pretrain(cfg, tmp_path / "run", train_set=train, progress=False)
+    described = export(last, tmp_path / "vit1d.safetensors")
+    rebuilt = VisionTransformer1D(**described["kwargs"])
+    rebuilt.load_state_dict(load_file(tmp_path / "vit1d.safetensors"), strict=True)
+    assert described["kwargs"]["in_chans"] == 2
