@@ -58,12 +58,14 @@ def test_every_recipe_loads(tmp_path):
     from spatialssl.config import load_config
 
     recipes = sorted(Path("recipes").glob("*.yaml"))
-    assert len(recipes) == 28  # 5 methods x 5 data sets of the SR paper, 3 PART settings
+    assert len(recipes) == 29  # 5 methods x 5 data sets of the SR paper, 3 PART image settings, 1 PART 1-D
     for recipe in recipes:
         cfg = load_config(recipe)
         assert cfg.method.name in recipe.name or recipe.name.startswith("sr_additive")
-        if cfg.method.name == "part":
-            assert cfg.model.backbone.startswith("vit_") and not cfg.model.pos_embed
+        if cfg.method.name == "part" and cfg.model.backbone.startswith("vit_"):
+            assert not cfg.model.pos_embed  # images: no position embedding in pretraining
+        if cfg.model.backbone.startswith("vit1d_"):
+            assert cfg.part.pos_embed_mask == 0.2 and cfg.part.num_tokens == 40
 
 
 def test_linear_eval_refuses_unlabelled_data(tmp_path, capsys):

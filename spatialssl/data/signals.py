@@ -100,9 +100,19 @@ def check_rate(rate: float, options: SignalOptions, source: str) -> None:
                         "(data.expected_rate)")
 
 
+def _optional(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"reading these recordings needs the '{module}' package: "
+                        "pip install 'spatialssl[signals]'") from None
+
+
 def read_wfdb_record(path: Path, options: SignalOptions) -> tuple:
     """(epochs N x C x T, labels N, channel names, rate) of one WFDB record."""
-    import wfdb
+    wfdb = _optional("wfdb")
 
     source = str(path.with_suffix(".hea"))
     try:
@@ -141,7 +151,7 @@ def _hypnogram_for(path: Path) -> Optional[Path]:
 def read_edf_record(path: Path, options: SignalOptions) -> tuple:
     """(epochs, labels, channel names, rate) of one EDF/EDF+ file; channels recorded at
     different rates are each resampled to ``sampling_rate``."""
-    import pyedflib
+    pyedflib = _optional("pyedflib")
 
     source = str(path)
     try:
