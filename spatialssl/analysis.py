@@ -24,6 +24,8 @@ def load_part(path):
     cfg = load_config(base=info["config"])
     if cfg.method.name != "part":
         raise ConfigError(f"{path} was trained with method '{cfg.method.name}'; these figures need a PART checkpoint")
+    if cfg.model.backbone.startswith("vit1d_"):
+        raise ConfigError(f"{path} is a 1-D (signal) PART checkpoint; these figures are drawn for images")
     method = build_method(cfg, cfg.data.mean, cfg.data.std)
     checkpoint.restore(tensors, info, method)
     return method.eval(), cfg
