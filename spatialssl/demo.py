@@ -48,10 +48,10 @@ SIGNAL_SETTINGS = {
     "method": {"name": "part"},
     "part": {"sampling": "offgrid", "num_tokens": 24, "num_pairs": 256, "encoder": "cross_attention"},
     "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1},
-    "train": {"epochs": 8, "batch_size": 32, "knn_monitor": 0},
+    "train": {"epochs": 30, "batch_size": 32, "knn_monitor": 0},
     "eval": {"epochs": 50},
 }
-FINETUNE_EPOCHS = 8
+FINETUNE_EPOCHS = 30
 
 
 def run_signal_demo(out_dir="runs/demo-timeseries", overrides=None, progress: bool = True) -> dict:
