@@ -96,7 +96,7 @@ class PartConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # adam | adamw
+    name: str = "adam"  # adam | adamw | sgd (momentum 0.9)
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | cosine
@@ -126,6 +126,7 @@ class TrainConfig:
     device: str = "auto"
     knn_monitor: int = 2000  # images per split for the per-epoch kNN monitor; 0 turns it off
     log_every: int = 20
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
 
 
 @dataclass
@@ -250,7 +251,7 @@ def validate(cfg: Config) -> None:
     _choice(m.name, METHODS, "method.name")
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")
-    _choice(o.name, ("adam", "adamw"), "optim.name")
+    _choice(o.name, ("adam", "adamw", "sgd"), "optim.name")
     _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
     if m.name == "part" and not cfg.model.backbone.startswith(("vit_", "vit1d_")):
         raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "

@@ -15,6 +15,7 @@ from .config import Config, load_config
 from .data import ImageSet, load_images
 from .errors import ConfigError, SpatialSSLError, TrainingDiverged
 from .evaluate import extract_features, knn_accuracy
+from .distributed import from_environment, resolve_device  # noqa: F401 (resolve_device: re-exported)
 from .methods import build_method
 from .runlog import RunLog
 from .data.signals import load_signals
@@ -22,14 +23,6 @@ from .methods.part import part_tokens
 from .samplers.windows import check_window_geometry
 from .samplers.boxes import check_box_geometry
 from .samplers.patches import check_patch_geometry
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
-    return torch.device(name)
 
 
 def is_signal_model(cfg: Config) -> bool:
@@ -151,9 +144,17 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         measured = {"input_size": list(train_set.input_size), "in_chans": train_set.tensor.shape[1]}
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(
             cfg.model, **{k: v for k, v in measured.items() if getattr(cfg.model, k) is None}))
-    device = resolve_device(cfg.train.device)
+    ranks, device = from_environment(cfg.train.device)
+    if cfg.train.batch_size % ranks.world:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide evenly among "
+                          f"{ranks.world} processes")
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
+    if cfg.train.sync_bn and ranks.world > 1:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
+                              "turn it off for CPU processes")
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device)
     optimizer = build_optimizer(cfg.optim, method)
     generators = {"order": torch.Generator().manual_seed(cfg.train.seed),
@@ -163,38 +164,45 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         tensors, info = state
         checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators)
         start_epoch = info["epoch"]
-    out_dir.mkdir(parents=True, exist_ok=True)
     config_dict = cfg.to_dict()
+    last = out_dir / "last.ckpt"
     if not method.trains:
-        return checkpoint.save_checkpoint(out_dir, method, None, generators, config_dict, 0, {})
+        if ranks.main:
+            checkpoint.save_checkpoint(out_dir, method, None, generators, config_dict, 0, {})
+        return last
+    model = method
+    if ranks.world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
     images = train_set.tensor.to(device)
     labels = None if train_set.labels is None else train_set.labels.to(device)
-    log = RunLog(out_dir)
+    log = RunLog(out_dir) if ranks.main else None
+    progress = progress and ranks.main
     batch = cfg.train.batch_size
     steps = len(images) // batch  # drop the last partial batch: relation pairs want full batches
-    last = out_dir / "last.ckpt"
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
                 break
             method.train()
+            # Every process draws the same global order; augmentation randomness is seeded per epoch
+            # and process, so a run resumed at an epoch boundary continues exactly, under torchrun too.
             order = torch.randperm(len(images), generator=generators["order"]).to(device)
+            generators["sample"].manual_seed(sample_seed(cfg.train.seed, epoch, ranks.rank))
             totals: dict = {}
             started = time.perf_counter()
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
                        unit="step", leave=False, dynamic_ncols=True)
             for step in bar:
                 set_learning_rate(optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
-                index = order[step * batch:(step + 1) * batch]
-                loss, metrics = method.training_step(images[index], None if labels is None else labels[index],
-                                                     generators["sample"])
+                index = ranks.shard(order[step * batch:(step + 1) * batch])
+                loss, metrics = model(images[index], None if labels is None else labels[index], generators["sample"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 for key, value in {"loss": loss.detach(), **metrics}.items():
                     totals[key] = totals.get(key, 0) + value
                 if step % cfg.train.log_every == 0 or step == steps - 1:
-                    current = loss.item()
+                    current = ranks.mean(loss.detach()).item()
                     if not math.isfinite(current):
                         raise TrainingDiverged(
                             f"the loss became {current} at epoch {epoch + 1}, step {step + 1}; stopped. "
@@ -203,29 +211,42 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
                     rate = (step + 1) * batch / (time.perf_counter() - started)
                     bar.set_postfix(loss=f"{current:.4f}", img_s=f"{rate:.0f}")
             seconds = time.perf_counter() - started
-            summary = {k: float(v) / steps for k, v in totals.items()}
+            summary = {k: float(ranks.mean(torch.as_tensor(v, device=device, dtype=torch.float32))) / steps
+                       for k, v in totals.items()}
             if not math.isfinite(summary["loss"]):
                 raise TrainingDiverged(f"the loss became non-finite in epoch {epoch + 1}; the last good checkpoint "
                                        f"is kept at {last if last.exists() else '(none yet)'}")
             summary["images_per_s"] = steps * batch / seconds
-            if monitor is not None:
-                summary["knn_acc"] = monitor_knn(method.backbone, monitor, cfg, device)
-            checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, epoch + 1, summary)
-            log.write(epoch + 1, summary)
+            if ranks.main:  # one writer: checkpoints, logs and the kNN monitor
+                if monitor is not None:
+                    summary["knn_acc"] = monitor_knn(method.backbone, monitor, cfg, device)
+                checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, epoch + 1, summary)
+                log.write(epoch + 1, summary)
             if progress:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
                 tqdm.write(f"epoch {epoch + 1}/{cfg.train.epochs}: {shown}")
+            ranks.barrier()
     finally:
-        log.close()
-    if not last.exists():  # zero epochs asked: still leave a usable checkpoint
+        if log is not None:
+            log.close()
+    if ranks.main and not last.exists():  # zero epochs asked: still leave a usable checkpoint
         checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, 0, {})
+    ranks.barrier()
     return last
 
 
+def sample_seed(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation seed of one epoch in one process."""
+    return (seed + 1) * 1_000_003 + epoch * 1_009 + rank
+
+
 def build_optimizer(optim, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Adam, or AdamW with no weight decay on biases, norms, tokens and embeddings (timm's rule)."""
+    """Adam, SGD (momentum 0.9), or AdamW with no weight decay on biases, norms, tokens and
+    embeddings (timm's rule)."""
     if optim.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if p.dim() > 1 and not n.endswith(("pos_embed", "cls_token"))]
     no_decay = [p for n, p in named if p.dim() <= 1 or n.endswith(("pos_embed", "cls_token"))]

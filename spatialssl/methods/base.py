@@ -24,6 +24,10 @@ class Method(nn.Module):
     def training_step(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
         raise NotImplementedError
 
+    def forward(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
+        """``training_step``, as a forward pass so DistributedDataParallel can wrap the method."""
+        return self.training_step(images, labels, generator)
+
 
 class RandomWeights(Method):
     """The lower bound: the backbone as initialised, never trained."""

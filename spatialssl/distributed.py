@@ -1,0 +1,63 @@
+"""Multi-GPU / multi-node training through torchrun: one process per device, the code only
+reads the environment torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT).
+Without it, everything is one process and these helpers do nothing."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name} but no CUDA device is available; use train.device=cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, index: torch.Tensor) -> torch.Tensor:
+        """This process's contiguous share of a global batch (its size divides evenly)."""
+        share = len(index) // self.world
+        return index[self.rank * share:(self.rank + 1) * share]
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean over processes (a no-op alone)."""
+        if self.world == 1:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value)
+        return value / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def from_environment(device_name: str) -> tuple:
+    """(Distributed, device): joins the process group when started by torchrun (NCCL on
+    GPUs, gloo on CPUs); each process takes the GPU of its LOCAL_RANK."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Distributed(), resolve_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    return Distributed(rank, world), device
