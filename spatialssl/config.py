@@ -127,6 +127,9 @@ class TrainConfig:
     knn_monitor: int = 2000  # images per split for the per-epoch kNN monitor; 0 turns it off
     log_every: int = 20
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
+    precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimiser stay fp32)
+    channels_last: bool = False  # NHWC memory layout for convolutions (GPUs)
+    compile: bool = False  # torch.compile the backbone
 
 
 @dataclass
@@ -253,6 +256,7 @@ def validate(cfg: Config) -> None:
     _choice(p.encoder, ENCODERS, "part.encoder")
     _choice(o.name, ("adam", "adamw", "sgd"), "optim.name")
     _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
+    _choice(t.precision, ("fp32", "bf16"), "train.precision")
     if m.name == "part" and not cfg.model.backbone.startswith(("vit_", "vit1d_")):
         raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
                           f"vit1d_tiny or vit1d_small), got '{cfg.model.backbone}'")

@@ -156,7 +156,11 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
                               "turn it off for CPU processes")
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device)
-    optimizer = build_optimizer(cfg.optim, method)
+    if cfg.train.channels_last:
+        method.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
+    optimizer = build_optimizer(cfg.optim, method, fused=device.type == "cuda")
     generators = {"order": torch.Generator().manual_seed(cfg.train.seed),
                   "sample": torch.Generator(device=device).manual_seed(cfg.train.seed + 1)}
     start_epoch = 0
@@ -170,6 +174,8 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         if ranks.main:
             checkpoint.save_checkpoint(out_dir, method, None, generators, config_dict, 0, {})
         return last
+    if cfg.train.compile:
+        method.backbone.compile()  # in place: the state dict keeps its keys
     model = method
     if ranks.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
@@ -195,7 +201,9 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
             for step in bar:
                 set_learning_rate(optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
                 index = ranks.shard(order[step * batch:(step + 1) * batch])
-                loss, metrics = model(images[index], None if labels is None else labels[index], generators["sample"])
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+                    loss, metrics = model(images[index], None if labels is None else labels[index],
+                                          generators["sample"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -240,18 +248,19 @@ def sample_seed(seed: int, epoch: int, rank: int) -> int:
     return (seed + 1) * 1_000_003 + epoch * 1_009 + rank
 
 
-def build_optimizer(optim, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     """Adam, SGD (momentum 0.9), or AdamW with no weight decay on biases, norms, tokens and
-    embeddings (timm's rule)."""
+    embeddings (timm's rule). ``fused``: the fused CUDA kernels of Adam/AdamW."""
+    extra = {"fused": True} if fused else {}
     if optim.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, **extra)
     if optim.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     decay = [p for n, p in named if p.dim() > 1 and not n.endswith(("pos_embed", "cls_token"))]
     no_decay = [p for n, p in named if p.dim() <= 1 or n.endswith(("pos_embed", "cls_token"))]
     return torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, **extra)
 
 
 def learning_rate(optim, step: int, total_steps: int, steps_per_epoch: int) -> float:

@@ -1,3 +1,4 @@
+import math
 import json
 
 import pytest
@@ -110,3 +111,13 @@ def test_options_are_checked_against_the_data_before_work(tmp_path, demo_small, 
     with pytest.raises(ConfigError, match=message):
         pretrain(tiny_config(*overrides), tmp_path, train_set=demo_small, progress=False)
     assert not (tmp_path / "last.ckpt").exists()
+
+
+def test_bf16_autocast_and_channels_last_keep_fp32_weights(tmp_path, demo_small):
+    cfg = tiny_config("train.precision=bf16", "train.channels_last=true", "train.epochs=1", "method.name=rr")
+    last = pretrain(cfg, tmp_path / "run", train_set=demo_small.subset(64), progress=False)
+    tensors = load_file(last)
+    assert all(t.dtype == torch.float32 for k, t in tensors.items() if k.startswith("method.") and t.is_floating_point())
+    assert math.isfinite(float(read_metrics(tmp_path / "run")[0]["loss"]))
+    with pytest.raises(ConfigError, match="train.precision"):
+        tiny_config("train.precision=fp8")
