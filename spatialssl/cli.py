@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--no-progress", action="store_true", help="no progress bars")
     fine.add_argument("overrides", nargs="*", help="section.key=value, e.g. finetune.mixup=0 optim.lr=1e-3")
 
+    ben = commands.add_parser("bench", help="time our batched data path against per-image Pillow in DataLoader workers")
+    ben.add_argument("--data", help=DATA_HELP + " (default: generated 32 px images)")
+    ben.add_argument("--methods", default="rr,sr,sr_additive,part", help="from rr,sr,sr_additive,part (default all)")
+    ben.add_argument("--steps", type=int, default=10, help="timed steps per path (default 10)")
+    ben.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    ben.add_argument("--workers", type=int, help="DataLoader workers of the conventional path (default: all cores)")
+    ben.add_argument("--batch", type=int, default=128, help="images per step (default 128)")
+    ben.add_argument("--vit", default="vit_tiny", choices=("vit_tiny", "vit_small", "vit_base"), help="PART's ViT")
+    ben.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ben.add_argument("--write", help="write the rows into this BENCHMARKS.md, with the machine named")
+
     exp = commands.add_parser("export", help="write a checkpoint's backbone as timm/torchvision-compatible safetensors")
     exp.add_argument("--checkpoint", required=True, help="a last.ckpt")
     exp.add_argument("--out", required=True, help="output .safetensors file (a .json beside it says how to load it)")
@@ -138,6 +149,10 @@ def run(args: argparse.Namespace) -> None:
         report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress)
         print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
               f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
+    elif args.command == "bench":
+        from .bench import run_bench
+
+        print(run_bench(args))
     elif args.command == "export":
         from .export import export
 
