@@ -10,14 +10,14 @@ BENCHMARKS.md naming the machine and the command.
 from __future__ import annotations
 
 import argparse
-import platform
-import re
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from spatialssl.bench import machine as describe_machine
+from spatialssl.bench import write_section as write_marked_section
 from spatialssl.config import load_config
 from spatialssl.data import load_images, make_demo_images
 from spatialssl.methods import build_method
@@ -26,13 +26,7 @@ BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        found = re.search(r"model name\s*:\s*(.+)", info.read_text())
-        cpu = found.group(1).strip() if found else cpu
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU only, {torch.get_num_threads()} threads"
-    return f"{cpu}; {device}; torch {torch.__version__}; Python {platform.python_version()}"
+    return describe_machine(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 class Timed:
@@ -85,16 +79,6 @@ def measure(name: str, overrides: list, images: torch.Tensor, steps: int, warmup
             "sampling_share": sampling / seconds}
 
 
-def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
-    """Replace the section between the markers ``begin`` and ``end`` (or append it)."""
-    old = path.read_text() if path.is_file() else "# Benchmarks\n"
-    if begin in old:
-        new = old[: old.index(begin)] + text + old[old.index(end) + len(end):]
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="CIFAR-10 (any layout we read); default: generated 32 px images")
@@ -124,6 +108,10 @@ def main() -> None:
     print(text)
     if args.write:
         write_section(args.write, text)
+
+
+def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    write_marked_section(path, text, begin, end)
 
 
 if __name__ == "__main__":

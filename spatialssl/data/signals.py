@@ -16,7 +16,6 @@ split, so no subject is in both. Each recording is band-pass filtered and resamp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence

@@ -4,7 +4,7 @@ are B x N x 2, and ``relative_targets`` gives (t_tgt - t_ref) / len_ref on their
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
