@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
 
             download(cfg.data.dataset, Path(cfg.data.path))
         path = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
-        print(f"checkpoint: {path}")
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
+            print(f"checkpoint: {path}")
     elif args.command == "linear-eval":
         from .evaluate import format_results
         from .evaluate_checkpoint import evaluate_checkpoint
