@@ -149,8 +149,9 @@ def run(args: argparse.Namespace) -> None:
             raise ConfigError("finetune needs --checkpoint and --data (or --resume with --out)")
         overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
         report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress)
-        print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
-              f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
+        if os.environ.get("RANK", "0") == "0":
+            print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
+                  f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
     elif args.command == "bench":
         from .bench import run_bench
 

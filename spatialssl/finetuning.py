@@ -3,6 +3,7 @@ the one training loop (method ``finetune``), then scored on the test split."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -83,5 +84,6 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
               "test_acc": scores["accuracy"], "macro_f1": scores["macro_f1"], "kappa": scores["kappa"],
               "train_subjects": len(train.subject_ids()) if hasattr(train, "subject_ids") else None,
               "checkpoint": str(last)}
-    (out_dir / "finetune.json").write_text(json.dumps(report, indent=2))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one writer
+        (out_dir / "finetune.json").write_text(json.dumps(report, indent=2))
     return report
