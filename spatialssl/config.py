@@ -26,6 +26,8 @@ class DataConfig:
     mean: Optional[list] = None  # None: measured on the training images
     std: Optional[list] = None
     cache: bool = True
+    stream: bool = False  # image folders too large for memory: decode batches in DataLoader workers
+    workers: Optional[int] = None  # decoding processes when streaming; None: all cores
 
 
 @dataclass

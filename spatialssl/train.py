@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -19,6 +20,7 @@ from .distributed import from_environment, resolve_device  # noqa: F401  (resolv
 from .methods import build_method
 from .runlog import RunLog
 from .data.signals import load_signals
+from .data.stream import ImageStream, stream_images
 from .methods.part import part_tokens
 from .samplers.windows import check_window_geometry
 from .samplers.boxes import check_box_geometry
@@ -37,6 +39,8 @@ def load_data(cfg: Config, split: str, path=None):
         raise ConfigError("no data: pass --data PATH (or data.path=PATH)")
     if is_signal_model(cfg):
         return load_signals(path, split, cfg.signal)
+    if d.stream:
+        return stream_images(path, split, d.image_size)
     return load_images(path, split, d.labels, d.image_size, d.cache)
 
 
@@ -46,7 +50,7 @@ def load_training_data(cfg: Config):
 
 def load_monitor_data(cfg: Config, train_set: ImageSet) -> Optional[tuple]:
     """(train subset, test subset) with labels for the kNN monitor, or None if unavailable."""
-    if cfg.train.knn_monitor <= 0 or train_set.labels is None or cfg.data.path is None:
+    if cfg.train.knn_monitor <= 0 or train_set.labels is None or cfg.data.path is None or cfg.data.stream:
         return None
     try:
         test_set = load_data(cfg, cfg.data.test_split)
@@ -138,10 +142,11 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         if monitor is None:
             monitor = load_monitor_data(cfg, train_set)
     check_against_data(cfg, train_set)
-    if isinstance(train_set, ImageSet) and (cfg.data.mean is None or cfg.data.std is None):
+    if isinstance(train_set, (ImageSet, ImageStream)) and (cfg.data.mean is None or cfg.data.std is None):
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **dict(zip(("mean", "std"), train_set.mean_std()))))
     if cfg.model.input_size is None or cfg.model.in_chans is None:
-        measured = {"input_size": list(train_set.input_size), "in_chans": train_set.tensor.shape[1]}
+        channels = train_set.tensor.shape[1] if hasattr(train_set, "tensor") else 3
+        measured = {"input_size": list(train_set.input_size), "in_chans": channels}
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(
             cfg.model, **{k: v for k, v in measured.items() if getattr(cfg.model, k) is None}))
     ranks, device = from_environment(cfg.train.device)
@@ -179,12 +184,17 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     model = method
     if ranks.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
-    images = train_set.tensor.to(device)
-    labels = None if train_set.labels is None else train_set.labels.to(device)
+    streamed = isinstance(train_set, ImageStream)
+    images = None if streamed else train_set.tensor.to(device)
+    labels = None if train_set.labels is None or streamed else train_set.labels.to(device)
+    workers = (os.cpu_count() or 1) if cfg.data.workers is None else cfg.data.workers
     log = RunLog(out_dir) if ranks.main else None
     progress = progress and ranks.main
     batch = cfg.train.batch_size
-    steps = len(images) // batch  # drop the last partial batch: relation pairs want full batches
+    steps = len(train_set) // batch  # drop the last partial batch: relation pairs want full batches
+    if streamed and progress:
+        tqdm.write(f"streaming {len(train_set)} images from {train_set.source}: at most "
+                   f"{train_set.memory_bound(batch // ranks.world, workers) / 2**20:.0f} MiB of batches in flight")
     try:
         for epoch in range(start_epoch, cfg.train.epochs):
             if stop_after_epoch is not None and epoch >= stop_after_epoch:
@@ -192,18 +202,27 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
             method.train()
             # Every process draws the same global order; augmentation randomness is seeded per epoch
             # and process, so a run resumed at an epoch boundary continues exactly, under torchrun too.
-            order = torch.randperm(len(images), generator=generators["order"]).to(device)
+            order = torch.randperm(len(train_set), generator=generators["order"])
             generators["sample"].manual_seed(sample_seed(cfg.train.seed, epoch, ranks.rank))
+            if streamed:
+                mine = [i for s in range(steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
+                stream = train_set.batches(mine, batch // ranks.world, workers, device.type == "cuda")
+            else:
+                order = order.to(device)
             totals: dict = {}
             started = time.perf_counter()
             bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not progress,
                        unit="step", leave=False, dynamic_ncols=True)
             for step in bar:
                 set_learning_rate(optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
-                index = ranks.shard(order[step * batch:(step + 1) * batch])
+                if streamed:
+                    x, y = (t.to(device, non_blocking=True) for t in next(stream))
+                    y = None if train_set.labels is None else y
+                else:
+                    index = ranks.shard(order[step * batch:(step + 1) * batch])
+                    x, y = images[index], None if labels is None else labels[index]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-                    loss, metrics = model(images[index], None if labels is None else labels[index],
-                                          generators["sample"])
+                    loss, metrics = model(x, y, generators["sample"])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

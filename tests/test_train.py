@@ -121,3 +121,22 @@ def test_bf16_autocast_and_channels_last_keep_fp32_weights(tmp_path, demo_small)
     assert math.isfinite(float(read_metrics(tmp_path / "run")[0]["loss"]))
     with pytest.raises(ConfigError, match="train.precision"):
         tiny_config("train.precision=fp8")
+
+
+def test_streamed_folder_trains_with_each_image_once_per_epoch(tmp_path, monkeypatch):
+    import numpy as np
+
+    from conftest import random_images, write_class_folders
+    from spatialssl.data import stream
+
+    folder = write_class_folders(tmp_path / "data", random_images(40, 32, seed=3), np.arange(40) % 4)
+    seen = []
+    original = stream._Files.__getitem__
+    monkeypatch.setattr(stream._Files, "__getitem__", lambda self, i: (seen.append(i), original(self, i))[1])
+    cfg = tiny_config("data.stream=true", "data.image_size=16", "data.workers=0", "train.batch_size=8",
+                      "train.epochs=1", "method.name=supervised", f"data.path={folder}")
+    pretrain(cfg, tmp_path / "run", progress=False)
+    assert sorted(seen) == list(range(40))  # 5 full batches: every image exactly once
+    assert read_metrics(tmp_path / "run")[0]["train_acc"] != ""
+    with pytest.raises(ConfigError, match="data.image_size"):
+        pretrain(tiny_config("data.stream=true", f"data.path={folder}"), tmp_path / "x", progress=False)

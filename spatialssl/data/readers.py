@@ -104,7 +104,8 @@ def _class_folders(root: Path) -> list:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def read_class_folder(root: Path, size: Optional[int], cache: bool) -> Arrays:
+def list_class_folder(root: Path) -> tuple:
+    """(files, class index per file, class names) of a folder of class sub-folders."""
     classes = _class_folders(root)
     files, targets = [], []
     for i, folder in enumerate(classes):
@@ -113,7 +114,25 @@ def read_class_folder(root: Path, size: Optional[int], cache: bool) -> Arrays:
             raise DataError(f"class folder {folder} holds no images; remove it or add images")
         files += found
         targets += [i] * len(found)
-    return decode_files(files, root, size, cache), np.asarray(targets), [c.name for c in classes]
+    return files, np.asarray(targets), [c.name for c in classes]
+
+
+def read_class_folder(root: Path, size: Optional[int], cache: bool) -> Arrays:
+    files, targets, classes = list_class_folder(root)
+    return decode_files(files, root, size, cache), targets, classes
+
+
+def list_image_files(path, split: str = "train") -> tuple:
+    """(files, labels or None, classes) of an image-folder data set, without decoding (streaming)."""
+    layout, root = detect_layout(Path(path).expanduser())
+    if layout == "split-folder":
+        return list_class_folder(_split_folder(root, split))
+    if layout == "class-folder" and split == "train":
+        return list_class_folder(root)
+    if layout == "unlabelled" and split == "train":
+        return list_images(root), None, []
+    raise DataError(f"data.stream reads folders of image files; {path} ({layout} layout, split '{split}') is not one "
+                    "(array formats are small enough to load: set data.stream=false)")
 
 
 def read_unlabelled(root: Path, size: Optional[int], cache: bool) -> Arrays:
