@@ -16,7 +16,8 @@ import torch
 from .config import load_config
 from .conventional import ConventionalDataset, collate
 from .methods import build_method
-from .train import build_optimizer, resolve_device
+from .distributed import resolve_device
+from .train import build_optimizer
 
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 SETTINGS = {

@@ -11,7 +11,8 @@ from . import checkpoint
 from .config import load_config
 from .errors import DataError
 from .evaluate import linear_evaluation, patch_counts_for
-from .train import load_data, resolve_device
+from .distributed import resolve_device
+from .train import load_data
 
 
 def low_label(train, test, subjects: int, seed: int = 0):

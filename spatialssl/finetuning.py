@@ -14,7 +14,8 @@ from .config import Config, load_config
 from .errors import DataError
 from .evaluate_checkpoint import low_label
 from .metrics import classification_report
-from .train import load_data, pretrain, resolve_device
+from .distributed import resolve_device
+from .train import load_data, pretrain
 
 # DeiT's recipe as PART finetunes with it (warm-up 5 epochs, AdamW 5e-4 * batch / 512, wd 0.05,
 # RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing 0.1, random erasing 0.25). Colour

@@ -16,7 +16,7 @@ from .config import Config, load_config
 from .data import ImageSet, load_images
 from .errors import ConfigError, SpatialSSLError, TrainingDiverged
 from .evaluate import extract_features, knn_accuracy
-from .distributed import from_environment, resolve_device  # noqa: F401  (resolve_device is imported from here)
+from .distributed import from_environment
 from .methods import build_method
 from .runlog import RunLog
 from .data.signals import load_signals
