@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="pretrain RR and SR on embedded data and compare them (CPU, minutes)")
+    demo = commands.add_parser("demo", help="the whole path on embedded data in minutes on a CPU: RR and SR on "
+                               "images, or PART on signals (--modality timeseries)")
     demo.add_argument("--out", help="where the demo's runs go (default runs/demo or runs/demo-timeseries)")
     demo.add_argument("--modality", choices=("images", "timeseries"), default="images",
                       help="images: RR/SR on generated shapes; timeseries: PART 1-D on generated signals")
