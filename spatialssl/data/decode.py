@@ -37,6 +37,14 @@ def _decode(path: Path, data: bytes, size: Optional[int]) -> np.ndarray:
         raise DataError(f"cannot decode image {path}: {err}. Remove or replace the file.") from None
 
 
+def open_npz(path: Path):
+    """The arrays of an .npz file, or one DataError naming it."""
+    try:
+        return np.load(path)
+    except Exception as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .decode import decode_files, is_image, list_images
+from .decode import decode_files, is_image, list_images, open_npz
 from .imageset import ImageSet
 
 Arrays = tuple  # (images N x H x W x 3 or N x 3 x H x W uint8, labels or None, class names)
@@ -140,10 +140,7 @@ def read_unlabelled(root: Path, size: Optional[int], cache: bool) -> Arrays:
 
 
 def read_npz(path: Path, split: str) -> Arrays:
-    try:
-        arrays = np.load(path)
-    except Exception as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+    arrays = open_npz(path)
     keys = set(arrays.files)
     if f"{split}_images" in keys:
         image_key = f"{split}_images"

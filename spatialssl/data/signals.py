@@ -25,6 +25,7 @@ import torch
 
 from ..config import SignalConfig as SignalOptions
 from ..errors import ConfigError, DataError
+from .decode import open_npz
 from .signalset import SignalSet
 
 SLEEP_STAGES = ["W", "N1", "N2", "N3", "R"]
@@ -219,11 +220,9 @@ def read_records(folder: Path, options: SignalOptions) -> SignalSet:
                      channels, float(rate), str(folder))
 
 
-def read_signal_npz(path: Path, split: str) -> SignalSet:
-    try:
-        arrays = np.load(path)
-    except Exception as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+def read_signal_npz(path: Path, split: str, test_fraction: float) -> SignalSet:
+    """``{split}_signals`` as stored, or ``split`` of ``signals`` by subject."""
+    arrays = open_npz(path)
     keys = set(arrays.files)
     key = f"{split}_signals" if f"{split}_signals" in keys else "signals" if "signals" in keys else None
     if key is None:
@@ -235,8 +234,16 @@ def read_signal_npz(path: Path, split: str) -> SignalSet:
     prefix = key[: -len("signals")]
     get = lambda name: torch.from_numpy(arrays[prefix + name].astype(np.int64)) if prefix + name in keys else None  # noqa: E731
     rate = float(arrays["sampling_rate"]) if "sampling_rate" in keys else 0.0
-    return SignalSet(torch.from_numpy(signals.astype(np.float32)), get("labels"), get("subjects"),
+    data = SignalSet(torch.from_numpy(signals.astype(np.float32)), get("labels"), get("subjects"),
                      source=f"{path}:{key}", sampling_rate=rate)
+    if key == f"{split}_signals":
+        return data
+    if data.subjects is not None:
+        return split_by_subject(data, split, test_fraction)
+    if split not in ("train", "all"):
+        raise DataError(f"{path} has no '{split}_signals' and no 'subjects' to split by; store "
+                        f"'{split}_signals' or 'subjects'")
+    return data
 
 
 def split_by_subject(data: SignalSet, split: str, test_fraction: float) -> SignalSet:
@@ -255,16 +262,6 @@ def split_by_subject(data: SignalSet, split: str, test_fraction: float) -> Signa
     return data.of_subjects(chosen)
 
 
-def is_signal_path(path: Path) -> bool:
-    """Whether ``--data`` holds signals (an npz with signals, or WFDB/EDF recordings)."""
-    if path.is_file() and path.suffix == ".npz":
-        try:
-            return any(k.endswith("signals") for k in np.load(path).files)
-        except Exception:
-            return False
-    return path.is_dir() and (any(path.glob("*.hea")) or any(path.glob("*.edf")))
-
-
 def load_signals(path, split: str = "train", options: Optional[SignalOptions] = None) -> SignalSet:
     """Read ``path`` (see the module's layouts) and return the epochs of ``split``."""
     path = Path(path).expanduser()
@@ -274,13 +271,7 @@ def load_signals(path, split: str = "train", options: Optional[SignalOptions] = 
     if path.is_file():
         if path.suffix != ".npz":
             raise DataError(f"--data {path}: signals are read from an .npz file or a folder of WFDB/EDF records")
-        data = read_signal_npz(path, split)
-        if f"{split}_signals" not in np.load(path).files:
-            if data.subjects is not None:
-                data = split_by_subject(data, split, options.test_fraction)
-            elif split not in ("train", "all"):
-                raise DataError(f"{path} has no '{split}_signals' and no 'subjects' to split by; store "
-                                f"'{split}_signals' or 'subjects'")
+        data = read_signal_npz(path, split, options.test_fraction)
     else:
         data = split_by_subject(read_records(path, options), split, options.test_fraction)
     if options.instance_norm:
