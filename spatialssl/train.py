@@ -64,40 +64,34 @@ def load_monitor_data(cfg: Config, train_set: ImageSet) -> Optional[tuple]:
 
 def check_against_data(cfg: Config, data) -> None:
     """Checks of the options against the images or signals, before any work."""
+    m, p, patch = cfg.method, cfg.part, cfg.model.patch_size
+    size = data.input_size
+    tokens = part_tokens(cfg, size)
     if is_signal_model(cfg):
-        return check_against_signals(cfg, data)
-    height, width = data.image_size
-    if cfg.method.name == "sr":
-        check_patch_geometry(cfg.method.patch_size, height, width, cfg.method.num_patches, cfg.method.non_overlapping)
-    if cfg.method.name == "part":
-        p, tokens = cfg.part, part_tokens(cfg, (height, width))
-        check_box_geometry(p.sampling, height, width, cfg.model.patch_size, tokens, p.box_size, p.box_scale)
-        if p.num_pairs > tokens * (tokens - 1):
-            raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
-                              f"of {tokens} patches; lower part.num_pairs")
-    if cfg.model.backbone.startswith("vit_") and (height % cfg.model.patch_size or width % cfg.model.patch_size):
-        raise ConfigError(f"the {height}x{width} images of {data.source} are not a multiple of model.patch_size "
-                          f"{cfg.model.patch_size}; set data.image_size or model.patch_size")
-    if cfg.method.name != "random" and len(data) < cfg.train.batch_size:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} images in "
-                          f"{data.source}; lower train.batch_size")
-
-
-def check_against_signals(cfg: Config, data) -> None:
-    (length,) = data.input_size
-    if cfg.method.name == "part":
-        p, tokens = cfg.part, part_tokens(cfg, (length,))
-        check_window_geometry(p.sampling, length, cfg.model.patch_size, tokens, p.box_scale)
-        if p.num_pairs > tokens * (tokens - 1):
-            raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
-                              f"of {tokens} windows; lower part.num_pairs")
-    if length % cfg.model.patch_size:
-        raise ConfigError(f"the {length}-sample epochs of {data.source} are not a multiple of model.patch_size "
-                          f"{cfg.model.patch_size}; change model.patch_size or signal.epoch_seconds")
-    if cfg.method.name not in ("part", "finetune", "supervised", "random"):
-        raise ConfigError(f"method {cfg.method.name} works on images; signals take part, finetune or supervised")
-    if cfg.method.name != "random" and len(data) < cfg.train.batch_size:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} epochs in "
+        (length,) = size
+        if m.name not in ("part", "finetune", "supervised", "random"):
+            raise ConfigError(f"method {m.name} works on images; signals take part, finetune or supervised")
+        if m.name == "part":
+            check_window_geometry(p.sampling, length, patch, tokens, p.box_scale)
+        if length % patch:
+            raise ConfigError(f"the {length}-sample epochs of {data.source} are not a multiple of model.patch_size "
+                              f"{patch}; change model.patch_size or signal.epoch_seconds")
+        tokens_are, items_are = "windows", "epochs"
+    else:
+        height, width = size
+        if m.name == "sr":
+            check_patch_geometry(m.patch_size, height, width, m.num_patches, m.non_overlapping)
+        if m.name == "part":
+            check_box_geometry(p.sampling, height, width, patch, tokens, p.box_size, p.box_scale)
+        if cfg.model.backbone.startswith("vit_") and (height % patch or width % patch):
+            raise ConfigError(f"the {height}x{width} images of {data.source} are not a multiple of model.patch_size "
+                              f"{patch}; set data.image_size or model.patch_size")
+        tokens_are, items_are = "patches", "images"
+    if m.name == "part" and p.num_pairs > tokens * (tokens - 1):
+        raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
+                          f"of {tokens} {tokens_are}; lower part.num_pairs")
+    if m.name != "random" and len(data) < cfg.train.batch_size:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} {items_are} in "
                           f"{data.source}; lower train.batch_size")
 
 
