@@ -97,6 +97,8 @@ class VisionTransformer(nn.Module):
     where a patch came from) and on for finetuning. ``num_tokens`` sizes the position
     embedding: (H / P) * (W / P) for on-grid images."""
 
+    embed_layer = PatchEmbed  # the tokeniser; the 1-D ViT swaps it, as timm's ``embed_layer``
+
     def __init__(self, patch_size: int = 4, embed_dim: int = 192, depth: int = 12, num_heads: int = 3,
                  mlp_ratio: float = 4.0, in_chans: int = 3, num_tokens: int = 64, pos_embed: bool = False,
                  class_token: bool = False, global_pool: str = "avg", num_classes: int = 0,
@@ -110,7 +112,7 @@ class VisionTransformer(nn.Module):
         self.num_features = self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.num_prefix_tokens = int(class_token)
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = self.embed_layer(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim)) if class_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, num_tokens + self.num_prefix_tokens, embed_dim)) if pos_embed else None
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
@@ -129,16 +131,24 @@ class VisionTransformer(nn.Module):
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B x C x H x W) or cut patches (B x N x C x P x P) -> normed tokens B x (prefix + N) x D."""
+    def position_embedding(self, tokens: int) -> torch.Tensor:
+        """The position embedding of the ``tokens`` sequence tokens (the [CLS] slot left out)."""
+        position = self.pos_embed[:, self.num_prefix_tokens:]
+        if tokens != position.shape[1]:
+            raise ValueError(f"the position embedding is sized for {self.num_tokens} patches, got {tokens}; "
+                             "use the image size the model was built for")
+        return position
+
+    def forward_features(self, x: torch.Tensor, drop_position=None) -> torch.Tensor:
+        """Images (B x C x H x W) or cut patches (B x N x C x P x P) -> normed tokens B x (prefix + N) x D.
+        ``drop_position``: B x N bool, tokens whose position embedding is left out (PART 1-D)."""
         x = self.patch_embed(x)
-        if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1)
         if self.pos_embed is not None:
-            if x.shape[1] != self.pos_embed.shape[1]:
-                raise ValueError(f"the position embedding is sized for {self.num_tokens} patches, got "
-                                 f"{x.shape[1] - self.num_prefix_tokens}; use the image size the model was built for")
-            x = x + self.pos_embed
+            position = self.position_embedding(x.shape[1])
+            x = x + (position if drop_position is None else position * (~drop_position)[..., None])
+        if self.cls_token is not None:
+            cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed[:, :1]
+            x = torch.cat([cls.expand(len(x), -1, -1), x], dim=1)
         return self.norm(self.blocks(x))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
@@ -148,9 +158,9 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-    def patch_tokens(self, x: torch.Tensor) -> torch.Tensor:
+    def patch_tokens(self, x: torch.Tensor, drop_position=None) -> torch.Tensor:
         """One embedding per patch (B x N x D), without the class token."""
-        return self.forward_features(x)[:, self.num_prefix_tokens:]
+        return self.forward_features(x, drop_position)[:, self.num_prefix_tokens:]
 
     def timm_kwargs(self) -> dict:
         """Arguments of ``timm.models.vision_transformer.VisionTransformer`` whose state dict

@@ -31,37 +31,22 @@ class PatchEmbed1D(nn.Module):
 
 
 class VisionTransformer1D(VisionTransformer):
-    """The image ViT with a 1-D tokeniser. ``forward_features`` may drop the position
-    embedding of chosen tokens (PART 1-D masks 20% of them) and resamples it to sequences
-    of another length."""
+    """The image ViT with a 1-D tokeniser; its position embedding is resampled to sequences
+    of another length (windows of PART 1-D, 20% of whose embeddings may be dropped through
+    ``drop_position``)."""
+
+    embed_layer = PatchEmbed1D
 
     def __init__(self, in_chans: int = 1, **kwargs):
         super().__init__(in_chans=in_chans, **kwargs)
-        self.patch_embed = PatchEmbed1D(self.patch_size, in_chans, self.embed_dim)
-        self.reset_parameters()
 
     def position_embedding(self, tokens: int) -> torch.Tensor:
-        """The position embedding of the sequence tokens, linearly resampled when the
-        sequence has another length than the model was built for (as timm resamples
-        image position embeddings)."""
+        """Linearly resampled when the sequence has another length than the model was built
+        for (as timm resamples image position embeddings)."""
         position = self.pos_embed[:, self.num_prefix_tokens:]
         if tokens == position.shape[1]:
             return position
         return F.interpolate(position.transpose(1, 2), size=tokens, mode="linear", align_corners=False).transpose(1, 2)
-
-    def forward_features(self, x: torch.Tensor, drop_position=None) -> torch.Tensor:
-        """``drop_position``: B x N bool, tokens whose position embedding is left out."""
-        x = self.patch_embed(x)
-        if self.pos_embed is not None:
-            position = self.position_embedding(x.shape[1])
-            x = x + (position if drop_position is None else position * (~drop_position)[..., None])
-        if self.cls_token is not None:
-            cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed[:, :1]
-            x = torch.cat([cls.expand(len(x), -1, -1), x], dim=1)
-        return self.norm(self.blocks(x))
-
-    def patch_tokens(self, x: torch.Tensor, drop_position=None) -> torch.Tensor:
-        return self.forward_features(x, drop_position)[:, self.num_prefix_tokens:]
 
 
 def vision_transformer_1d(size: str, depth=None, **kwargs) -> VisionTransformer1D:
