@@ -1,7 +1,7 @@
 """Checkpoints: safetensors files written atomically, with the run's config inside.
 
 ``last.ckpt`` (safetensors) holds the method's weights (``method.*``), the optimiser state
-(``optimizer.*``) and the random generators (``rng.*``); its metadata holds the config,
+(``optimizer.*``) and the data-order generator (``rng.order``); its metadata holds the config,
 the epoch and the optimiser's hyper-parameters, so it alone resumes a run.
 ``last.json`` is the same metadata for people. ``backbone.safetensors`` is the backbone
 alone under torchvision's keys, for use outside spatialssl.

@@ -160,8 +160,9 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     optimizer = build_optimizer(cfg.optim, method, fused=device.type == "cuda")
-    generators = {"order": torch.Generator().manual_seed(cfg.train.seed),
-                  "sample": torch.Generator(device=device).manual_seed(cfg.train.seed + 1)}
+    # Checkpointed: the data order. Augmentation randomness is reseeded every epoch (sample_seed).
+    generators = {"order": torch.Generator().manual_seed(cfg.train.seed)}
+    sample = torch.Generator(device=device)
     start_epoch = 0
     if state is not None:
         tensors, info = state
@@ -197,7 +198,7 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
             # Every process draws the same global order; augmentation randomness is seeded per epoch
             # and process, so a run resumed at an epoch boundary continues exactly, under torchrun too.
             order = torch.randperm(len(train_set), generator=generators["order"])
-            generators["sample"].manual_seed(sample_seed(cfg.train.seed, epoch, ranks.rank))
+            sample.manual_seed(sample_seed(cfg.train.seed, epoch, ranks.rank))
             if streamed:
                 mine = [i for s in range(steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
                 stream = train_set.batches(mine, batch // ranks.world, workers, device.type == "cuda")
@@ -216,7 +217,7 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
                     index = ranks.shard(order[step * batch:(step + 1) * batch])
                     x, y = images[index], None if labels is None else labels[index]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
-                    loss, metrics = model(x, y, generators["sample"])
+                    loss, metrics = model(x, y, sample)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
