@@ -46,7 +46,7 @@ def main() -> None:
     for label, r in rows.items():
         p, f = r["probe"], r["finetune"]
         lines.append(f"| {label} | {100 * p.test_acc:.1f} | {p.macro_f1:.3f} | {p.kappa:.3f} | "
-                     f"{100 * f['accuracy']:.1f} | {f['macro_f1']:.3f} | {f['kappa']:.3f} |")
+                     f"{100 * f['test_acc']:.1f} | {f['macro_f1']:.3f} | {f['kappa']:.3f} |")
     lines.append(END)
     text = "\n".join(lines)
     print(text)

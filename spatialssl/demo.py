@@ -58,8 +58,7 @@ def run_signal_demo(out_dir="runs/demo-timeseries", overrides=None, progress: bo
     """PART on generated multichannel signals: pretrain a 1-D ViT, then finetune it and a
     randomly initialised twin with the same budget, and probe both linearly."""
     from .data.demo_signals import demo_signal_splits
-    from .finetuning import finetune_config, predict
-    from .metrics import classification_report
+    from .finetuning import finetune
 
     train_set, test_set = demo_signal_splits()
     print(f"demo signals: {len(train_set)} train / {len(test_set)} test epochs from {len(train_set.subject_ids())} / "
@@ -79,17 +78,14 @@ def run_signal_demo(out_dir="runs/demo-timeseries", overrides=None, progress: bo
         print(f"== {label}: linear probe ({cfg.eval.epochs} epochs)")
         probe = evaluate_sets(backbone, saved, train_set, test_set, [0])["linear"][0]
         print(f"== {label}: finetuning {FINETUNE_EPOCHS} epochs")
-        tuned = finetune_config(ckpt, None, [f"train.epochs={FINETUNE_EPOCHS}", "train.batch_size=32",
-                                             "optim.warmup_epochs=1", *(overrides or [])])
-        last = pretrain(tuned, Path(f"{run_dir}-finetuned"), train_set=train_set, progress=progress)
-        model, _ = checkpoint.load_backbone(last)
-        scores = classification_report(predict(model, test_set.tensor, None, None), test_set.labels,
-                                       test_set.num_classes)
-        rows[label] = {"probe": probe, "finetune": scores}
+        tuned = finetune(ckpt, None, f"{run_dir}-finetuned", [f"train.epochs={FINETUNE_EPOCHS}", "train.batch_size=32",
+                                                              "optim.warmup_epochs=1", *(overrides or [])],
+                         progress=progress, train_set=train_set, test_set=test_set)
+        rows[label] = {"probe": probe, "finetune": tuned}
     print("\nTest scores on held-out subjects of the demo signals (accuracy % / macro-F1 / Cohen's kappa):")
     print(f"{'model':<14}{'linear probe':>26}{'finetuned':>26}")
     for label, r in rows.items():
         p, f = r["probe"], r["finetune"]
         print(f"{label:<14}{100 * p.test_acc:>12.1f}{p.macro_f1:>7.3f}{p.kappa:>7.3f}"
-              f"{100 * f['accuracy']:>12.1f}{f['macro_f1']:>7.3f}{f['kappa']:>7.3f}")
+              f"{100 * f['test_acc']:>12.1f}{f['macro_f1']:>7.3f}{f['kappa']:>7.3f}")
     return rows

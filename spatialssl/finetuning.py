@@ -63,18 +63,19 @@ def predict(backbone, data: torch.Tensor, mean, std, device: str = "cpu", batch_
 
 
 def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, train_set=None, test_set=None) -> dict:
     """Finetune the checkpoint at ``path`` on ``data`` into ``out_dir``; returns the report
-    (test accuracy), also written to ``out_dir/finetune.json``."""
+    (test accuracy, macro-F1, kappa), also written to ``out_dir/finetune.json``.
+    ``train_set``/``test_set`` may be given directly (e.g. the demo) instead of read from ``data``."""
     out_dir = Path(out_dir)
     cfg = finetune_config(path, data, overrides) if not resume else None
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         cfg = load_config(base=info["config"], overrides=overrides)
-    test = load_data(cfg, cfg.data.test_split)
+    test = test_set if test_set is not None else load_data(cfg, cfg.data.test_split)
     if test.labels is None:
         raise DataError(f"finetuning needs a labelled test split; {test.source} has none")
-    train = load_data(cfg, cfg.data.split)
+    train = train_set if train_set is not None else load_data(cfg, cfg.data.split)
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress)
