@@ -90,6 +90,24 @@ def analyse(method, cfg, images: torch.Tensor, seed: int = 0, sampling: Optional
     return [Sample(x[i], raw[i], boxes[i], predictions[i], targets[i]) for i in range(batch)]
 
 
+
+@torch.no_grad()
+def position_error(method, cfg, images: torch.Tensor, sampling: Optional[str] = None, chunk: int = 100) -> tuple:
+    """(model error, mean-predictor error): the mean Euclidean distance, in reference-patch
+    units, between predicted and true (dx, dy) over every ordered pair i != j of patches of
+    ``images`` (boxes of the checkpoint's mode, or ``sampling``). The mean predictor always
+    answers the mean true translation."""
+    samples = []
+    for start in range(0, len(images), chunk):
+        samples += analyse(method, cfg, images[start:start + chunk], seed=start, sampling=sampling)
+    predicted = torch.stack([s.predictions[..., :2] for s in samples])
+    truth = torch.stack([s.targets[..., :2] for s in samples])
+    off = ~torch.eye(truth.shape[1], dtype=torch.bool)
+    predicted, truth = predicted[:, off], truth[:, off]
+    model = (predicted - truth).norm(dim=-1).mean().item()
+    mean = (truth.mean((0, 1)) - truth).norm(dim=-1).mean().item()
+    return model, mean
+
 def _show(axis, picture: torch.Tensor, title: str) -> None:
     axis.imshow(picture.permute(1, 2, 0).clamp(0, 1).numpy())
     axis.set_title(title, fontsize=8)

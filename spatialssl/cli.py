@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   spatialssl finetune --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out runs/part-ft train.epochs=100
   spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out figures/reconstruct.png
   spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors
+  spatialssl reproduce --data ~/data/cifar10 --budget cpu --write RESULTS.md
 """
 
 DATA_HELP = ("a data set: torchvision's CIFAR-10/100 or STL-10 folders, tiny-imagenet-200, a folder with "
@@ -83,6 +84,19 @@ def build_parser() -> argparse.ArgumentParser:
     ben.add_argument("--vit", default="vit_tiny", choices=("vit_tiny", "vit_small", "vit_base"), help="PART's ViT")
     ben.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ben.add_argument("--write", help="write the rows into this BENCHMARKS.md, with the machine named")
+
+    rep = commands.add_parser("reproduce", help="the papers' comparisons on CIFAR-10 at one budget -> RESULTS.md")
+    rep.add_argument("--data", help=DATA_HELP + " (CIFAR-10, 32 px, labelled train and test splits)")
+    rep.add_argument("--budget", choices=("cpu", "paper"), default="cpu",
+                     help="cpu: about 75 min on a 2-core CPU; paper: the papers' epochs and full data (a GPU)")
+    rep.add_argument("--out", default="runs/reproduce", help="run folders; finished runs are reused (default runs/reproduce)")
+    rep.add_argument("--write", help="write the budget's section of this RESULTS.md (plots go to results/<budget>/ beside it)")
+    rep.add_argument("--only", type=lambda t: t.split(","), help="comma-separated studies (sr, part) or run names")
+    rep.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], help="comma-separated seeds "
+                     "(default: the budget's)")
+    rep.add_argument("--dry-run", action="store_true", help="list the runs and settings, run nothing")
+    rep.add_argument("--no-progress", action="store_true", help="no progress bars")
+    rep.add_argument("overrides", nargs="*", help="section.key=value for every pretraining, e.g. train.precision=bf16")
 
     exp = commands.add_parser("export", help="write a checkpoint's backbone as timm/torchvision-compatible safetensors")
     exp.add_argument("--checkpoint", required=True, help="a last.ckpt")
@@ -157,6 +171,12 @@ def run(args: argparse.Namespace) -> None:
         from .bench import run_bench
 
         print(run_bench(args))
+    elif args.command == "reproduce":
+        from .reproduce import run_reproduce
+
+        if not args.dry_run and not args.data:
+            raise ConfigError("reproduce needs --data (CIFAR-10; see --help), or --dry-run to list the runs")
+        print(run_reproduce(args))
     elif args.command == "export":
         from .export import export
 

@@ -1,0 +1,252 @@
+"""RESULTS.md from the reproduction suite's per-run results: tables (mean ± std over
+seeds), each expected finding with whether it reproduced, the papers' numbers beside
+ours, PNG plots, and every run listed."""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+# Published numbers to set beside ours. CIFAR-10 linear evaluation, ResNet-32, 200 epochs
+# (Patacchiola & Storkey 2020, as the SR paper's baselines); SR Table 1 has no CIFAR-10 column.
+PAPER_CIFAR10 = {"random": 27.47, "supervised": 90.87, "rr": 75.99}
+# SR Table 1, CIFAR-100 (the closest published column): the ordering the paper reports.
+PAPER_SR_CIFAR100 = {"random": 7.65, "supervised": 65.32, "rr": 46.17, "sr-n2-p16": 50.18, "sr-additive": 48.04}
+# PART Tables 4-5: CIFAR-100, ViT-S, 1000 pretraining epochs; finetuned accuracy and Euclidean error.
+PAPER_PART_CIFAR100 = {"part": (83.0, 0.81), "part-grid": (82.1, None), "part-pairwise": (82.52, 1.59),
+                       "part-mlp": (82.38, 1.68)}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """One number of a run: ``field`` of its result (``count`` picks a patch count)."""
+    field: str
+    count: Optional[str] = None
+    lower_is_better: bool = False
+
+    def values(self, runs: list) -> list:
+        out = []
+        for r in runs:
+            value = r.get(self.field)
+            if isinstance(value, dict):
+                value = value.get(self.count)
+            if value is not None:
+                out.append(value * (1 if self.lower_is_better else 100))
+        return out
+
+
+IMAGE, NINE = Measure("linear", "0"), Measure("linear", "9")
+NINE_AFFINE = Measure("linear_affine", "9")
+FINETUNED, ERROR = Measure("finetune"), Measure("position_error", lower_is_better=True)
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: str
+    source: str
+    better: tuple  # (run key, Measure) expected higher (or lower error)
+    worse: tuple
+
+
+FINDINGS = [
+    Finding("random weights < RR", "SR Table 1; RR paper", ("rr", IMAGE), ("random", IMAGE)),
+    Finding("RR < SR plain (image + 9 patch features, the protocol of SR's plain row)", "SR Table 1",
+            ("sr-n2-p16", NINE), ("rr", IMAGE)),
+    Finding("SR with patch features > SR image only", "SR Fig. 4", ("sr-n2-p16", NINE), ("sr-n2-p16", IMAGE)),
+    Finding("RR < SR additive (image only)", "SR Table 1", ("sr-additive", IMAGE), ("rr", IMAGE)),
+    Finding("SR additive < SR plain (+9 patches)", "SR Table 1", ("sr-n2-p16", NINE), ("sr-additive", IMAGE)),
+    Finding("N=3 training patches > N=2", "SR Fig. 3 (tiny-ImageNet)", ("sr-n3-p16", NINE), ("sr-n2-p16", NINE)),
+    Finding("affine-augmented probe > plain probe with 9 patches", "SR Fig. 4", ("sr-n2-p16", NINE_AFFINE),
+            ("sr-n2-p16", NINE)),
+    Finding("supervised > SR plain (upper bound)", "SR Table 1", ("supervised", IMAGE), ("sr-n2-p16", NINE)),
+    Finding("PART finetuned > random init finetuned", "PART Table 7", ("part", FINETUNED), ("part-random", FINETUNED)),
+    Finding("off-grid >= grid (finetuned)", "PART Table 4", ("part", FINETUNED), ("part-grid", FINETUNED)),
+    Finding("cross-attention > pairwise MLP (finetuned)", "PART Table 5", ("part", FINETUNED),
+            ("part-pairwise", FINETUNED)),
+    Finding("cross-attention > full MLP (finetuned)", "PART Table 5", ("part", FINETUNED), ("part-mlp", FINETUNED)),
+    Finding("cross-attention error < pairwise MLP error", "PART Table 5", ("part", ERROR), ("part-pairwise", ERROR)),
+    Finding("cross-attention error < full MLP error", "PART Table 5", ("part", ERROR), ("part-mlp", ERROR)),
+]
+
+
+def mean_std(values: list) -> tuple:
+    """Mean and sample standard deviation (0 for a single value); None for no values."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def verdict(better: list, worse: list, lower_is_better: bool = False) -> str:
+    """Whether ``better`` beat ``worse``: by more than the larger seed spread ("yes"), in the
+    expected direction but within it, against it within it, or against it beyond it ("no")."""
+    (b, b_std), (w, w_std) = mean_std(better), mean_std(worse)
+    if b is None or w is None:
+        return "not run"
+    gain = (w - b) if lower_is_better else (b - w)
+    spread = max(b_std, w_std)
+    if gain > spread:
+        return "yes"
+    if gain > 0:
+        return "direction only (within seed spread)"
+    if gain >= -spread:
+        return "no (opposite, within seed spread)"
+    return "no"
+
+
+def cell(values: list, digits: int = 1) -> str:
+    mean, std = mean_std(values)
+    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def findings_table(results: dict) -> list:
+    lines = ["| expected finding | paper | ours: better side | ours: worse side | reproduced? |", "|---|---|---|---|---|"]
+    for f in FINDINGS:
+        (bk, bm), (wk, wm) = f.better, f.worse
+        better, worse = bm.values(results.get(bk, [])), wm.values(results.get(wk, []))
+        digits = 3 if bm.lower_is_better else 1
+        lines.append(f"| {f.claim} | {f.source} | {cell(better, digits)} | {cell(worse, digits)} | "
+                     f"{verdict(better, worse, bm.lower_is_better)} |")
+    return lines
+
+
+def sr_tables(results: dict, labels: dict) -> list:
+    keys = [k for k in labels if k in results and not k.startswith("part")]
+    lines = ["| run | linear, image | + 1 patch | + 3 | + 5 | + 9 | + 9, affine-augmented probe | kNN | "
+             "paper CIFAR-10 (ResNet-32) | paper CIFAR-100 (SR Table 1) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for k in keys:
+        runs = results[k]
+        counts = [cell(Measure("linear", str(n)).values(runs)) for n in (0, 1, 3, 5, 9)]
+        lines.append(f"| {labels[k]} | {' | '.join(counts)} | {cell(NINE_AFFINE.values(runs))} | "
+                     f"{cell(Measure('knn').values(runs))} | {PAPER_CIFAR10.get(k, '-')} | "
+                     f"{PAPER_SR_CIFAR100.get(k, '-')} |")
+    return lines
+
+
+def part_table(results: dict, labels: dict) -> list:
+    lines = ["| run | position error, off-grid boxes | mean predictor | error, own sampling (mean predictor) | "
+             "linear probe | finetuned | paper finetuned / error (CIFAR-100, ViT-S, 1000 ep) |",
+             "|---|---|---|---|---|---|---|"]
+    for k in [k for k in labels if k in results and k.startswith("part")]:
+        runs = results[k]
+        own = f"{cell(Measure('position_error_own', lower_is_better=True).values(runs), 3)} " \
+              f"({cell(Measure('position_error_own_mean_predictor', lower_is_better=True).values(runs), 3)})"
+        paper = PAPER_PART_CIFAR100.get(k)
+        paper_cell = "-" if paper is None else f"{paper[0]} / {paper[1] if paper[1] is not None else '-'}"
+        lines.append(f"| {labels[k]} | {cell(ERROR.values(runs), 3)} | "
+                     f"{cell(Measure('position_error_mean_predictor', lower_is_better=True).values(runs), 3)} | "
+                     f"{own if 'position_error_own' in runs[0] else '-'} | {cell(IMAGE.values(runs))} | "
+                     f"{cell(FINETUNED.values(runs))} | {paper_cell} |")
+    return lines
+
+
+def runs_table(results: dict, labels: dict) -> list:
+    """Every run and seed, so nothing is hidden."""
+    from .reproduce import headline
+    lines = ["| run | seed | pretraining s | run s | scores |", "|---|---|---|---|---|"]
+    for k, runs in results.items():
+        for r in runs:
+            lines.append(f"| {labels.get(k, k)} | {r['seed']} | {r['pretrain_s']:.0f} | {r['total_s']:.0f} | "
+                         f"{headline(r)} |")
+    return lines
+
+
+def write_markdown(path: Path, budget_name: str, header: list, results: dict, labels: dict, figures: list) -> str:
+    """The budget's section of RESULTS.md (between markers, so other budgets' sections stay)."""
+    from .bench import write_section
+    begin, end = f"<!-- reproduce-{budget_name}:begin -->", f"<!-- reproduce-{budget_name}:end -->"
+    rel = [f.relative_to(path.parent).as_posix() for f in figures]
+    lines = [begin, f"## Budget `{budget_name}`", "", *header, "",
+             "### Expected findings", "",
+             "\"yes\": the expected side wins by more than the larger of the two seed standard deviations; "
+             "\"direction only\": it wins by less; \"no\": it loses. Accuracies in %, errors in reference-patch units.",
+             "", *findings_table(results), "",
+             "### Spatial Reasoning study (linear evaluation, test accuracy %)", "", *sr_tables(results, labels), "",
+             "### PART study", "", *part_table(results, labels), "",
+             "### Plots", "", *[f"![{Path(r).stem}]({r})" for r in rel], "",
+             "### Every run", "", *runs_table(results, labels), "", end]
+    text = "\n".join(lines)
+    if not path.is_file():
+        path.write_text("# Reproducing the papers\n")
+    write_section(path, text, begin, end)
+    return text
+
+
+def plot(results: dict, labels: dict, folder: Path) -> list:
+    """PNGs: patch features (SR Fig. 4), patch size (Fig. 2), the SR overview, and PART."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def errorbar(axis, xs, measures_runs, label, **style):
+        points = [(x, *mean_std(m.values(runs))) for x, (m, runs) in zip(xs, measures_runs)]
+        points = [p for p in points if p[1] is not None]
+        if points:
+            axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
+                          label=label, capsize=3, marker="o", **style)
+
+    def save(figure, name):
+        figure.tight_layout()
+        figure.savefig(folder / name, dpi=110)
+        plt.close(figure)
+        written.append(folder / name)
+
+    counts = (0, 1, 3, 5, 9)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for k in ("random", "rr", "sr-n2-p16", "sr-n3-p16"):
+        if k in results:
+            errorbar(axis, counts, [(Measure("linear", str(n)), results[k]) for n in counts], labels[k])
+    if "sr-n2-p16" in results and "linear_affine" in results["sr-n2-p16"][0]:
+        errorbar(axis, counts, [(Measure("linear_affine", str(n)), results["sr-n2-p16"]) for n in counts],
+                 labels["sr-n2-p16"] + ", affine-augmented probe", linestyle="--", color="red")
+    axis.set(xlabel="patch features beside the image", ylabel="test accuracy (%)",
+             title="Linear evaluation with patch features (SR Fig. 4)")
+    axis.legend(fontsize=7)
+    save(figure, "sr_patch_features.png")
+
+    sizes = [s for s in (12, 16, 20, 24) if f"sr-n2-p{s}" in results]
+    if sizes:
+        figure, axis = plt.subplots(figsize=(6, 4))
+        for measure, name in ((IMAGE, "image only"), (NINE, "image + 9 patches")):
+            errorbar(axis, sizes, [(measure, results[f"sr-n2-p{s}"]) for s in sizes], name)
+        axis.set(xlabel="training patch size (px, 32 px images)", ylabel="test accuracy (%)",
+                 title="SR plain, N=2: patch size (SR Fig. 2)")
+        axis.legend(fontsize=7)
+        save(figure, "sr_patch_size.png")
+
+    part_keys = [k for k in labels if k in results and k.startswith("part") and not k.startswith("part-pairs")]
+    if part_keys:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        xs = range(len(part_keys))
+        errorbar(left, xs, [(FINETUNED, results[k]) for k in part_keys], "finetuned", linestyle="none")
+        errorbar(left, xs, [(IMAGE, results[k]) for k in part_keys], "linear probe", linestyle="none")
+        errorbar(right, xs, [(ERROR, results[k]) for k in part_keys], "model", linestyle="none")
+        errorbar(right, xs, [(Measure("position_error_mean_predictor", lower_is_better=True), results[k])
+                             for k in part_keys], "mean predictor", linestyle="none")
+        for axis, name in ((left, "test accuracy (%)"), (right, "position error, off-grid boxes")):
+            axis.set_xticks(list(xs), [labels[k].replace(", ", ",\n") for k in part_keys], fontsize=7)
+            axis.set_ylabel(name)
+            axis.legend(fontsize=7)
+        figure.suptitle("PART: sampling and relative encoders (Tables 4-5)")
+        save(figure, "part_variants.png")
+
+    def num_pairs(key):
+        overrides = results[key][0]["settings"]["overrides"]
+        return next(int(o.split("=")[1]) for o in overrides if o.startswith("part.num_pairs="))
+
+    points = sorted((num_pairs(k), k) for k in results if k == "part" or k.startswith("part-pairs"))
+    if len(points) > 1:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+        xs = [p for p, _ in points]
+        errorbar(left, xs, [(FINETUNED, results[k]) for _, k in points], "finetuned")
+        errorbar(left, xs, [(IMAGE, results[k]) for _, k in points], "linear probe")
+        errorbar(right, xs, [(ERROR, results[k]) for _, k in points], "position error")
+        for axis, name in ((left, "test accuracy (%)"), (right, "position error, off-grid boxes")):
+            axis.set(xscale="log", xlabel="#pairs per image", ylabel=name)
+            axis.legend(fontsize=7)
+        figure.suptitle("PART: number of patch pairs (Fig. 8)")
+        save(figure, "part_pairs.png")
+    return written
