@@ -78,7 +78,7 @@ BUDGETS = {
 @dataclass(frozen=True)
 class Run:
     """One variant of a study: a recipe and what it changes."""
-    key: str  # its folder
+    key: str  # its folder (never a study's name, so --only is unambiguous)
     label: str  # its row in RESULTS.md
     study: str  # "sr" (ResNet, linear evaluation) or "part" (ViT, position error, probe, finetuning)
     recipe: str
@@ -105,7 +105,7 @@ def plan(budget: Budget) -> list:
                    (f"part.sampling={sampling}", f"part.encoder={encoder}", f"part.num_pairs={pairs}"))
 
     parts = [Run("part-random", "random init (no pretraining)", "part", "part_cifar10", ("method.name=random",)),
-             part("part", "PART (off-grid), cross-attention"),
+             part("part-offgrid", "PART (off-grid), cross-attention"),
              part("part-grid", "PART-grid, cross-attention", sampling="grid"),
              part("part-pairwise", "PART, pairwise MLP", encoder="pairwise_mlp"),
              part("part-mlp", "PART, full MLP", encoder="mlp")]
@@ -201,7 +201,7 @@ def run_one(run: Run, seed: int, budget: Budget, data, out: Path, train, test, o
         scores = evaluate_resnet(run, last, budget, train, test)
     else:
         scores = evaluate_vit(last, folder, budget, train, test, progress)
-    result = {"run": run.key, "seed": seed, "settings": settings, "pretrain_s": pretrain_s,
+    result = {"run": run.key, "seed": seed, "settings": settings, "commit": commit(), "pretrain_s": pretrain_s,
               "total_s": time.perf_counter() - started, **scores}
     _write_json(done, result)
     return result
@@ -273,7 +273,8 @@ def report(results: dict, budget: Budget, write: Path, command: str, wall_s: flo
     figures = plot(results, labels, write.parent / "results" / budget.name)
     run_s = sum(r["total_s"] for runs in results.values() for r in runs)
     header = [f"Machine: {machine(resolve_device('auto'))}.  ",
-              f"Commit: {commit()}.  ",
+              f"Runs made at commit {', '.join(sorted({r.get('commit', 'unknown') for rs in results.values() for r in rs}))}; "
+              f"this report at {commit()}.  ",
               f"Budget: {budget.describe()}  ",
               f"Seeds run: {', '.join(map(str, seeds))}; ± is the standard deviation over seeds.  ",
               f"Time: {run_s / 60:.0f} min in runs (this invocation {wall_s / 60:.0f} min; stored runs are reused).  ",
@@ -297,7 +298,7 @@ def run_reproduce(args) -> str:
     started = time.perf_counter()
     results = run_suite(budget, args.data, Path(args.out), args.only, args.seeds, args.overrides,
                         progress=not args.no_progress)
-    command = "spatialssl " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else "spatialssl reproduce"
+    command = "spatialssl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.write:
         report(results, budget, Path(args.write), command, time.perf_counter() - started)
         return f"wrote the {budget.name} section of {args.write} and its plots"

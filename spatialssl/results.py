@@ -14,7 +14,7 @@ PAPER_CIFAR10 = {"random": 27.47, "supervised": 90.87, "rr": 75.99}
 # SR Table 1, CIFAR-100 (the closest published column): the ordering the paper reports.
 PAPER_SR_CIFAR100 = {"random": 7.65, "supervised": 65.32, "rr": 46.17, "sr-n2-p16": 50.18, "sr-additive": 48.04}
 # PART Tables 4-5: CIFAR-100, ViT-S, 1000 pretraining epochs; finetuned accuracy and Euclidean error.
-PAPER_PART_CIFAR100 = {"part": (83.0, 0.81), "part-grid": (82.1, None), "part-pairwise": (82.52, 1.59),
+PAPER_PART_CIFAR100 = {"part-offgrid": (83.0, 0.81), "part-grid": (82.1, None), "part-pairwise": (82.52, 1.59),
                        "part-mlp": (82.38, 1.68)}
 
 
@@ -60,14 +60,30 @@ FINDINGS = [
     Finding("affine-augmented probe > plain probe with 9 patches", "SR Fig. 4", ("sr-n2-p16", NINE_AFFINE),
             ("sr-n2-p16", NINE)),
     Finding("supervised > SR plain (upper bound)", "SR Table 1", ("supervised", IMAGE), ("sr-n2-p16", NINE)),
-    Finding("PART finetuned > random init finetuned", "PART Table 7", ("part", FINETUNED), ("part-random", FINETUNED)),
-    Finding("off-grid >= grid (finetuned)", "PART Table 4", ("part", FINETUNED), ("part-grid", FINETUNED)),
-    Finding("cross-attention > pairwise MLP (finetuned)", "PART Table 5", ("part", FINETUNED),
+    Finding("PART finetuned > random init finetuned", "PART Table 7", ("part-offgrid", FINETUNED), ("part-random", FINETUNED)),
+    Finding("off-grid >= grid (finetuned)", "PART Table 4", ("part-offgrid", FINETUNED), ("part-grid", FINETUNED)),
+    Finding("cross-attention > pairwise MLP (finetuned)", "PART Table 5", ("part-offgrid", FINETUNED),
             ("part-pairwise", FINETUNED)),
-    Finding("cross-attention > full MLP (finetuned)", "PART Table 5", ("part", FINETUNED), ("part-mlp", FINETUNED)),
-    Finding("cross-attention error < pairwise MLP error", "PART Table 5", ("part", ERROR), ("part-pairwise", ERROR)),
-    Finding("cross-attention error < full MLP error", "PART Table 5", ("part", ERROR), ("part-mlp", ERROR)),
+    Finding("cross-attention > full MLP (finetuned)", "PART Table 5", ("part-offgrid", FINETUNED), ("part-mlp", FINETUNED)),
+    Finding("cross-attention error < pairwise MLP error", "PART Table 5", ("part-offgrid", ERROR), ("part-pairwise", ERROR)),
+    Finding("cross-attention error < full MLP error", "PART Table 5", ("part-offgrid", ERROR), ("part-mlp", ERROR)),
 ]
+
+
+def num_pairs(results: dict, key: str) -> int:
+    overrides = results[key][0]["settings"]["overrides"]
+    return next(int(o.split("=")[1]) for o in overrides if o.startswith("part.num_pairs="))
+
+
+def sweep_findings(results: dict) -> list:
+    """PART Fig. 8's sweet spot: the default #pairs beats the fewest and the most swept."""
+    swept = sorted((num_pairs(results, k), k) for k in results if k.startswith("part-pairs"))
+    if "part-offgrid" not in results or not swept:
+        return []
+    default = num_pairs(results, "part-offgrid")
+    return [Finding(f"{default} pairs > {pairs} pairs (finetuned; a sweet spot in between)", "PART Fig. 8",
+                    ("part-offgrid", FINETUNED), (key, FINETUNED))
+            for pairs, key in sorted({swept[0], swept[-1]}) if pairs != default]
 
 
 def mean_std(values: list) -> tuple:
@@ -101,7 +117,7 @@ def cell(values: list, digits: int = 1) -> str:
 
 def findings_table(results: dict) -> list:
     lines = ["| expected finding | paper | ours: better side | ours: worse side | reproduced? |", "|---|---|---|---|---|"]
-    for f in FINDINGS:
+    for f in FINDINGS + sweep_findings(results):
         (bk, bm), (wk, wm) = f.better, f.worse
         better, worse = bm.values(results.get(bk, [])), wm.values(results.get(wk, []))
         digits = 3 if bm.lower_is_better else 1
@@ -233,11 +249,7 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
         figure.suptitle("PART: sampling and relative encoders (Tables 4-5)")
         save(figure, "part_variants.png")
 
-    def num_pairs(key):
-        overrides = results[key][0]["settings"]["overrides"]
-        return next(int(o.split("=")[1]) for o in overrides if o.startswith("part.num_pairs="))
-
-    points = sorted((num_pairs(k), k) for k in results if k == "part" or k.startswith("part-pairs"))
+    points = sorted((num_pairs(results, k), k) for k in results if k == "part-offgrid" or k.startswith("part-pairs"))
     if len(points) > 1:
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
         xs = [p for p, _ in points]

@@ -65,6 +65,18 @@ def write_cifar10(root: Path, train: np.ndarray, train_labels, test: np.ndarray,
     return folder
 
 
+@pytest.fixture(scope="session")
+def cifar_like(tmp_path_factory):
+    """A torchvision-layout CIFAR-10 folder holding demo shapes (64 train, 32 test)."""
+    from spatialssl.data import make_demo_images
+
+    root = tmp_path_factory.mktemp("cifar")
+    train, test = make_demo_images(64, seed=3), make_demo_images(32, seed=4)
+    hwc = lambda s: s.images.permute(0, 2, 3, 1).numpy()  # noqa: E731
+    write_cifar10(root, hwc(train), train.labels.numpy(), hwc(test), test.labels.numpy())
+    return root
+
+
 def write_cifar100(root: Path, images: np.ndarray, fine, coarse) -> Path:
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)

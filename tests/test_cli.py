@@ -2,20 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_cifar10
 
 from spatialssl.cli import main
-from spatialssl.data import make_demo_images
-
-
-@pytest.fixture(scope="module")
-def cifar_like(tmp_path_factory):
-    """A torchvision-layout CIFAR-10 folder holding demo shapes (64 train, 32 test)."""
-    root = tmp_path_factory.mktemp("cifar")
-    train, test = make_demo_images(64, seed=3), make_demo_images(32, seed=4)
-    hwc = lambda s: s.images.permute(0, 2, 3, 1).numpy()  # noqa: E731
-    write_cifar10(root, hwc(train), train.labels.numpy(), hwc(test), test.labels.numpy())
-    return root
 
 
 def test_pretrain_resume_and_linear_eval_from_the_command_line(tmp_path, cifar_like, capsys):
