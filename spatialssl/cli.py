@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep = commands.add_parser("reproduce", help="the papers' comparisons on CIFAR-10 at one budget -> RESULTS.md")
     rep.add_argument("--data", help=DATA_HELP + " (CIFAR-10, 32 px, labelled train and test splits)")
     rep.add_argument("--budget", choices=("cpu", "paper"), default="cpu",
-                     help="cpu: about 75 min on a 2-core CPU; paper: the papers' epochs and full data (a GPU)")
+                     help="cpu: about an hour on a 2-core CPU; paper: the papers' epochs and full data (a GPU)")
     rep.add_argument("--out", default="runs/reproduce", help="run folders; finished runs are reused (default runs/reproduce)")
     rep.add_argument("--write", help="write the budget's section of this RESULTS.md (plots go to results/<budget>/ beside it)")
     rep.add_argument("--only", type=lambda t: t.split(","), help="comma-separated studies (sr, part) or run names")

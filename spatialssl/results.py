@@ -53,6 +53,8 @@ FINDINGS = [
     Finding("random weights < RR", "SR Table 1; RR paper", ("rr", IMAGE), ("random", IMAGE)),
     Finding("RR < SR plain (image + 9 patch features, the protocol of SR's plain row)", "SR Table 1",
             ("sr-n2-p16", NINE), ("rr", IMAGE)),
+    Finding("SR plain > RR, both with image + 9 patch features", "control: same protocol for both",
+            ("sr-n2-p16", NINE), ("rr", NINE)),
     Finding("SR with patch features > SR image only", "SR Fig. 4", ("sr-n2-p16", NINE), ("sr-n2-p16", IMAGE)),
     Finding("RR < SR additive (image only)", "SR Table 1", ("sr-additive", IMAGE), ("rr", IMAGE)),
     Finding("SR additive < SR plain (+9 patches)", "SR Table 1", ("sr-n2-p16", NINE), ("sr-additive", IMAGE)),
@@ -243,7 +245,7 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
         errorbar(right, xs, [(Measure("position_error_mean_predictor", lower_is_better=True), results[k])
                              for k in part_keys], "mean predictor", linestyle="none")
         for axis, name in ((left, "test accuracy (%)"), (right, "position error, off-grid boxes")):
-            axis.set_xticks(list(xs), [labels[k].replace(", ", ",\n") for k in part_keys], fontsize=7)
+            axis.set_xticks(list(xs), [labels[k].replace(", ", ",\n").replace(" (", "\n(") for k in part_keys], fontsize=7)
             axis.set_ylabel(name)
             axis.legend(fontsize=7)
         figure.suptitle("PART: sampling and relative encoders (Tables 4-5)")
