@@ -9,8 +9,6 @@ alone under torchvision's keys, for use outside spatialssl.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -19,26 +17,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .errors import DataError
+from .files import atomic_write
 
 FORMAT = "spatialssl-checkpoint-1"
 
 
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
@@ -66,7 +52,7 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
     save_weights(path, tensors, metadata)
     save_weights(out_dir / "backbone.safetensors", method.backbone.state_dict(),
                  {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch})})
-    _atomic(out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    atomic_write(out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
     return path
 
 

@@ -7,7 +7,6 @@ the comparison is about differs. Each finished run keeps its scores in
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from .config import load_config
 from .data import load_images
 from .errors import ConfigError, DataError
 from .evaluate_checkpoint import evaluate_sets
+from .files import atomic_write
 from .finetuning import finetune
 from .train import check_against_data, pretrain
 
@@ -135,12 +135,6 @@ def load_splits(data, budget: Budget) -> tuple:
     return tuple(splits)
 
 
-def _write_json(path: Path, value: dict) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(value, indent=2))
-    os.replace(partial, path)
-
-
 def evaluate_resnet(run: Run, last: Path, budget: Budget, train, test) -> dict:
     """The SR paper's protocol: linear probes on the image + 0-9 patch features (and, for the
     Fig. 4 run, the same with affine-augmented probe training)."""
@@ -203,7 +197,7 @@ def run_one(run: Run, seed: int, budget: Budget, data, out: Path, train, test, o
         scores = evaluate_vit(last, folder, budget, train, test, progress)
     result = {"run": run.key, "seed": seed, "settings": settings, "commit": commit(), "pretrain_s": pretrain_s,
               "total_s": time.perf_counter() - started, **scores}
-    _write_json(done, result)
+    atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     return result
 
 
