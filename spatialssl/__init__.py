@@ -13,7 +13,7 @@ from .evaluate import extract_features, knn_accuracy, linear_evaluation, train_l
 from .losses import FocalBCELoss, RelativePositionLoss, SpatialRelationLoss, focal_bce_with_logits
 from .methods import (PART, Finetune, Method, RelationalReasoning, SpatialReasoning, Supervised, build_method,
                       spatial_targets)
-from .models import (CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder, RelationHead, ResNet,
+from .models import (CrossAttentionBlockEncoder, CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder, RelationHead, ResNet,
                      VisionTransformer, VisionTransformer1D, create_backbone, embed, resnet8, resnet18, resnet20, resnet32, resnet34,
                      resnet56)
 from .samplers import (GRID_ORDER, BoxSampler, PatchSampler, ViewSampler, cut_boxes, grid_patches, patch_pairs,

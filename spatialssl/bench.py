@@ -27,8 +27,8 @@ SETTINGS = {
     "sr_additive": ("SR additive, K=4, N=2, ResNet-32", ["method.name=sr", "method.augmentations=4",
                                                          "method.num_patches=2", "method.patch_size=16",
                                                          "method.additive=true"]),
-    "part": ("PART, 2048 pairs", ["method.name=part", "model.patch_size=4", "part.num_pairs=2048",
-                                  "part.sampling=scale"]),
+    "part": ("PART + scale, 2048 pairs", ["method.name=part", "model.patch_size=4", "part.num_pairs=2048",
+                                          "part.sampling=scale"]),
 }
 SAMPLERS = ("views", "patches", "boxes")
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .errors import ConfigError, SpatialSSLError
+from .samplers.boxes import MODES as BOX_MODES
 
 EXAMPLES = """examples:
   spatialssl demo
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         figure.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default {name}.png)")
         figure.add_argument("--split", default="test", help="which split's images (default test)")
         figure.add_argument("--images", type=int, default=4, help="images shown (reconstruct; default 4)")
-        figure.add_argument("--sampling", choices=("offgrid", "scale", "grid", "stratified"),
+        figure.add_argument("--sampling", choices=BOX_MODES,
                             help="box sampling (default: the checkpoint's)")
         figure.add_argument("--seed", type=int, default=0, help="which images, boxes and reference (default 0)")
     return parser

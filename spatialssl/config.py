@@ -13,6 +13,9 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
+from .models.relative import ENCODERS
+from .samplers.boxes import MODES as SAMPLING
+from .samplers.patches import PLACEMENTS
 
 
 @dataclass
@@ -76,6 +79,8 @@ class MethodConfig:
     num_patches: int = 2  # N (SR)
     patch_size: int = 16
     additive: bool = False  # SR additive-patch-use
+    additive_placement: str = "random"  # additive: paste at a random position (the paper's) | same (where cut)
+    position_weight: float = 1.0  # SR: weight of each axis's MSE (paper eq. 3); 0.5 = the official code's one MSE
     non_overlapping: bool = True  # first two patches never overlap
     focal: Optional[bool] = None  # None: focal for RR, plain BCE for SR (as published)
     head_hidden: int = 256
@@ -84,12 +89,13 @@ class MethodConfig:
 @dataclass
 class PartConfig:
     """PART (Ayoughi et al.): relative translation of off-grid patches."""
-    sampling: str = "scale"  # offgrid (fixed size) | scale (w, h in box_scale * P) | grid | stratified
+    sampling: str = "offgrid"  # offgrid (fixed D x D, the paper's) | scale (PART + scale: w, h in box_scale * P) | grid | stratified
     box_size: Optional[int] = None  # offgrid: side D of the cut boxes; None: the token size P
     box_scale: list = field(default_factory=lambda: [0.5, 2.0])  # scale: w, h range in units of P
     num_tokens: Optional[int] = None  # patches per image; None: (H / P) * (W / P)
     num_pairs: int = 2048  # random ordered pairs per image whose translation is regressed
-    encoder: str = "cross_attention"  # cross_attention | pairwise_mlp | mlp
+    encoder: str = "cross_attention"  # cross_attention (as published) | cross_attention_block | pairwise_mlp | mlp
+    encoder_heads: int = 1  # cross_attention: attention heads (the official code's default is 1)
     predict_scale: Optional[bool] = None  # also regress dw, dh; None: in the scale sampling mode
     log_scale: bool = False  # dw, dh as log-ratios
     mlp_hidden: int = 512  # full-MLP encoder bottleneck; 0: the paper's single linear map
@@ -143,6 +149,7 @@ class EvalConfig:
     affine_augment: bool = False
     augment_copies: int = 10  # augmented feature sets cycled through when affine_augment
     knn_k: int = 200
+    standardize: bool = True  # linear probe on per-dimension standardised features (MAE's probe); false: raw
 
 
 @dataclass
@@ -241,8 +248,6 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 
 METHODS = ("rr", "sr", "part", "supervised", "finetune", "random")
-SAMPLING = ("offgrid", "scale", "grid", "stratified")
-ENCODERS = ("cross_attention", "pairwise_mlp", "mlp")
 
 
 def _choice(value: str, options: tuple, key: str) -> None:
@@ -256,6 +261,11 @@ def validate(cfg: Config) -> None:
     _choice(m.name, METHODS, "method.name")
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")
+    _choice(m.additive_placement, PLACEMENTS, "method.additive_placement")
+    if m.position_weight < 0:
+        raise ConfigError(f"method.position_weight must be >= 0, got {m.position_weight}")
+    if p.encoder_heads < 1:
+        raise ConfigError(f"part.encoder_heads must be >= 1, got {p.encoder_heads}")
     _choice(o.name, ("adam", "adamw", "sgd"), "optim.name")
     _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")

@@ -91,9 +91,9 @@ class ConventionalDataset(torch.utils.data.Dataset):
         out, centres = [], []
         for x, y in corners:
             patch = image.crop((x, y, x + size, y + size))
-            if additive:
+            if additive:  # pasted at an independent random position, as the official code
                 canvas = Image.new("RGB", image.size)
-                canvas.paste(patch, (x, y))
+                canvas.paste(patch, (rng.randint(0, width - size), rng.randint(0, height - size)))
                 patch = canvas
             else:
                 patch = patch.resize(image.size, Image.BILINEAR)

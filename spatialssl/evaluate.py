@@ -66,20 +66,35 @@ class ProbeResult:
     kappa: float = 0.0
 
 
+def standardizer(train_features: Sequence[torch.Tensor], eps: float = 1e-6):
+    """Per-dimension (x - mean) / sqrt(var + eps) with the training features' statistics:
+    BatchNorm without affine parameters, frozen, as MAE's linear probe."""
+    reference = torch.cat(list(train_features))
+    mean, var = reference.mean(0), reference.var(0, unbiased=False)
+    scale = (var + eps).rsqrt()
+    return lambda features: (features - mean) * scale
+
+
 def train_linear_probe(train_features: Sequence[torch.Tensor], train_labels: torch.Tensor,
                        test_features: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
                        epochs: int = 100, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
-                       device: str = "cpu") -> ProbeResult:
+                       device: str = "cpu", standardize: bool = True) -> ProbeResult:
     """Linear(D' -> classes) with Adam on fixed features; accuracy after the last epoch.
 
     ``train_features`` is a list of N x D' tensors: epoch e trains on entry e mod len (one
-    entry without augmentation, several augmented copies with it)."""
+    entry without augmentation, several augmented copies with it). With ``standardize``
+    every feature dimension is standardised with the training features' mean and std first
+    (raw features of different scales leave a 100-epoch probe underfitting)."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     probe = nn.Linear(train_features[0].shape[1], num_classes).to(device)
     optimizer = torch.optim.Adam(probe.parameters(), lr=lr)
     labels = train_labels.to(device)
     copies = [f.to(device) for f in train_features]
+    test_features = test_features.to(device)
+    if standardize:
+        scale = standardizer(copies)
+        copies, test_features = [scale(f) for f in copies], scale(test_features)
     for epoch in range(epochs):
         features = copies[epoch % len(copies)]
         order = torch.randperm(len(features), generator=generator).to(device)
@@ -90,7 +105,7 @@ def train_linear_probe(train_features: Sequence[torch.Tensor], train_labels: tor
             loss.backward()
             optimizer.step()
     with torch.no_grad():
-        report = classification_report(probe(test_features.to(device)).argmax(1).cpu(), test_labels, num_classes)
+        report = classification_report(probe(test_features).argmax(1).cpu(), test_labels, num_classes)
         train_acc = (probe(copies[0]).argmax(1) == labels).float().mean().item()
     return ProbeResult(report["accuracy"], train_acc, report["macro_f1"], report["kappa"])
 
@@ -100,9 +115,10 @@ def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_lab
                       mean: Sequence[float], std: Sequence[float], patch_size: int,
                       patch_counts: Sequence[int] = (0, 1, 3, 5, 7, 9), epochs: int = 100, lr: float = 1e-3,
                       batch_size: int = 128, affine_augment: bool = False, augment_copies: int = 10,
-                      knn_k: int = 200, seed: int = 0, device: str = "cpu") -> dict:
+                      knn_k: int = 200, seed: int = 0, device: str = "cpu", standardize: bool = True) -> dict:
     """The paper's protocol: features extracted once (patch features for the largest count,
-    so smaller counts are prefixes), one linear probe per patch count, top-1 on the test split.
+    so smaller counts are prefixes), one linear probe per patch count (on standardised
+    features unless ``standardize`` is off), top-1 on the test split.
     Returns {"knn": acc, "linear": {n: ProbeResult}}."""
     most = max(patch_counts)
     backbone = backbone.to(device)
@@ -119,7 +135,7 @@ def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_lab
         sets = augmented or [train]
         results["linear"][n] = train_linear_probe(
             [f[:, : n + 1].flatten(1) for f in sets], train_labels, test[:, : n + 1].flatten(1), test_labels,
-            num_classes, epochs, lr, batch_size, seed, device)
+            num_classes, epochs, lr, batch_size, seed, device, standardize)
     return results
 
 
@@ -133,11 +149,14 @@ def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:
 
 
 def format_results(rows: dict) -> str:
-    """A plain-text table: one row per model, columns kNN and linear top-1 per patch count."""
+    """A plain-text table: one row per model, columns kNN and linear top-1 per patch count on
+    the test split, and under it the probes' accuracy on their own training features."""
     counts = sorted({n for r in rows.values() for n in r["linear"]})
     header = f"{'model':<24}{'kNN':>8}" + "".join(f"{f'lin+{n}p' if n else 'linear':>9}" for n in counts)
     lines = [header, "-" * len(header)]
     for name, r in rows.items():
-        cells = "".join(f"{100 * r['linear'][n].test_acc:>9.2f}" if n in r["linear"] else f"{'-':>9}" for n in counts)
-        lines.append(f"{name:<24}{100 * r['knn']:>8.2f}{cells}")
+        for label, knn, field in ((name, f"{100 * r['knn']:>8.2f}", "test_acc"), ("  (probe train acc.)", " " * 8, "train_acc")):
+            cells = "".join(f"{100 * getattr(r['linear'][n], field):>9.2f}" if n in r["linear"] else f"{'-':>9}"
+                            for n in counts)
+            lines.append(f"{label:<24}{knn}{cells}")
     return "\n".join(lines)

@@ -31,11 +31,15 @@ class FocalBCELoss(nn.Module):
 class SpatialRelationLoss(nn.Module):
     """Spatial Reasoning's loss (paper eq. 3): BCE on column 0 + MSE on column 1 (x) +
     MSE on column 2 (y). ``outputs`` and ``targets`` are P x 3. With ``focal`` the BCE term
-    is RR's focal loss instead. Returns (total, {"bce", "mse_x", "mse_y"})."""
+    is RR's focal loss instead. ``position_weight`` multiplies each MSE: 1 is the paper's
+    eq. 3; the official code takes one MSE over both axes, i.e. 0.5.
+    Returns (total, {"bce", "mse_x", "mse_y"})."""
 
-    def __init__(self, focal: bool = False):
+    def __init__(self, focal: bool = False, position_weight: float = 1.0):
         super().__init__()
-        self.focal = focal
+        if position_weight < 0:
+            raise ValueError(f"position_weight must be >= 0, got {position_weight}")
+        self.focal, self.position_weight = focal, position_weight
 
     def forward(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple:
         if self.focal:
@@ -44,7 +48,8 @@ class SpatialRelationLoss(nn.Module):
             bce = F.binary_cross_entropy_with_logits(outputs[:, 0], targets[:, 0])
         mse_x = F.mse_loss(outputs[:, 1], targets[:, 1])
         mse_y = F.mse_loss(outputs[:, 2], targets[:, 2])
-        return bce + mse_x + mse_y, {"bce": bce.detach(), "mse_x": mse_x.detach(), "mse_y": mse_y.detach()}
+        total = bce + self.position_weight * (mse_x + mse_y)
+        return total, {"bce": bce.detach(), "mse_x": mse_x.detach(), "mse_y": mse_y.detach()}
 
 
 class RelativePositionLoss(nn.Module):

@@ -38,6 +38,7 @@ class Budget:
     finetune: tuple  # overrides of every PART finetuning
     probe_epochs: int
     affine_copies: int  # affine-augmented feature sets of the SR Fig. 4 evaluation
+    sr_patches: tuple  # (N, patch size) of the SR plain runs; the first is the main one
     pairs: tuple  # PART #pairs sweep
     default_pairs: int  # #pairs of the other PART variants
     position_images: int  # test images on which the position error is measured
@@ -55,19 +56,24 @@ class Budget:
 BUDGETS = {
     "cpu": Budget(
         "cpu", 3000, 2000, (0, 1),
-        resnet=("model.backbone=resnet8", "train.epochs=2", "train.batch_size=64"),
-        vit=("model.backbone=vit_tiny", "model.depth=3", "model.drop_path=0", "train.epochs=2", "train.batch_size=64",
-             "optim.lr=0.001", "optim.warmup_epochs=0.5"),
-        finetune=("train.epochs=2", "train.batch_size=64", "optim.lr=0.001", "optim.warmup_epochs=0.5"),
-        probe_epochs=100, affine_copies=2, pairs=(64, 256, 1024), default_pairs=256, position_images=500,
-        note="Sized for about an hour on a 2-core CPU (57 min measured, decoding included): ResNet-8 instead of "
-             "ResNet-32, a 3-block ViT-tiny, batch 64 for more steps, about 1/1000 of the papers' compute."),
+        resnet=("model.backbone=resnet8", "train.epochs=8", "train.batch_size=64"),
+        vit=("model.backbone=vit_tiny", "model.depth=3", "model.drop_path=0", "train.epochs=8", "train.batch_size=64",
+             "optim.lr=0.001", "optim.warmup_epochs=1"),
+        finetune=("train.epochs=4", "train.batch_size=64", "optim.lr=0.001", "optim.warmup_epochs=0.5",
+                  "finetune.mixup=0", "finetune.cutmix=0", "finetune.randaugment_ops=0", "finetune.random_erasing=0"),
+        probe_epochs=100, affine_copies=2, sr_patches=((2, 16),), pairs=(), default_pairs=256, position_images=500,
+        note="Sized for about 2.5 hours on a 2-core CPU: ResNet-8 instead of ResNet-32, a 3-block ViT-tiny, "
+             "8 epochs at batch 64 (368 optimiser steps per pretraining, 4x the first cpu budget), about 1/250 "
+             "of the papers' compute. Finetuning is 4 epochs without mixup, cutmix, RandAugment or erasing "
+             "(the DeiT recipe's regularisation keeps a few-epoch run near chance). Sweeps narrowed to fit: "
+             "no patch-size, N=3 or #pairs sweep."),
     "paper": Budget(
         "paper", None, None, (0, 1, 2),
         resnet=("model.backbone=resnet32", "train.epochs=200", "train.batch_size=128"),
         vit=("model.backbone=vit_tiny", "train.epochs=400", "train.batch_size=256"),
         finetune=("train.epochs=400", "train.batch_size=128"),
-        probe_epochs=100, affine_copies=10, pairs=(512, 1024, 2048, 4032), default_pairs=2048, position_images=1000,
+        probe_epochs=100, affine_copies=10, sr_patches=((2, 16), (3, 16), (2, 12), (2, 20), (2, 24)),
+        pairs=(512, 1024, 2048, 4032), default_pairs=2048, position_images=1000,
         note="The papers' settings: ResNet-32, 200 epochs, batch 128, Adam 1e-3 (SR); ViT-tiny, patch 4, the "
              "CIFAR recipe of recipes/part_cifar10.yaml (AdamW, cosine, 20 warm-up epochs), 400 pretraining "
              "epochs (PART Fig. 8's shortest) and 400 finetuning epochs (PART's CIFAR recipe). The #pairs sweep ends at 4032, all distinct ordered pairs of 64 "
@@ -91,7 +97,7 @@ def plan(budget: Budget) -> list:
     sr = [Run("random", "random weights", "sr", "random_cifar10", ("method.patch_size=16",)),
           Run("supervised", "supervised", "sr", "supervised_cifar10", ("method.patch_size=16",)),
           Run("rr", "RR, K=4", "sr", "rr_cifar10", ("method.augmentations=4", "method.patch_size=16"))]
-    for n, size in ((2, 16), (3, 16), (2, 12), (2, 20), (2, 24)):
+    for n, size in budget.sr_patches:
         overlap = 2 * size > IMAGE_SIZE  # two such patches cannot avoid each other in a 32 px image
         sr.append(Run(f"sr-n{n}-p{size}", f"SR plain, N={n}, {size} px" + (" (may overlap)" if overlap else ""),
                       "sr", "sr_cifar10", ("method.augmentations=4", f"method.num_patches={n}",
@@ -100,13 +106,14 @@ def plan(budget: Budget) -> list:
     sr.append(Run("sr-additive", "SR additive, N=2, 16 px", "sr", "sr_additive_cifar10",
                   ("method.augmentations=4", "method.num_patches=2", "method.patch_size=16")))
 
-    def part(key, label, sampling="scale", encoder="cross_attention", pairs=budget.default_pairs):
+    def part(key, label, sampling="offgrid", encoder="cross_attention", pairs=budget.default_pairs):
         return Run(key, label, "part", "part_cifar10",
                    (f"part.sampling={sampling}", f"part.encoder={encoder}", f"part.num_pairs={pairs}"))
 
     parts = [Run("part-random", "random init (no pretraining)", "part", "part_cifar10", ("method.name=random",)),
              part("part-offgrid", "PART (off-grid), cross-attention"),
              part("part-grid", "PART-grid, cross-attention", sampling="grid"),
+             part("part-scale", "PART + scale, cross-attention", sampling="scale"),
              part("part-pairwise", "PART, pairwise MLP", encoder="pairwise_mlp"),
              part("part-mlp", "PART, full MLP", encoder="mlp")]
     parts += [part(f"part-pairs{m}", f"PART, cross-attention, {m} pairs", pairs=m)
@@ -141,7 +148,8 @@ def evaluate_resnet(run: Run, last: Path, budget: Budget, train, test) -> dict:
     backbone, cfg = checkpoint.load_backbone(last)
     cfg.eval.epochs = budget.probe_epochs
     plain = evaluate_sets(backbone, cfg, train, test, PATCH_COUNTS)
-    scores = {"knn": plain["knn"], "linear": {str(n): r.test_acc for n, r in plain["linear"].items()}}
+    scores = {"knn": plain["knn"], "linear": {str(n): r.test_acc for n, r in plain["linear"].items()},
+              "linear_train": {str(n): r.train_acc for n, r in plain["linear"].items()}}
     if run.affine:
         cfg.eval.affine_augment, cfg.eval.augment_copies = True, budget.affine_copies
         augmented = evaluate_sets(backbone, cfg, train, test, PATCH_COUNTS)
@@ -155,7 +163,8 @@ def evaluate_vit(last: Path, folder: Path, budget: Budget, train, test, progress
     backbone, cfg = checkpoint.load_backbone(last)
     cfg.eval.epochs = budget.probe_epochs
     probe = evaluate_sets(backbone, cfg, train, test, [0])
-    scores = {"knn": probe["knn"], "linear": {"0": probe["linear"][0].test_acc}}
+    scores = {"knn": probe["knn"], "linear": {"0": probe["linear"][0].test_acc},
+              "linear_train": {"0": probe["linear"][0].train_acc}}
     if cfg.method.name == "part":
         method, part_cfg = load_part(last)
         images = test.images[: budget.position_images]

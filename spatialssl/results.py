@@ -62,6 +62,8 @@ FINDINGS = [
     Finding("affine-augmented probe > plain probe with 9 patches", "SR Fig. 4", ("sr-n2-p16", NINE_AFFINE),
             ("sr-n2-p16", NINE)),
     Finding("supervised > SR plain (upper bound)", "SR Table 1", ("supervised", IMAGE), ("sr-n2-p16", NINE)),
+    Finding("PART > random init (linear probe, standardised features)", "PART Sec. 4 (probe of the encoder)",
+            ("part-offgrid", IMAGE), ("part-random", IMAGE)),
     Finding("PART finetuned > random init finetuned", "PART Table 7", ("part-offgrid", FINETUNED), ("part-random", FINETUNED)),
     Finding("off-grid >= grid (finetuned)", "PART Table 4", ("part-offgrid", FINETUNED), ("part-grid", FINETUNED)),
     Finding("cross-attention > pairwise MLP (finetuned)", "PART Table 5", ("part-offgrid", FINETUNED),
@@ -121,6 +123,8 @@ def findings_table(results: dict) -> list:
     lines = ["| expected finding | paper | ours: better side | ours: worse side | reproduced? |", "|---|---|---|---|---|"]
     for f in FINDINGS + sweep_findings(results):
         (bk, bm), (wk, wm) = f.better, f.worse
+        if bk not in results and wk not in results:  # neither side is in this budget's plan
+            continue
         better, worse = bm.values(results.get(bk, [])), wm.values(results.get(wk, []))
         digits = 3 if bm.lower_is_better else 1
         lines.append(f"| {f.claim} | {f.source} | {cell(better, digits)} | {cell(worse, digits)} | "
@@ -130,12 +134,14 @@ def findings_table(results: dict) -> list:
 
 def sr_tables(results: dict, labels: dict) -> list:
     keys = [k for k in labels if k in results and not k.startswith("part")]
-    lines = ["| run | linear, image | + 1 patch | + 3 | + 5 | + 9 | + 9, affine-augmented probe | kNN | "
-             "paper CIFAR-10 (ResNet-32) | paper CIFAR-100 (SR Table 1) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | linear, image | + 1 patch | + 3 | + 5 | + 9 | probe train acc., image / + 9 | "
+             "+ 9, affine-augmented probe | kNN | paper CIFAR-10 (ResNet-32) | paper CIFAR-100 (SR Table 1) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in keys:
         runs = results[k]
         counts = [cell(Measure("linear", str(n)).values(runs)) for n in (0, 1, 3, 5, 9)]
-        lines.append(f"| {labels[k]} | {' | '.join(counts)} | {cell(NINE_AFFINE.values(runs))} | "
+        fitted = " / ".join(cell(Measure("linear_train", n).values(runs)) for n in ("0", "9"))
+        lines.append(f"| {labels[k]} | {' | '.join(counts)} | {fitted} | {cell(NINE_AFFINE.values(runs))} | "
                      f"{cell(Measure('knn').values(runs))} | {PAPER_CIFAR10.get(k, '-')} | "
                      f"{PAPER_SR_CIFAR100.get(k, '-')} |")
     return lines
@@ -143,8 +149,8 @@ def sr_tables(results: dict, labels: dict) -> list:
 
 def part_table(results: dict, labels: dict) -> list:
     lines = ["| run | position error, off-grid boxes | mean predictor | error, own sampling (mean predictor) | "
-             "linear probe | finetuned | paper finetuned / error (CIFAR-100, ViT-S, 1000 ep) |",
-             "|---|---|---|---|---|---|---|"]
+             "linear probe | probe train acc. | finetuned | paper finetuned / error (CIFAR-100, ViT-S, 1000 ep) |",
+             "|---|---|---|---|---|---|---|---|"]
     for k in [k for k in labels if k in results and k.startswith("part")]:
         runs = results[k]
         own = f"{cell(Measure('position_error_own', lower_is_better=True).values(runs), 3)} " \
@@ -154,6 +160,7 @@ def part_table(results: dict, labels: dict) -> list:
         lines.append(f"| {labels[k]} | {cell(ERROR.values(runs), 3)} | "
                      f"{cell(Measure('position_error_mean_predictor', lower_is_better=True).values(runs), 3)} | "
                      f"{own if 'position_error_own' in runs[0] else '-'} | {cell(IMAGE.values(runs))} | "
+                     f"{cell(Measure('linear_train', '0').values(runs))} | "
                      f"{cell(FINETUNED.values(runs))} | {paper_cell} |")
     return lines
 

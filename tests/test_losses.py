@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -36,6 +37,17 @@ def test_spatial_loss_is_bce_plus_mse_x_plus_mse_y():
     assert math.isclose(parts["mse_x"].item(), mse_x, rel_tol=1e-5)
     assert math.isclose(parts["mse_y"].item(), mse_y, rel_tol=1e-5)
     assert math.isclose(total.item(), bce + mse_x + mse_y, rel_tol=1e-5)
+
+
+def test_position_weight_scales_each_axis_mse_and_half_is_the_official_single_mse():
+    outputs, targets = torch.randn(16, 3), torch.rand(16, 3).round()
+    paper, parts = SpatialRelationLoss()(outputs, targets)
+    official, _ = SpatialRelationLoss(position_weight=0.5)(outputs, targets)
+    one_mse = F.mse_loss(outputs[:, 1:], targets[:, 1:])  # the published code: both axes in one MSE
+    assert math.isclose(official.item(), parts["bce"].item() + one_mse.item(), rel_tol=1e-5)
+    assert math.isclose(paper.item() - official.item(), one_mse.item(), rel_tol=1e-4)
+    with pytest.raises(ValueError, match="position_weight"):
+        SpatialRelationLoss(position_weight=-1)
 
 
 def test_spatial_targets_follow_the_paper():

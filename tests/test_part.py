@@ -98,7 +98,7 @@ def test_pairs_are_distinct_ordered_and_never_self():
         sample_pairs(1, 8, 57, torch.Generator(), "cpu")
 
 
-@pytest.mark.parametrize("name", ["cross_attention", "pairwise_mlp", "mlp"])
+@pytest.mark.parametrize("name", ["cross_attention", "cross_attention_block", "pairwise_mlp", "mlp"])
 @pytest.mark.parametrize("outputs", [2, 4])
 def test_encoder_output_shapes(name, outputs):
     encoder = build_encoder(name, 24, outputs, num_heads=3, num_tokens=10, mlp_hidden=16)
@@ -116,6 +116,28 @@ def test_cross_attention_sees_every_patch_and_the_pairwise_mlp_only_its_pair():
     assert not torch.allclose(attention(tokens, pairs), attention(other, pairs))
     assert torch.equal(pairwise(tokens, pairs), pairwise(other, pairs))
     assert pairwise.out.in_features == 48 and sum(p.numel() for p in pairwise.parameters()) == 48 * 2 + 2
+
+
+def test_cross_attention_equals_the_published_head_built_on_multihead_attention():
+    """The official head: Linear(2D -> D) on cat(z_ref, z_tgt) as the query, one
+    nn.MultiheadAttention (sequence-first) over all patch embeddings, Linear(D -> C); no norm,
+    no residual. Ours, with the same weights, must agree."""
+    dim, heads = 24, 2
+    ours = CrossAttentionEncoder(dim, 4, heads)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in ours.modules())
+    query, attention, out = torch.nn.Linear(2 * dim, dim), torch.nn.MultiheadAttention(dim, heads), torch.nn.Linear(dim, 4)
+    query.load_state_dict(ours.query.state_dict())
+    attention.load_state_dict(ours.attention.state_dict())
+    out.load_state_dict(ours.out.state_dict())
+    tokens = torch.randn(3, 7, dim)
+    pairs = sample_pairs(3, 7, 11, torch.Generator().manual_seed(1), "cpu")
+    z_ref = torch.stack([tokens[b, pairs[b, :, 0]] for b in range(3)])
+    z_tgt = torch.stack([tokens[b, pairs[b, :, 1]] for b in range(3)])
+    q = query(torch.cat([z_ref, z_tgt], dim=-1)).transpose(0, 1)  # M x B x D
+    kv = tokens.transpose(0, 1)
+    expected = out(attention(q, kv, kv)[0].transpose(0, 1))
+    torch.testing.assert_close(ours(tokens, pairs), expected, atol=1e-6, rtol=0)
+    assert CrossAttentionEncoder(dim).attention.num_heads == 1
 
 
 def test_full_mlp_reads_the_requested_pair_from_its_table():

@@ -32,11 +32,23 @@ def test_every_run_of_a_study_gets_the_same_budget(budget):
         assert len(shared) == 1, shared
         for cfg in configs:  # every geometry is possible at 32 px
             check_against_data(cfg, images)
-    sizes = {r.key: run_config(r, budget, 0, "data").method for r in runs if r.key.startswith("sr-n2")}
-    assert [sizes[f"sr-n2-p{s}"].non_overlapping for s in (12, 16, 20, 24)] == [True, True, False, False]
+    sr_plain = {r.key: run_config(r, budget, 0, "data").method for r in runs if r.key.startswith("sr-n")}
+    assert sorted(sr_plain) == sorted(f"sr-n{n}-p{size}" for n, size in budget.sr_patches)
+    assert all(m.non_overlapping == (2 * m.patch_size <= 32) for m in sr_plain.values())
     pairs = sorted(run_config(r, budget, 0, "data").part.num_pairs for r in runs
                    if r.key == "part-offgrid" or r.key.startswith("part-pairs"))
-    assert pairs == sorted(budget.pairs) and max(pairs) <= 64 * 63  # distinct ordered pairs of 64 patches
+    assert pairs == sorted({*budget.pairs, budget.default_pairs}) and max(pairs) <= 64 * 63  # distinct ordered pairs
+    part = {r.key: run_config(r, budget, 0, "data").part for r in runs if r.study == "part" and r.key != "part-random"}
+    assert part["part-offgrid"].sampling == "offgrid" and part["part-scale"].sampling == "scale"
+    assert {p.encoder for p in part.values()} == {"cross_attention", "pairwise_mlp", "mlp"}
+
+
+def test_the_cpu_budget_gives_every_pretraining_at_least_four_times_the_first_budgets_steps():
+    budget = BUDGETS["cpu"]
+    for run in plan(budget):
+        cfg = run_config(run, budget, 0, "data")
+        if cfg.method.name != "random":
+            assert budget.train_images // cfg.train.batch_size * cfg.train.epochs >= 4 * 92, run.key
 
 
 def test_verdict_compares_the_gain_with_the_seed_spread():
@@ -59,7 +71,8 @@ def test_findings_read_the_named_measures():
     assert "41.0 ± 1.4" in first and "30.5 ± 0.7" in first and first.endswith("| yes |")
     assert all(r.endswith("| not run |") for r in rows[2:] if "RR" not in r.split("|")[1])
     assert Measure("position_error", lower_is_better=True).values([{"position_error": 1.5}]) == [1.5]
-    assert {f.better[0] for f in FINDINGS} <= {r.key for r in plan(BUDGETS["cpu"])}
+    assert not any(r.startswith("| cross-attention error < full MLP error") for r in rows)  # neither side run
+    assert {k for f in FINDINGS for k in (f.better[0], f.worse[0])} <= {r.key for r in plan(BUDGETS["paper"])}
 
 
 def test_the_pairs_sweep_finding_compares_the_default_with_both_ends():

@@ -54,10 +54,10 @@ def test_patch_content_and_centre_targets():
             assert torch.allclose(patches[i * 3 + b], resize_patches(crop, 32, 32)[0], atol=1e-6)
 
 
-def test_additive_patch_is_pasted_on_black_at_its_position():
+def test_additive_patch_same_placement_is_pasted_on_black_at_its_position():
     images = torch.randint(1, 256, (2, 3, 32, 32), dtype=torch.uint8)
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.2, 0.2)
-    sampler = PatchSampler(2, 10, additive=True, **{**IDENTITY, "mean": mean, "std": std})
+    sampler = PatchSampler(2, 10, additive=True, additive_placement="same", **{**IDENTITY, "mean": mean, "std": std})
     canvases, centres = sampler(images, gen())
     black = (torch.zeros(3) - torch.tensor(mean)) / torch.tensor(std)  # true black, normalised
     for i in range(2):
@@ -68,6 +68,45 @@ def test_additive_patch_is_pasted_on_black_at_its_position():
             outside = torch.ones(32, 32, dtype=torch.bool)
             outside[y0:y0 + 10, x0:x0 + 10] = False
             assert torch.allclose(canvases[i * 2 + b][:, outside], black.view(3, 1).expand(3, int(outside.sum())), atol=1e-5)
+
+
+def pasted_corners(canvases: torch.Tensor, size: int) -> torch.Tensor:
+    """(x0, y0) of the one non-black size x size square on each canvas, checking the rest is exactly black."""
+    lit = canvases.ne(0).any(1)  # M x H x W
+    corners = []
+    for mask in lit:
+        rows, cols = mask.any(1).nonzero().squeeze(1), mask.any(0).nonzero().squeeze(1)
+        y0, x0 = int(rows.min()), int(cols.min())
+        assert rows.max() - y0 == size - 1 and cols.max() - x0 == size - 1
+        corners.append((x0, y0))
+    return torch.tensor(corners)
+
+
+def test_additive_patch_is_pasted_unchanged_on_exact_black_at_a_random_position():
+    images = torch.randint(1, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    canvases, centres = PatchSampler(2, 10, additive=True, **IDENTITY)(images, gen(3))
+    corners = pasted_corners(canvases, 10)
+    cut = (centres.reshape(-1, 2) * 32 - 5).round().long()
+    for m, ((x0, y0), (cx, cy)) in enumerate(zip(corners.tolist(), cut.tolist())):
+        b = m % 64
+        expected = images[b, :, cy:cy + 10, cx:cx + 10].float() / 255
+        assert torch.equal(canvases[m, :, y0:y0 + 10, x0:x0 + 10], expected)
+        outside = torch.ones(32, 32, dtype=torch.bool)
+        outside[y0:y0 + 10, x0:x0 + 10] = False
+        assert canvases[m][:, outside].eq(0).all()  # black in pixel space, not approximately
+    assert (corners != cut).any(1).float().mean() > 0.9  # not pasted back where it was cut
+
+
+def test_additive_paste_position_is_uncorrelated_with_the_target():
+    images = torch.randint(1, 256, (2000, 3, 32, 32), dtype=torch.uint8)
+    canvases, centres = PatchSampler(2, 8, additive=True, **IDENTITY)(images, gen(4))
+    corners = pasted_corners(canvases, 8).float()
+    targets = centres.reshape(-1, 2)
+    for axis in range(2):
+        r = torch.corrcoef(torch.stack([corners[:, axis], targets[:, axis]]))[0, 1]
+        assert abs(r) < 0.06, f"axis {axis}: paste position correlates with the target (r={r:.3f})"
+    assert corners.min() >= 0 and corners.max() <= 32 - 8
+    assert len(torch.unique(corners[:, 0])) == 32 - 8 + 1  # every position where it fits is used
 
 
 def test_each_patch_gets_its_own_jitter():

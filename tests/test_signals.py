@@ -189,7 +189,7 @@ def test_low_label_picks_whole_subjects_and_refuses_shared_ones():
 
 TINY_1D = ["method.name=part", "model.backbone=vit1d_tiny", "model.depth=1", "model.patch_size=25",
            "part.sampling=offgrid", "part.num_tokens=12", "part.num_pairs=64", "train.batch_size=32",
-           "train.epochs=4", "optim.name=adamw", "optim.lr=0.001", "train.knn_monitor=0"]
+           "train.epochs=6", "optim.name=adamw", "optim.lr=0.001", "train.knn_monitor=0"]
 
 
 def test_tiny_1d_pretraining_loss_falls(tmp_path):

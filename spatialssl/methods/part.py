@@ -45,8 +45,8 @@ class PART(Method):
             boxes = BoxSampler(p.sampling, cfg.model.patch_size, num_tokens, mean, std, p.box_size, p.box_scale,
                                a.scale, a.flip_p)
             outputs = 4 if predict_scale else 2
-        encoder = build_encoder(p.encoder, backbone.num_features, outputs, backbone.num_heads, num_tokens,
-                                p.mlp_hidden)
+        heads = backbone.num_heads if p.encoder == "cross_attention_block" else p.encoder_heads
+        encoder = build_encoder(p.encoder, backbone.num_features, outputs, heads, num_tokens, p.mlp_hidden)
         return cls(backbone, boxes, encoder, p.num_pairs, predict_scale, p.log_scale, pos_embed_mask=p.pos_embed_mask)
 
     def tokens(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

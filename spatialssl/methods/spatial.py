@@ -37,9 +37,10 @@ class SpatialReasoning(Method):
     def from_config(cls, cfg, backbone, mean, std, num_classes):
         m, a = cfg.method, cfg.augment
         patches = PatchSampler(m.num_patches, m.patch_size, mean, std, m.additive, m.non_overlapping,
-                               a.jitter, a.jitter_p, a.gray_p)
+                               m.additive_placement, a.jitter, a.jitter_p, a.gray_p)
         return cls(backbone, view_sampler(cfg, mean, std, m.augmentations), patches,
-                   RelationHead(backbone.num_features, 3, m.head_hidden), SpatialRelationLoss(bool(m.focal)))
+                   RelationHead(backbone.num_features, 3, m.head_hidden),
+                   SpatialRelationLoss(bool(m.focal), m.position_weight))
 
     def training_step(self, images, labels, generator):
         batch, device = images.shape[0], str(images.device)

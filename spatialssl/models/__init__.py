@@ -8,7 +8,8 @@ from torch import nn
 
 from ..errors import ConfigError
 from .heads import RelationHead
-from .relative import ENCODERS, CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder, build_encoder
+from .relative import (ENCODERS, CrossAttentionBlockEncoder, CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder,
+                       build_encoder)
 from .resnet import ResNet, resnet8, resnet18, resnet20, resnet32, resnet34, resnet56
 from .vit import SIZES, VisionTransformer, vision_transformer
 from .vit1d import VisionTransformer1D, vision_transformer_1d
@@ -59,6 +60,7 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return backbone.forward_head(backbone.forward_features(images), pre_logits=True)
 
 
-__all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "PairwiseMLPEncoder",
+__all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
+           "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed",
            "BACKBONES", *RESNETS]

@@ -18,12 +18,32 @@ def gather_pairs(tokens: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
 
 
 class CrossAttentionEncoder(nn.Module):
-    """The paper's encoder (Sec. 3.3): query = Linear(2D -> D)(cat(z_i, z_j)); one multi-head
-    cross-attention with keys and values = all patch embeddings of the same image; then
-    Linear(D -> C). Pre-norm with a residual on the query, as a transformer block."""
+    """The paper's encoder (Sec. 3.3) as the official code builds it: query =
+    Linear(2D -> D)(cat(z_i, z_j)); one ``nn.MultiheadAttention`` (1 head by default) with keys
+    and values = all patch embeddings of the same image; Linear(D -> C). No norms, no residual."""
+
+    def __init__(self, dim: int, outputs: int = 2, num_heads: int = 1):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads {num_heads} must divide the embedding width {dim}")
+        self.query = nn.Linear(2 * dim, dim)
+        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
+        self.out = nn.Linear(dim, outputs)
+
+    def forward(self, tokens: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        query = self.query(gather_pairs(tokens, pairs))
+        attended, _ = self.attention(query, tokens, tokens, need_weights=False)
+        return self.out(attended)
+
+
+class CrossAttentionBlockEncoder(nn.Module):
+    """A variant of the paper's encoder shaped as a transformer block: pre-norm on the query
+    and on the keys/values, the backbone's head count, a residual on the query and a final norm."""
 
     def __init__(self, dim: int, outputs: int = 2, num_heads: int = 3):
         super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads {num_heads} must divide the embedding width {dim}")
         self.num_heads = num_heads
         self.query = nn.Linear(2 * dim, dim)
         self.norm_q = nn.LayerNorm(dim, eps=1e-6)
@@ -77,12 +97,15 @@ class FullMLPEncoder(nn.Module):
         return table.gather(1, flat[..., None].expand(-1, -1, self.outputs))
 
 
-ENCODERS = ("cross_attention", "pairwise_mlp", "mlp")
+ENCODERS = ("cross_attention", "cross_attention_block", "pairwise_mlp", "mlp")
 
 
 def build_encoder(name: str, dim: int, outputs: int, num_heads: int, num_tokens: int, mlp_hidden: int) -> nn.Module:
+    """``num_heads``: the cross-attention encoders' head count."""
     if name == "cross_attention":
         return CrossAttentionEncoder(dim, outputs, num_heads)
+    if name == "cross_attention_block":
+        return CrossAttentionBlockEncoder(dim, outputs, num_heads)
     if name == "pairwise_mlp":
         return PairwiseMLPEncoder(dim, outputs)
     if name == "mlp":

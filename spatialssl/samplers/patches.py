@@ -2,8 +2,10 @@
 
 Patches are cut from the un-augmented image at integer pixel offsets, each gets its own
 colour jitter and grayscale (no crop or flip), and is then either resized to the image
-size (plain) or pasted at its own position on a black canvas (additive-patch-use). The
-first two patches of every image never overlap.
+size (plain) or pasted at its native size on a black canvas (additive-patch-use) at an
+independently drawn random position, as the official code does: the target stays where
+the patch was cut, so it cannot be read off the canvas. The first two patches of every
+image never overlap.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..errors import ConfigError
 
 # Evaluation patches on a 3x3 grid, as (row, col), in the paper's order of use:
 # centre; left, right; top, bottom; two corners; the other two corners.
+PLACEMENTS = ("random", "same")
 GRID_ORDER = ((1, 1), (1, 0), (1, 2), (0, 1), (2, 1), (0, 0), (2, 2), (0, 2), (2, 0))
 
 
@@ -45,7 +48,7 @@ def cut_patches(images: torch.Tensor, image_index: torch.Tensor, x0: torch.Tenso
 
 
 def paste_patches(patches: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Each patch on a zero (black) canvas at its own position, at native resolution."""
+    """Each patch on a zero (black) canvas with its top-left corner at (x0, y0), at native resolution."""
     m, channels, size, _ = patches.shape
     canvas = patches.new_zeros(m, channels, height, width)
     rows, cols = _window(x0, y0, size)
@@ -96,9 +99,15 @@ class PatchSampler:
     std: Sequence[float]
     additive: bool = False
     non_overlapping: bool = True
+    additive_placement: str = "random"  # where additive patches go: random (the paper's) or same (where cut)
     jitter: Sequence[float] = field(default=(0.8, 0.8, 0.8, 0.2))
     jitter_p: float = 0.8
     gray_p: float = 0.2
+
+    def __post_init__(self):
+        if self.additive_placement not in PLACEMENTS:
+            raise ValueError(f"additive_placement '{self.additive_placement}' is unknown; choose one of "
+                             f"{', '.join(PLACEMENTS)}")
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
         batch, _, height, width = images.shape
@@ -112,7 +121,12 @@ class PatchSampler:
         patches = augment.color_jitter(patches, self.jitter, self.jitter_p, generator)
         patches = augment.random_grayscale(patches, self.gray_p, generator)
         if self.additive:
-            patches = paste_patches(patches, x0, y0, height, width)
+            paste_x, paste_y = x0, y0
+            if self.additive_placement == "random":
+                span = (len(x0),)
+                paste_x = torch.randint(width - self.patch_size + 1, span, generator=generator, device=device)
+                paste_y = torch.randint(height - self.patch_size + 1, span, generator=generator, device=device)
+            patches = paste_patches(patches, paste_x, paste_y, height, width)
         else:
             patches = resize_patches(patches, height, width)
         half = self.patch_size / 2
