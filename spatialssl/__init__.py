@@ -8,6 +8,7 @@ The building blocks work on their own in any training loop::
 from .augment import color_jitter, crop_resize, normalize, random_grayscale, sample_crop_boxes
 from .config import Config, load_config
 from .data import ImageSet, SignalSet, demo_splits, load_images, load_signals
+from .ema import WeightEMA
 from .errors import ConfigError, DataError, SpatialSSLError, TrainingDiverged
 from .evaluate import extract_features, knn_accuracy, linear_evaluation, train_linear_probe
 from .losses import FocalBCELoss, RelativePositionLoss, SpatialRelationLoss, focal_bce_with_logits

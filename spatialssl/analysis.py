@@ -19,7 +19,7 @@ from .samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
 
 def load_part(path):
-    """(PART method with the checkpoint's weights, in eval mode; its Config)."""
+    """(PART method with the checkpoint's evaluated weights (their EMA when kept), in eval mode; its Config)."""
     tensors, info = checkpoint.read_checkpoint(path)
     cfg = load_config(base=info["config"])
     if cfg.method.name != "part":
@@ -27,7 +27,7 @@ def load_part(path):
     if cfg.model.backbone.startswith("vit1d_"):
         raise ConfigError(f"{path} is a 1-D (signal) PART checkpoint; these figures are drawn for images")
     method = build_method(cfg, cfg.data.mean, cfg.data.std)
-    checkpoint.restore(tensors, info, method)
+    method.load_state_dict(checkpoint.evaluated_state(tensors))
     return method.eval(), cfg
 
 

@@ -2,9 +2,11 @@
 
 ``last.ckpt`` (safetensors) holds the method's weights (``method.*``), the optimiser state
 (``optimizer.*``) and the data-order generator (``rng.order``); its metadata holds the config,
-the epoch and the optimiser's hyper-parameters, so it alone resumes a run.
-``last.json`` is the same metadata for people. ``backbone.safetensors`` is the backbone
-alone under torchvision's keys, for use outside spatialssl.
+the epoch and the optimiser's hyper-parameters, so it alone resumes a run. With ``train.ema``
+it also holds the moving average of the method's weights (``ema.*``, the same keys), and
+evaluation, export and finetuning read those (metadata ``"weights": "ema"`` and the decay).
+``last.json`` is the same metadata for people. ``backbone.safetensors`` is the backbone that
+evaluation uses (the EMA's when there is one) under torchvision's keys, for use outside spatialssl.
 """
 from __future__ import annotations
 
@@ -16,10 +18,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .ema import WeightEMA
 from .errors import DataError
 from .files import atomic_write
 
-FORMAT = "spatialssl-checkpoint-1"
+FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
+LIVE, EMA = "method.", "ema."
 
 
 def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:
@@ -37,21 +41,26 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
 
 
 def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
-                    generators: dict, config: dict, epoch: int, metrics: dict) -> Path:
+                    generators: dict, config: dict, epoch: int, metrics: dict, ema: Optional[WeightEMA] = None) -> Path:
     out_dir = Path(out_dir)
-    tensors = {f"method.{k}": v for k, v in method.state_dict().items()}
+    tensors = {f"{LIVE}{k}": v for k, v in method.state_dict().items()}
+    averaging = {}
+    if ema is not None:
+        tensors.update({f"{EMA}{k}": v for k, v in ema.state_dict().items()})
+        averaging = {"weights": "ema", "ema_decay": ema.decay}
     param_groups = []
     if optimizer is not None:
         optimizer_tensors, param_groups = _optimizer_tensors(optimizer)
         tensors.update(optimizer_tensors)
     for name, generator in generators.items():
         tensors[f"rng.{name}"] = generator.get_state()
-    info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics}
+    info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging}
     metadata = {"spatialssl": json.dumps({**info, "param_groups": param_groups})}
     path = out_dir / "last.ckpt"
     save_weights(path, tensors, metadata)
-    save_weights(out_dir / "backbone.safetensors", method.backbone.state_dict(),
-                 {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch})})
+    evaluated = method if ema is None else ema.module
+    save_weights(out_dir / "backbone.safetensors", evaluated.backbone.state_dict(),
+                 {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch, **averaging})})
     atomic_write(out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
     return path
 
@@ -72,9 +81,19 @@ def read_checkpoint(path) -> tuple:
     return tensors, info
 
 
-def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, generators=None) -> None:
-    prefix = "method."
-    method.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+def _state(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, generators=None,
+            ema: Optional[WeightEMA] = None) -> None:
+    """Everything a resumed run needs: live weights, optimiser, generators and the weights' EMA."""
+    method.load_state_dict(_state(tensors, LIVE))
+    if ema is not None:
+        averaged = _state(tensors, EMA)
+        if not averaged:
+            raise DataError("the checkpoint holds no moving average of the weights (ema.*) to resume train.ema from")
+        ema.load_state_dict(averaged)
     if optimizer is not None:
         state: dict = {}
         for key, value in tensors.items():
@@ -86,18 +105,32 @@ def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, 
         generator.set_state(tensors[f"rng.{name}"])
 
 
+def evaluated_state(tensors: dict) -> dict:
+    """The method's weights that evaluation uses: their moving average when the run kept one
+    (``train.ema``), else the live weights."""
+    return _state(tensors, EMA if any(k.startswith(EMA) for k in tensors) else LIVE)
+
+
 def backbone_state(tensors: dict) -> dict:
-    prefix = "method.backbone."
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    return _state(evaluated_state(tensors), "backbone.")
+
+
+def weights_record(info: dict) -> dict:
+    """Which weights evaluation uses, for reports: ``{"weights": "ema", "ema_decay": d}`` or {}."""
+    return {k: info[k] for k in ("weights", "ema_decay") if k in info}
 
 
 def load_backbone(path) -> tuple:
-    """(backbone with the checkpoint's weights, its Config) from a ``last.ckpt``; a finetuned
-    backbone comes with its classification head."""
+    """(backbone with the checkpoint's evaluated weights, its Config) from a ``last.ckpt``; a
+    finetuned backbone comes with its classification head."""
+    return backbone_from(*read_checkpoint(path))
+
+
+def backbone_from(tensors: dict, info: dict) -> tuple:
+    """``load_backbone`` of a checkpoint already read."""
     from .config import load_config
     from .models import backbone_from_config
 
-    tensors, info = read_checkpoint(path)
     cfg = load_config(base=info["config"])
     state = backbone_state(tensors)
     head = next((state[k] for k in ("head.weight", "fc.weight") if k in state), None)

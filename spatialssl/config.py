@@ -138,6 +138,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimiser stay fp32)
     channels_last: bool = False  # NHWC memory layout for convolutions (GPUs)
     compile: bool = False  # torch.compile the backbone
+    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off
 
 
 @dataclass
@@ -297,6 +298,9 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.patch_size must be positive, got {m.patch_size}")
     if t.batch_size < 2:
         raise ConfigError(f"train.batch_size must be >= 2, got {t.batch_size}")
+    if not 0 <= t.ema < 1:
+        raise ConfigError(f"train.ema is the decay of the weights' moving average and must be in [0, 1) "
+                          f"(e.g. 0.9999; 0 turns it off), got {t.ema}")
     if t.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0, got {t.epochs}")
     if cfg.data.labels not in ("fine", "coarse"):

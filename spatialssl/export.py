@@ -27,14 +27,16 @@ def timm_constructor(backbone) -> dict:
 
 
 def export(path, out) -> dict:
-    """Write the backbone of checkpoint ``path`` to ``out`` (.safetensors); the metadata and a
+    """Write the backbone of checkpoint ``path`` to ``out`` (.safetensors): the weights' moving
+    average when the run kept one (``train.ema``, said in ``weights``). The metadata and a
     sibling ``.json`` say how to construct the model it fits. Returns that description."""
-    backbone, cfg = checkpoint.load_backbone(path)
+    tensors, info = checkpoint.read_checkpoint(path)
+    backbone, cfg = checkpoint.backbone_from(tensors, info)
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")
     described = {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path),
-                 "mean": cfg.data.mean, "std": cfg.data.std}
+                 "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info)}
     checkpoint.save_weights(out, backbone.state_dict(), {"spatialssl": json.dumps(described)})
     out.with_suffix(".json").write_text(json.dumps(described, indent=2))
     return {**described, "path": str(out)}

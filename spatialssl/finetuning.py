@@ -19,12 +19,13 @@ from .train import load_data, pretrain
 
 # DeiT's recipe as PART finetunes with it (warm-up 5 epochs, AdamW 5e-4 * batch / 512, wd 0.05,
 # RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing 0.1, random erasing 0.25). Colour
-# jitter is left to RandAugment.
+# jitter is left to RandAugment. The pretraining's weight EMA is not inherited: finetune with
+# train.ema=DECAY to keep one.
 RECIPE = {"method": {"name": "finetune"},
           "optim": {"name": "adamw", "lr": 5e-4 * 128 / 512, "weight_decay": 0.05, "schedule": "cosine",
                     "warmup_epochs": 5, "min_lr": 1e-6},
           "augment": {"scale": [0.08, 1.0], "jitter_p": 0.0, "gray_p": 0.0},
-          "train": {"epochs": 100, "batch_size": 128}}
+          "train": {"epochs": 100, "batch_size": 128, "ema": 0.0}}
 VIT = {"pos_embed": True, "class_token": True, "global_pool": "token", "drop_path": 0.1}
 SIGNALS = {"mixup": 0.0, "cutmix": 0.0, "randaugment_ops": 0, "random_erasing": 0.0}
 

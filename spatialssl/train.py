@@ -14,6 +14,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import Config, load_config
 from .data import ImageSet, load_images
+from .ema import WeightEMA
 from .errors import ConfigError, SpatialSSLError, TrainingDiverged
 from .evaluate import extract_features, knn_accuracy
 from .distributed import from_environment
@@ -160,13 +161,16 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     optimizer = build_optimizer(cfg.optim, method, fused=device.type == "cuda")
+    # Only the writing process keeps the average: every process steps the same weights, and
+    # rank 0 alone checkpoints and monitors. Copied before compile and DDP wrap the method.
+    ema = WeightEMA(method, cfg.train.ema) if cfg.train.ema > 0 and method.trains and ranks.main else None
     # Checkpointed: the data order. Augmentation randomness is reseeded every epoch (sample_seed).
     generators = {"order": torch.Generator().manual_seed(cfg.train.seed)}
     sample = torch.Generator(device=device)
     start_epoch = 0
     if state is not None:
         tensors, info = state
-        checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators)
+        checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators, ema)
         start_epoch = info["epoch"]
     config_dict = cfg.to_dict()
     last = out_dir / "last.ckpt"
@@ -221,6 +225,8 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if ema is not None:
+                    ema.update(method)
                 for key, value in {"loss": loss.detach(), **metrics}.items():
                     totals[key] = totals.get(key, 0) + value
                 if step % cfg.train.log_every == 0 or step == steps - 1:
@@ -240,9 +246,9 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
                                        f"is kept at {last if last.exists() else '(none yet)'}")
             summary["images_per_s"] = steps * batch / seconds
             if ranks.main:  # one writer: checkpoints, logs and the kNN monitor
-                if monitor is not None:
-                    summary["knn_acc"] = monitor_knn(method.backbone, monitor, cfg, device)
-                checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, epoch + 1, summary)
+                if monitor is not None:  # the backbone that will be evaluated
+                    summary["knn_acc"] = monitor_knn((method if ema is None else ema.module).backbone, monitor, cfg, device)
+                checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, epoch + 1, summary, ema)
                 log.write(epoch + 1, summary)
             if progress:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
@@ -252,7 +258,7 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         if log is not None:
             log.close()
     if ranks.main and not last.exists():  # zero epochs asked: still leave a usable checkpoint
-        checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, 0, {})
+        checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, 0, {}, ema)
     ranks.barrier()
     return last
 
