@@ -1,5 +1,6 @@
 """``spatialssl demo``: the whole path on the embedded data set, on a laptop CPU in minutes:
-pretrain Relational and Spatial Reasoning, then linearly evaluate them beside random weights."""
+pretrain Relational and Spatial Reasoning with several seeds, then linearly evaluate them
+beside random weights and say, in words, whether each beat random weights."""
 from __future__ import annotations
 
 import shutil
@@ -8,39 +9,85 @@ from pathlib import Path
 from . import checkpoint
 from .config import load_config
 from .data import demo_splits
-from .evaluate import format_results
 from .evaluate_checkpoint import evaluate_sets
+from .results import cell, verdict
 from .train import pretrain
 
 DEMO_SETTINGS = {
     "model": {"backbone": "resnet8"},
     "method": {"augmentations": 4, "num_patches": 2, "patch_size": 16},
-    "train": {"epochs": 6, "batch_size": 64},
-    "eval": {"epochs": 50, "patches": [0, 9]},
+    "train": {"epochs": 3, "batch_size": 32, "knn_monitor": 0},
+    "eval": {"epochs": 30, "patches": [0, 9]},
 }
+DEMO_SEEDS = (0, 1, 2)
+DEMO_IMAGES = (1000, 1000)  # train, test
 RUNS = (("random weights", "random"), ("relational reasoning", "rr"), ("spatial reasoning", "sr"))
+BASELINE = "random weights"
 
 
-def run_demo(out_dir="runs/demo", overrides=None, progress: bool = True) -> dict:
-    train_set, test_set = demo_splits()
+def run_demo(out_dir="runs/demo", overrides=None, progress: bool = True, seeds=DEMO_SEEDS,
+             images=DEMO_IMAGES) -> dict:
+    """Every method with every seed; prints mean ± std over seeds and a verdict per method.
+    Returns {label: [per-seed evaluation results]}."""
+    train_set, test_set = demo_splits(*images)
     print(f"demo data: {len(train_set)} train / {len(test_set)} test images, 32x32, "
-          f"{train_set.num_classes} classes (pairs of shapes), generated")
-    rows = {}
-    for label, method in RUNS:
-        cfg = load_config(base=DEMO_SETTINGS, overrides=[f"method.name={method}", *(overrides or [])])
-        run_dir = Path(out_dir) / method
-        if (run_dir / "last.json").is_file():  # a previous demo: start afresh
-            shutil.rmtree(run_dir)
-        print(f"\n== {label}: pretraining {cfg.model.backbone} for {cfg.train.epochs if method != 'random' else 0} epochs")
-        ckpt = pretrain(cfg, run_dir, train_set=train_set, monitor=(train_set.subset(1000), test_set),
-                        progress=progress)
-        backbone, saved = checkpoint.load_backbone(ckpt)
-        e = cfg.eval
-        print(f"== {label}: linear evaluation ({e.epochs} epochs, image + {max(e.patches)} patch features)")
-        rows[label] = evaluate_sets(backbone, saved, train_set, test_set, e.patches)
-    print("\nTest accuracy (%) on the demo data:")
-    print(format_results(rows))
+          f"{train_set.num_classes} classes (pairs of shapes), generated; seeds {', '.join(map(str, seeds))}")
+    rows: dict = {label: [] for label, _ in RUNS}
+    for seed in seeds:
+        for label, method in RUNS:
+            cfg = load_config(base=DEMO_SETTINGS,
+                              overrides=[f"method.name={method}", f"train.seed={seed}", *(overrides or [])])
+            run_dir = Path(out_dir) / method / f"seed{seed}"
+            if (run_dir / "last.json").is_file():  # a previous demo: start afresh
+                shutil.rmtree(run_dir)
+            epochs = cfg.train.epochs if method != "random" else 0
+            print(f"== seed {seed}, {label}: pretraining {cfg.model.backbone} for {epochs} epochs, "
+                  f"then a linear probe ({cfg.eval.epochs} epochs, image + {max(cfg.eval.patches)} patch features)")
+            ckpt = pretrain(cfg, run_dir, train_set=train_set, progress=progress)
+            backbone, saved = checkpoint.load_backbone(ckpt)
+            rows[label].append(evaluate_sets(backbone, saved, train_set, test_set, cfg.eval.patches))
+    print(f"\nTest accuracy (%) on the demo data, mean ± std over {len(seeds)} seeds:")
+    print(seed_table(rows))
+    print()
+    print("\n".join(verdicts(rows)))
     return rows
+
+
+def measures(results: list) -> dict:
+    """Column name -> accuracies (%) over seeds."""
+    columns = {"kNN": [100 * r["knn"] for r in results]}
+    for n in sorted(results[0]["linear"]):
+        columns["linear" if n == 0 else f"linear + {n} patches"] = [100 * r["linear"][n].test_acc for r in results]
+    return columns
+
+
+def seed_table(rows: dict) -> str:
+    names = list(measures(next(iter(rows.values()))))
+    lines = [f"{'model':<22}" + "".join(f"{name:>22}" for name in names)]
+    lines.append("-" * len(lines[0]))
+    for label, results in rows.items():
+        columns = measures(results)
+        lines.append(f"{label:<22}" + "".join(f"{cell(columns[name]):>22}" for name in names))
+    return "\n".join(lines)
+
+
+WORDS = {"yes": "beats random weights by more than the seed spread",
+         "direction only (within seed spread)": "is above random weights, but within the seed spread: not a clear win",
+         "no (opposite, within seed spread)": "does NOT beat random weights at this budget (below, within the seed spread)",
+         "no": "does NOT beat random weights at this budget (below, beyond the seed spread)"}
+
+
+def verdicts(rows: dict) -> list:
+    """One sentence per method and measure: did it beat random weights? (the suite's rule)."""
+    baseline = measures(rows[BASELINE])
+    lines = []
+    for label, results in rows.items():
+        if label == BASELINE:
+            continue
+        for name, values in measures(results).items():
+            gain = sum(values) / len(values) - sum(baseline[name]) / len(baseline[name])
+            lines.append(f"{label}, {name}: {gain:+.1f} points; it {WORDS[verdict(values, baseline[name])]}.")
+    return lines
 
 
 SIGNAL_SETTINGS = {
