@@ -29,3 +29,12 @@ def test_features_are_image_then_grid_patches_in_eval_mode():
     assert features.shape == (6, 4, 64) and backbone.training  # mode restored
     again = extract_features(backbone, images[:2], (0.5,) * 3, (0.25,) * 3, num_patches=1, patch_size=16)
     assert torch.allclose(features[:2, :2], again, atol=1e-5)  # eval mode: no batch dependence
+
+
+def test_knn_k_is_chosen_from_the_training_set_unless_given():
+    from spatialssl.evaluate import format_results, knn_neighbours
+
+    assert [knn_neighbours(n) for n in (50_000, 2000, 64, 1)] == [200, 45, 8, 1]
+    assert (knn_neighbours(64, 10), knn_neighbours(64, 500)) == (10, 64)
+    row = {"knn": 0.5, "knn_k": 45, "linear": {}}
+    assert format_results({"m": row}).splitlines()[-1].split() == ["m", "50.00", "45"]
