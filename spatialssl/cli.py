@@ -4,9 +4,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
-from .errors import ConfigError, SpatialSSLError
+from .errors import ConfigError, SpatialSSLError, SpatialSSLWarning
 from .samplers.boxes import MODES as BOX_MODES
 
 EXAMPLES = """examples:
@@ -200,10 +201,22 @@ def _resume_overrides(out: str, overrides: list):
     return load_config(base=info["config"], overrides=overrides)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None, shown=warnings.showwarning):
+    """spatialssl's warnings as one line that does not break a progress bar; others as Python shows them."""
+    if issubclass(category, SpatialSSLWarning):
+        from tqdm import tqdm
+
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+    else:
+        shown(message, category, filename, lineno, file, line)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings():  # restores the caller's showwarning (tests call main in-process)
+            warnings.showwarning = _show_warning
+            run(args)
     except SpatialSSLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

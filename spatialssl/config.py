@@ -21,7 +21,8 @@ from .samplers.patches import PLACEMENTS
 @dataclass
 class DataConfig:
     path: Optional[str] = None
-    dataset: Optional[str] = None  # cifar10 | cifar100 | stl10: used by --download only
+    dataset: Optional[str] = None  # cifar10 | cifar100 | stl10: what --download fetches, and the data set
+    # data.mean/std belong to: on other data they are measured instead (None: given statistics always apply)
     split: str = "train"  # what pretraining reads; e.g. "train+unlabeled" for STL-10
     test_split: str = "test"
     labels: str = "fine"  # CIFAR-100: fine (100) or coarse (the 20 super-classes)
@@ -139,6 +140,7 @@ class TrainConfig:
     channels_last: bool = False  # NHWC memory layout for convolutions (GPUs)
     compile: bool = False  # torch.compile the backbone
     ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off
+    deterministic: bool = False  # bit-identical reruns of a seed (deterministic kernels; slower)
 
 
 @dataclass
@@ -149,7 +151,7 @@ class EvalConfig:
     patches: list = field(default_factory=lambda: [0, 1, 3, 5, 7, 9])
     affine_augment: bool = False
     augment_copies: int = 10  # augmented feature sets cycled through when affine_augment
-    knn_k: int = 200
+    knn_k: Optional[int] = None  # kNN neighbours; None: min(200, sqrt(training images)) (evaluate.knn_neighbours)
     standardize: bool = True  # linear probe on per-dimension standardised features (MAE's probe); false: raw
 
 
@@ -308,6 +310,8 @@ def validate(cfg: Config) -> None:
     lo, hi = cfg.augment.scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
+    if cfg.eval.knn_k is not None and cfg.eval.knn_k < 1:
+        raise ConfigError(f"eval.knn_k must be positive (or null to choose it from the data), got {cfg.eval.knn_k}")
     for n in cfg.eval.patches:
         if n not in (0, 1, 3, 5, 7, 9):
             raise ConfigError(f"eval.patches may hold 0, 1, 3, 5, 7 or 9, got {n}")

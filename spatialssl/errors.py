@@ -15,3 +15,15 @@ class DataError(SpatialSSLError):
 
 class TrainingDiverged(SpatialSSLError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class SpatialSSLWarning(UserWarning):
+    """A setting that would quietly spoil a run; the run goes on with what the message says."""
+
+
+def warn(message: str) -> None:
+    """The one way to warn: a Python warning, so callers and tests can capture or silence it and
+    the default filter shows each distinct message once (the CLI prints it as one line)."""
+    import warnings
+
+    warnings.warn(message, SpatialSSLWarning, stacklevel=2)

@@ -42,14 +42,23 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: Sequence[f
     return torch.cat(out)
 
 
+def knn_neighbours(train_size: int, k: Optional[int] = None) -> int:
+    """``k`` when given, else sqrt(train_size) (the usual rule of thumb) capped at Wu et al.'s 200,
+    which it reaches at CIFAR's 50,000 images; a fixed 200 would vote with most of a small set."""
+    if k is None:
+        k = min(200, max(1, round(train_size ** 0.5)))
+    return min(k, train_size)
+
+
 @torch.no_grad()
 def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                 test_labels: torch.Tensor, k: int = 200, temperature: float = 0.07) -> float:
-    """Weighted kNN on cosine similarity (Wu et al. 2018): a quick monitor of a representation."""
+                 test_labels: torch.Tensor, k: Optional[int] = None, temperature: float = 0.07) -> float:
+    """Weighted kNN on cosine similarity (Wu et al. 2018): a quick monitor of a representation.
+    ``k`` None: knn_neighbours of the training set's size."""
     train_n = F.normalize(train_features, dim=1)
     test_n = F.normalize(test_features, dim=1)
     classes = int(max(train_labels.max(), test_labels.max())) + 1
-    k = min(k, len(train_n))
+    k = knn_neighbours(len(train_n), k)
     correct = 0
     for start in range(0, len(test_n), 1024):
         sims, index = (test_n[start:start + 1024] @ train_n.T).topk(k, dim=1)
@@ -115,11 +124,12 @@ def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_lab
                       mean: Sequence[float], std: Sequence[float], patch_size: int,
                       patch_counts: Sequence[int] = (0, 1, 3, 5, 7, 9), epochs: int = 100, lr: float = 1e-3,
                       batch_size: int = 128, affine_augment: bool = False, augment_copies: int = 10,
-                      knn_k: int = 200, seed: int = 0, device: str = "cpu", standardize: bool = True) -> dict:
+                      knn_k: Optional[int] = None, seed: int = 0, device: str = "cpu",
+                      standardize: bool = True) -> dict:
     """The paper's protocol: features extracted once (patch features for the largest count,
     so smaller counts are prefixes), one linear probe per patch count (on standardised
     features unless ``standardize`` is off), top-1 on the test split.
-    Returns {"knn": acc, "linear": {n: ProbeResult}}."""
+    Returns {"knn": acc, "knn_k": k, "linear": {n: ProbeResult}}."""
     most = max(patch_counts)
     backbone = backbone.to(device)
     extract = dict(mean=mean, std=std, num_patches=most, patch_size=patch_size, device=device)
@@ -130,7 +140,9 @@ def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_lab
         generator = torch.Generator(device=device).manual_seed(seed)
         augmented = [extract_features(backbone, train_images, augment_generator=generator, **extract)
                      for _ in range(augment_copies)]
-    results = {"knn": knn_accuracy(train[:, 0], train_labels, test[:, 0], test_labels, knn_k), "linear": {}}
+    knn_k = knn_neighbours(len(train), knn_k)
+    results = {"knn": knn_accuracy(train[:, 0], train_labels, test[:, 0], test_labels, knn_k), "knn_k": knn_k,
+               "linear": {}}
     for n in patch_counts:
         sets = augmented or [train]
         results["linear"][n] = train_linear_probe(
@@ -149,13 +161,14 @@ def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:
 
 
 def format_results(rows: dict) -> str:
-    """A plain-text table: one row per model, columns kNN and linear top-1 per patch count on
-    the test split, and under it the probes' accuracy on their own training features."""
+    """A plain-text table: one row per model, columns kNN (and its k) and linear top-1 per patch
+    count on the test split, and under it the probes' accuracy on their own training features."""
     counts = sorted({n for r in rows.values() for n in r["linear"]})
-    header = f"{'model':<24}{'kNN':>8}" + "".join(f"{f'lin+{n}p' if n else 'linear':>9}" for n in counts)
+    header = f"{'model':<24}{'kNN':>8}{'k':>5}" + "".join(f"{f'lin+{n}p' if n else 'linear':>9}" for n in counts)
     lines = [header, "-" * len(header)]
     for name, r in rows.items():
-        for label, knn, field in ((name, f"{100 * r['knn']:>8.2f}", "test_acc"), ("  (probe train acc.)", " " * 8, "train_acc")):
+        rows_of = ((name, f"{100 * r['knn']:>8.2f}{r['knn_k']:>5}", "test_acc"), ("  (probe train acc.)", " " * 13, "train_acc"))
+        for label, knn, field in rows_of:
             cells = "".join(f"{100 * getattr(r['linear'][n], field):>9.2f}" if n in r["linear"] else f"{'-':>9}"
                             for n in counts)
             lines.append(f"{label:<24}{knn}{cells}")

@@ -50,7 +50,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with
     results = evaluate_sets(backbone, cfg, train, test, patch_counts_for(cfg, patch_counts))
     report = {"checkpoint": str(path), "data": str(data), "method": saved.method.name,
-              "knn": results["knn"], "standardized_features": cfg.eval.standardize,
+              "knn": results["knn"], "knn_k": results["knn_k"], "standardized_features": cfg.eval.standardize,
               "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc, "macro_f1": r.macro_f1,
                                   "kappa": r.kappa} for n, r in results["linear"].items()}}
     out = Path(path).with_name(f"linear_eval-{Path(data).name or 'data'}.json")

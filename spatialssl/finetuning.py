@@ -14,6 +14,7 @@ from .config import Config, load_config
 from .errors import DataError
 from .evaluate_checkpoint import low_label
 from .metrics import classification_report
+from .safeguards import warn_about_short_finetune
 from .distributed import resolve_device
 from .train import load_data, pretrain
 
@@ -73,6 +74,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         cfg = load_config(base=info["config"], overrides=overrides)
+    warn_about_short_finetune(cfg)
     test = test_set if test_set is not None else load_data(cfg, cfg.data.test_split)
     if test.labels is None:
         raise DataError(f"finetuning needs a labelled test split; {test.source} has none")

@@ -16,10 +16,12 @@ from .config import Config, load_config
 from .data import ImageSet, load_images
 from .ema import WeightEMA
 from .errors import ConfigError, SpatialSSLError, TrainingDiverged
-from .evaluate import extract_features, knn_accuracy
+from .determinism import algorithms
+from .evaluate import extract_features, knn_accuracy, knn_neighbours
 from .distributed import from_environment
 from .methods import build_method
 from .runlog import RunLog
+from .safeguards import choose_statistics, warmup_epochs, warn_about_warmup
 from .data.signals import load_signals
 from .data.stream import ImageStream, stream_images
 from .methods.part import part_tokens
@@ -101,10 +103,12 @@ def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
     saved = load_config(base=info["config"])
     if cfg is not None:
         mine, theirs = cfg.to_dict(), saved.to_dict()
-        mine["train"]["epochs"] = theirs["train"]["epochs"]  # more epochs may be asked of a resumed run
-        for key in ("path", "mean", "std"):  # data may have moved; measured statistics are kept
-            if key == "path" or mine["data"][key] is None:
-                mine["data"][key] = theirs["data"][key]
+        for key in ("epochs", "deterministic"):  # more epochs may be asked of a resumed run, or exact reruns
+            mine["train"][key] = theirs["train"][key]
+        for key in ("path", "mean", "std"):  # data may have moved; a run keeps its normalisation
+            mine["data"][key] = theirs["data"][key]
+        if mine["eval"]["knn_k"] is None:  # chosen from the data
+            mine["eval"]["knn_k"] = theirs["eval"]["knn_k"]
         for key in ("input_size", "in_chans"):  # measured on the data
             if mine["model"][key] is None:
                 mine["model"][key] = theirs["model"][key]
@@ -112,7 +116,7 @@ def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
             differ = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s][k]]
             raise ConfigError(f"--resume: the config differs from the run in {out_dir} in {', '.join(differ)}; "
                               "resume with the same config (more train.epochs are allowed)")
-        saved.train.epochs = cfg.train.epochs
+        saved.train.epochs, saved.train.deterministic = cfg.train.epochs, cfg.train.deterministic
         saved.data.path = cfg.data.path or saved.data.path
     return saved, tensors, info
 
@@ -132,13 +136,21 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         cfg, *state = _resume_config(out_dir, cfg)
     elif (out_dir / "last.ckpt").exists():
         raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+    with algorithms(cfg.train.deterministic):
+        return _train(cfg, out_dir, state, train_set, monitor, progress, stop_after_epoch)
+
+
+def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor: Optional[tuple], progress: bool,
+           stop_after_epoch: Optional[int]) -> Path:
     if train_set is None:
         train_set = load_training_data(cfg)
         if monitor is None:
             monitor = load_monitor_data(cfg, train_set)
     check_against_data(cfg, train_set)
-    if isinstance(train_set, (ImageSet, ImageStream)) and (cfg.data.mean is None or cfg.data.std is None):
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **dict(zip(("mean", "std"), train_set.mean_std()))))
+    warn_about_warmup(cfg)
+    statistics = None  # a resumed run keeps its normalisation
+    if isinstance(train_set, (ImageSet, ImageStream)) and state is None:
+        cfg, statistics = choose_statistics(cfg, train_set)
     if cfg.model.input_size is None or cfg.model.in_chans is None:
         channels = train_set.tensor.shape[1] if hasattr(train_set, "tensor") else 3
         measured = {"input_size": list(train_set.input_size), "in_chans": channels}
@@ -158,8 +170,6 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     method.to(device)
     if cfg.train.channels_last:
         method.to(memory_format=torch.channels_last)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     optimizer = build_optimizer(cfg.optim, method, fused=device.type == "cuda")
     # Only the writing process keeps the average: every process steps the same weights, and
     # rank 0 alone checkpoints and monitors. Copied before compile and DDP wrap the method.
@@ -189,6 +199,8 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     workers = (os.cpu_count() or 1) if cfg.data.workers is None else cfg.data.workers
     log = RunLog(out_dir) if ranks.main else None
     progress = progress and ranks.main
+    if statistics and progress:
+        tqdm.write(statistics)
     batch = cfg.train.batch_size
     steps = len(train_set) // batch  # drop the last partial batch: relation pairs want full batches
     if streamed and progress:
@@ -247,7 +259,8 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
             summary["images_per_s"] = steps * batch / seconds
             if ranks.main:  # one writer: checkpoints, logs and the kNN monitor
                 if monitor is not None:  # the backbone that will be evaluated
-                    summary["knn_acc"] = monitor_knn((method if ema is None else ema.module).backbone, monitor, cfg, device)
+                    summary["knn_acc"], summary["knn_k"] = monitor_knn((method if ema is None else ema.module).backbone,
+                                                                       monitor, cfg, device)
                 checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, epoch + 1, summary, ema)
                 log.write(epoch + 1, summary)
             if progress:
@@ -284,8 +297,8 @@ def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch
 
 
 def learning_rate(optim, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Linear warm-up over ``warmup_epochs``, then constant or cosine down to ``min_lr``."""
-    warmup = int(optim.warmup_epochs * steps_per_epoch)
+    """Linear warm-up (safeguards.warmup_epochs), then constant or cosine down to ``min_lr``."""
+    warmup = int(warmup_epochs(optim, total_steps / steps_per_epoch) * steps_per_epoch)
     if step < warmup:
         return optim.lr * (step + 1) / warmup
     if optim.schedule == "constant":
@@ -300,8 +313,10 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, optim, step: int, total_
         group["lr"] = lr
 
 
-def monitor_knn(backbone, monitor: tuple, cfg: Config, device) -> float:
+def monitor_knn(backbone, monitor: tuple, cfg: Config, device) -> tuple:
+    """(kNN accuracy, the k it used) on the monitor's subsets."""
     train_set, test_set = monitor
     train = extract_features(backbone, train_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
     test = extract_features(backbone, test_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
-    return knn_accuracy(train[:, 0], train_set.labels, test[:, 0], test_set.labels, cfg.eval.knn_k)
+    k = knn_neighbours(len(train), cfg.eval.knn_k)
+    return knn_accuracy(train[:, 0], train_set.labels, test[:, 0], test_set.labels, k), k

@@ -25,3 +25,10 @@ def test_overrides_are_typed_and_nested():
 def test_invalid_options_are_refused_with_their_key(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(overrides=[override])
+
+
+def test_knn_k_and_determinism_options():
+    assert load_config().eval.knn_k is None and load_config().train.deterministic is False
+    assert load_config(overrides=["train.deterministic=true", "eval.knn_k=20"]).eval.knn_k == 20
+    with pytest.raises(ConfigError, match="eval.knn_k must be positive"):
+        load_config(overrides=["eval.knn_k=0"])

@@ -51,3 +51,12 @@ def test_standardized_probe_fits_features_whose_scale_defeats_the_raw_probe():
     standardized = train_linear_probe([squash(train)], train_labels, squash(test), test_labels, 5)
     assert standardized.test_acc > 0.9 and standardized.train_acc > 0.9
     assert raw.train_acc < 0.5
+
+
+def test_knn_k_is_chosen_from_the_training_set_unless_given():
+    from spatialssl.evaluate import format_results, knn_neighbours
+
+    assert [knn_neighbours(n) for n in (50_000, 2000, 64, 1)] == [200, 45, 8, 1]
+    assert (knn_neighbours(64, 10), knn_neighbours(64, 500)) == (10, 64)
+    row = {"knn": 0.5, "knn_k": 45, "linear": {}}
+    assert format_results({"m": row}).splitlines()[-1].split() == ["m", "50.00", "45"]

@@ -140,3 +140,41 @@ def test_streamed_folder_trains_with_each_image_once_per_epoch(tmp_path, monkeyp
     assert read_metrics(tmp_path / "run")[0]["train_acc"] != ""
     with pytest.raises(ConfigError, match="data.image_size"):
         pretrain(tiny_config("data.stream=true", f"data.path={folder}"), tmp_path / "x", progress=False)
+
+
+def test_deterministic_runs_are_bit_identical_and_restore_the_global_settings(tmp_path):
+    # Measured on this 2-thread CPU: without train.deterministic these runs differ in the last bits
+    # (the pair gathers' backward adds atomically from both threads), so this fails without it.
+    assert torch.get_num_threads() == 2  # conftest; one thread would be deterministic anyway
+    data = make_demo_images(128, seed=5)
+    cfg = tiny_config("method.name=rr", "train.batch_size=64", "train.epochs=1", "train.deterministic=true")
+    runs = [load_file(pretrain(cfg, tmp_path / str(i), train_set=data, progress=False)) for i in range(2)]
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic
+    assert "CUBLAS_WORKSPACE_CONFIG" not in __import__("os").environ
+
+
+def test_a_warmup_as_long_as_the_run_is_cut_to_a_tenth_of_it(tmp_path, demo_small):
+    from spatialssl.errors import SpatialSSLWarning
+    from spatialssl.train import learning_rate
+
+    optim = tiny_config("optim.warmup_epochs=20").optim
+    assert learning_rate(optim, 0, 5 * 10, 10) == optim.lr / 5  # 0.5 epochs = 5 steps of warm-up
+    assert learning_rate(optim, 5, 5 * 10, 10) == optim.lr
+    assert learning_rate(optim, 5, 40 * 10, 10) == optim.lr * 6 / 200  # shorter than the run: kept
+    with pytest.warns(SpatialSSLWarning, match="warmup_epochs 20 is not shorter than the 2-epoch run; warming up "
+                                               r"for 0.2 epochs \(10% of the run\)"):
+        pretrain(tiny_config("optim.warmup_epochs=20", "train.epochs=2"), tmp_path, train_set=demo_small.subset(64),
+                 progress=False, stop_after_epoch=1)
+    with pytest.warns(SpatialSSLWarning, match="warming up for 0.2 epochs"):  # the resumed run schedules the same
+        pretrain(tiny_config("optim.warmup_epochs=20", "train.epochs=2"), tmp_path, resume=True,
+                 train_set=demo_small.subset(64), progress=False)
+
+
+def test_monitor_knn_chooses_k_from_the_training_subset_and_logs_it(tmp_path, demo_small):
+    monitor = (demo_small.subset(64, seed=1), demo_small.subset(32, seed=2))
+    pretrain(tiny_config("train.epochs=1"), tmp_path / "auto", train_set=demo_small, monitor=monitor, progress=False)
+    assert float(read_metrics(tmp_path / "auto")[0]["knn_k"]) == 8  # sqrt(64)
+    pretrain(tiny_config("train.epochs=1", "eval.knn_k=3"), tmp_path / "given", train_set=demo_small, monitor=monitor,
+             progress=False)
+    assert float(read_metrics(tmp_path / "given")[0]["knn_k"]) == 3

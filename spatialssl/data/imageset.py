@@ -13,6 +13,7 @@ class ImageSet:
     labels: Optional[torch.Tensor] = None  # int64, N; None for unlabelled data
     classes: list = field(default_factory=list)
     source: str = ""
+    layout: str = ""  # the data set it was read as (readers.detect_layout); "" when built in memory
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
@@ -48,7 +49,7 @@ class ImageSet:
         index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
         index = index.sort().values
         labels = None if self.labels is None else self.labels[index]
-        return ImageSet(self.images[index], labels, self.classes, f"{self.source} (subset of {count})")
+        return ImageSet(self.images[index], labels, self.classes, f"{self.source} (subset of {count})", self.layout)
 
     def mean_std(self) -> tuple:
         """Per-channel mean and std in [0, 1], measured in chunks to bound memory."""

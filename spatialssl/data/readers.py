@@ -256,7 +256,7 @@ def load_images(path, split: str = "train", labels: str = "fine", image_size: Op
         images, targets, classes = _read_split(layout, root, name, labels, image_size, cache)
         tensor = _to_tensor(images, str(root), image_size)
         target_tensor = None if targets is None else torch.as_tensor(targets, dtype=torch.int64)
-        parts.append(ImageSet(tensor, target_tensor, classes, f"{root} [{name}]"))
+        parts.append(ImageSet(tensor, target_tensor, classes, f"{root} [{name}]", layout))
     if len(parts) == 1:
         return parts[0]
     if len({p.image_size for p in parts}) > 1:
@@ -264,4 +264,4 @@ def load_images(path, split: str = "train", labels: str = "fine", image_size: Op
     labelled = all(p.labels is not None for p in parts)
     return ImageSet(torch.cat([p.images for p in parts]),
                     torch.cat([p.labels for p in parts]) if labelled else None,
-                    parts[0].classes, f"{root} [{split}]")
+                    parts[0].classes, f"{root} [{split}]", layout)

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from .decode import _decode, _read
-from .readers import list_image_files
+from .readers import detect_layout, list_image_files
 
 PREFETCH = 2
 
@@ -40,6 +40,7 @@ class ImageStream:
     size: int
     classes: list = field(default_factory=list)
     source: str = ""
+    layout: str = ""  # readers.detect_layout's name for the folder
 
     def __len__(self) -> int:
         return len(self.files)
@@ -80,4 +81,5 @@ def stream_images(path, split: str, size: Optional[int]) -> ImageStream:
     if size is None:
         raise ConfigError("data.stream needs data.image_size (every image is resized to it as it is decoded)")
     files, labels, classes = list_image_files(path, split)
-    return ImageStream(files, labels, size, classes, f"{Path(path)} ({split}, streamed)")
+    return ImageStream(files, labels, size, classes, f"{Path(path)} ({split}, streamed)",
+                       detect_layout(Path(path).expanduser())[0])

@@ -1,0 +1,61 @@
+"""Settings that would quietly spoil a run, caught before it starts: a warm-up as long as the
+run, a recipe's normalisation applied to other data, DeiT-style regularisation on a run too
+short for it. Each is corrected or pointed out in one line (errors.warn)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from .errors import warn
+
+WARMUP_SHARE = 0.1  # a warm-up that would fill the run is cut to this share of it
+SHORT_FINETUNE_EPOCHS = 30  # mixup/cutmix/RandAugment are DeiT's regularisation for 100+ epoch runs
+
+
+def warmup_epochs(optim, epochs: float) -> float:
+    """The warm-up actually used: ``optim.warmup_epochs``, or 10% of the run when it would last
+    the whole run (the learning rate would never reach optim.lr, and cosine never decay).
+    A pure function of the config, so an uninterrupted and a resumed run agree."""
+    if epochs > 0 and optim.warmup_epochs >= epochs:
+        return WARMUP_SHARE * epochs
+    return optim.warmup_epochs
+
+
+def warn_about_warmup(cfg) -> None:
+    used = warmup_epochs(cfg.optim, cfg.train.epochs)
+    if used != cfg.optim.warmup_epochs:
+        warn(f"optim.warmup_epochs {cfg.optim.warmup_epochs:g} is not shorter than the {cfg.train.epochs}-epoch run; "
+             f"warming up for {used:g} epochs ({WARMUP_SHARE:.0%} of the run) instead")
+
+
+def choose_statistics(cfg, data) -> tuple:
+    """(cfg with data.mean/std set, a note saying which). Given statistics belong to
+    ``data.dataset`` when it is named (as the recipes do): on another data set they are
+    measured on its training images instead. With ``data.dataset`` unset they always apply."""
+    d = cfg.data
+    layout: Optional[str] = getattr(data, "layout", None) or None  # None: data built in memory
+    mismatch = d.dataset is not None and layout is not None and layout != d.dataset
+    if d.mean is not None and d.std is not None and not mismatch:
+        whose = f"given for {d.dataset}" if d.dataset else "given (data.mean/std)"
+        return cfg, f"normalising with the statistics {whose}: mean {_short(d.mean)}, std {_short(d.std)}"
+    mean, std = data.mean_std()
+    if mismatch and d.mean is not None:
+        warn(f"data.mean/std are given for {d.dataset} (data.dataset) but {data.source} is a {layout} data set; "
+             f"using statistics measured on its training images instead (data.dataset=null keeps the given ones)")
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, mean=mean, std=std))
+    return cfg, f"normalising with statistics measured on {data.source}: mean {_short(mean)}, std {_short(std)}"
+
+
+def _short(values) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
+
+
+def warn_about_short_finetune(cfg) -> None:
+    f = cfg.finetune
+    heavy = [name for name, on in (("mixup", f.mixup > 0), ("cutmix", f.cutmix > 0),
+                                   ("randaugment_ops", f.randaugment_ops > 0)) if on]
+    if heavy and cfg.train.epochs < SHORT_FINETUNE_EPOCHS:
+        off = " ".join(f"finetune.{name}=0" for name in heavy)
+        warn(f"finetuning for {cfg.train.epochs} epochs with {', '.join(heavy)} on: this DeiT-style regularisation "
+             f"needs about {SHORT_FINETUNE_EPOCHS}+ epochs and can keep a short run near chance; "
+             f"for a short run add {off}")
