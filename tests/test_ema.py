@@ -112,7 +112,7 @@ def test_without_ema_checkpoints_hold_the_live_weights_only(tmp_path, demo_small
 def test_the_knn_monitor_scores_the_averaged_backbone(tmp_path, demo_small, monkeypatch):
     seen = []
     monkeypatch.setattr(train, "monitor_knn", lambda backbone, *_: (seen.append(
-        {k: v.clone() for k, v in backbone.state_dict().items()}), 0.5)[1])
+        {k: v.clone() for k, v in backbone.state_dict().items()}), (0.5, 5))[1])
     pretrain(tiny_config("train.ema=0.9", "train.epochs=1"), tmp_path, train_set=demo_small,
              monitor=(demo_small, demo_small), progress=False)
     averaged = load_file(tmp_path / "backbone.safetensors")

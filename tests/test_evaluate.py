@@ -59,4 +59,13 @@ def test_knn_k_is_chosen_from_the_training_set_unless_given():
     assert [knn_neighbours(n) for n in (50_000, 2000, 64, 1)] == [200, 45, 8, 1]
     assert (knn_neighbours(64, 10), knn_neighbours(64, 500)) == (10, 64)
     row = {"knn": 0.5, "knn_k": 45, "linear": {}}
-    assert format_results({"m": row}).splitlines()[-1].split() == ["m", "50.00", "45"]
+    assert format_results({"m": row}).splitlines()[2].split() == ["m", "50.00", "45"]
+
+
+def test_the_table_shows_each_probes_training_accuracy_under_its_test_accuracy():
+    from spatialssl.evaluate import ProbeResult, format_results
+
+    row = {"knn": 0.5, "knn_k": 45, "linear": {0: ProbeResult(0.40, 0.75), 9: ProbeResult(0.45, 0.90)}}
+    model, fitted = format_results({"m": row}).splitlines()[2:4]
+    assert model.split() == ["m", "50.00", "45", "40.00", "45.00"]
+    assert fitted.split() == ["(probe", "train", "acc.)", "75.00", "90.00"]
