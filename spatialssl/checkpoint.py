@@ -78,7 +78,22 @@ def read_checkpoint(path) -> tuple:
         raise DataError(f"cannot read checkpoint {path}: {err}") from None
     if info.get("format") != FORMAT:
         raise DataError(f"{path} is not a spatialssl checkpoint (no '{FORMAT}' metadata)")
+    info["config"] = migrate_config(info.get("config", {}))
     return tensors, info
+
+
+def migrate_config(config: dict) -> dict:
+    """A checkpoint's config as today's defaults would read it, meaning what it meant when
+    written: runs from before these options pasted SR additive patches where they were cut
+    and built PART's cross-attention encoder as a pre-norm block."""
+    if not isinstance(config, dict):  # malformed: load_config names the problem
+        return config
+    method, part = config.get("method"), config.get("part")
+    if isinstance(method, dict) and "additive_placement" not in method:
+        method["additive_placement"] = "same"
+    if isinstance(part, dict) and "encoder_heads" not in part and part.get("encoder") == "cross_attention":
+        part["encoder"] = "cross_attention_block"
+    return config
 
 
 def _state(tensors: dict, prefix: str) -> dict:

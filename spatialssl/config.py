@@ -14,6 +14,7 @@ import yaml
 
 from .errors import ConfigError
 from .models.relative import ENCODERS
+from .models.vit import SIZES as VIT_SIZES
 from .samplers.boxes import MODES as SAMPLING
 from .samplers.patches import PLACEMENTS
 
@@ -96,7 +97,7 @@ class PartConfig:
     num_tokens: Optional[int] = None  # patches per image; None: (H / P) * (W / P)
     num_pairs: int = 2048  # random ordered pairs per image whose translation is regressed
     encoder: str = "cross_attention"  # cross_attention (as published) | cross_attention_block | pairwise_mlp | mlp
-    encoder_heads: int = 1  # cross_attention: attention heads (the official code's default is 1)
+    encoder_heads: int = 1  # cross_attention only: attention heads (the official code's 1); the block variant uses the ViT's
     predict_scale: Optional[bool] = None  # also regress dw, dh; None: in the scale sampling mode
     log_scale: bool = False  # dw, dh as log-ratios
     mlp_hidden: int = 512  # full-MLP encoder bottleneck; 0: the paper's single linear map
@@ -269,6 +270,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.position_weight must be >= 0, got {m.position_weight}")
     if p.encoder_heads < 1:
         raise ConfigError(f"part.encoder_heads must be >= 1, got {p.encoder_heads}")
+    size = cfg.model.backbone.split("_")[-1]
+    if m.name == "part" and p.encoder == "cross_attention" and size in VIT_SIZES:
+        width = VIT_SIZES[size][0]
+        if width % p.encoder_heads:
+            raise ConfigError(f"part.encoder_heads {p.encoder_heads} must divide the {width}-wide embeddings of "
+                              f"{cfg.model.backbone}; choose a divisor of {width} (the published encoder uses 1)")
     _choice(o.name, ("adam", "adamw", "sgd"), "optim.name")
     _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")

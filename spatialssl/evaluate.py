@@ -80,7 +80,7 @@ def standardizer(train_features: Sequence[torch.Tensor], eps: float = 1e-6):
     BatchNorm without affine parameters, frozen, as MAE's linear probe."""
     reference = torch.cat(list(train_features))
     mean, var = reference.mean(0), reference.var(0, unbiased=False)
-    scale = (var + eps).rsqrt()
+    scale = torch.where(var > 0, (var + eps).rsqrt(), 0.0)  # a constant (e.g. dead) dimension carries nothing
     return lambda features: (features - mean) * scale
 
 

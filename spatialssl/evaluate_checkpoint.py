@@ -38,7 +38,8 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
 
     Normalisation and patch size come from the checkpoint (what the backbone was trained
     with); ``overrides`` may set ``eval.*`` and ``data.*`` (e.g. ``data.labels=coarse``)."""
-    backbone, saved = checkpoint.load_backbone(path)
+    tensors, info = checkpoint.read_checkpoint(path)
+    backbone, saved = checkpoint.backbone_from(tensors, info)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
     train = load_data(cfg, "train", data)
     test = load_data(cfg, cfg.data.test_split, data)
@@ -50,6 +51,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with
     results = evaluate_sets(backbone, cfg, train, test, patch_counts_for(cfg, patch_counts))
     report = {"checkpoint": str(path), "data": str(data), "method": saved.method.name,
+              **(checkpoint.weights_record(info) or {"weights": "live"}),
               "knn": results["knn"], "knn_k": results["knn_k"], "standardized_features": cfg.eval.standardize,
               "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc, "macro_f1": r.macro_f1,
                                   "kappa": r.kappa} for n, r in results["linear"].items()}}

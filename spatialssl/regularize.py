@@ -45,8 +45,9 @@ def _affine(op: torch.Tensor, level: float, generator, device) -> torch.Tensor:
 def _equalize(x: torch.Tensor) -> torch.Tensor:
     """Histogram equalisation per image and channel (256 bins), batched through a CDF lookup."""
     levels = (x * 255).round().long().clamp(0, 255).flatten(2)
-    hist = torch.zeros(*levels.shape[:2], 256, device=x.device).scatter_add_(2, levels, torch.ones_like(levels, dtype=torch.float))
-    cdf = hist.cumsum(2)
+    # integer counts: a float cumsum on CUDA is not deterministic (train.deterministic refuses it)
+    hist = torch.zeros(*levels.shape[:2], 256, dtype=torch.long, device=x.device).scatter_add_(2, levels, torch.ones_like(levels))
+    cdf = hist.cumsum(2).float()
     cdf_min = torch.where(hist > 0, cdf, torch.full_like(cdf, float("inf"))).amin(2, keepdim=True)
     scale = (cdf[..., -1:] - cdf_min).clamp_min(1)
     lut = ((cdf - cdf_min) / scale).clamp(0, 1)

@@ -22,6 +22,10 @@ from .files import atomic_write
 from .finetuning import finetune
 from .train import check_against_data, pretrain
 
+# Bumped when a method or the evaluation changes meaning, so stored results of the old one are
+# not reused: 2 = SR additive patches at random positions, the published PART encoder and
+# off-grid default, standardised linear probes.
+PROTOCOL = 2
 PATCH_COUNTS = (0, 1, 3, 5, 9)  # linear evaluation on the image + this many 3x3-grid patch features
 IMAGE_SIZE = 32  # the recipes' patch sizes and ViT token size are for 32 px images
 
@@ -184,7 +188,7 @@ def run_one(run: Run, seed: int, budget: Budget, data, out: Path, train, test, o
     """Pretrain and evaluate one run with one seed, or return its stored result."""
     folder = Path(out) / run.key / f"seed{seed}"
     shared = budget.resnet if run.study == "sr" else [*budget.vit, "finetune:", *budget.finetune]
-    settings = {"budget": budget.name, "recipe": run.recipe, "overrides": [*run.overrides, *overrides],
+    settings = {"protocol": PROTOCOL, "budget": budget.name, "recipe": run.recipe, "overrides": [*run.overrides, *overrides],
                 "shared": list(shared), "train_images": budget.train_images, "test_images": budget.test_images,
                 "probe_epochs": budget.probe_epochs}
     done = folder / "result.json"

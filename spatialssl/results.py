@@ -123,7 +123,7 @@ def findings_table(results: dict) -> list:
     lines = ["| expected finding | paper | ours: better side | ours: worse side | reproduced? |", "|---|---|---|---|---|"]
     for f in FINDINGS + sweep_findings(results):
         (bk, bm), (wk, wm) = f.better, f.worse
-        if bk not in results and wk not in results:  # neither side is in this budget's plan
+        if bk not in results or wk not in results:  # a side not in this budget's plan (see the budget's note)
             continue
         better, worse = bm.values(results.get(bk, [])), wm.values(results.get(wk, []))
         digits = 3 if bm.lower_is_better else 1

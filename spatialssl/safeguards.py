@@ -15,7 +15,8 @@ SHORT_FINETUNE_EPOCHS = 30  # mixup/cutmix/RandAugment are DeiT's regularisation
 def warmup_epochs(optim, epochs: float) -> float:
     """The warm-up actually used: ``optim.warmup_epochs``, or 10% of the run when it would last
     the whole run (the learning rate would never reach optim.lr, and cosine never decay).
-    A pure function of the config, so an uninterrupted and a resumed run agree."""
+    A pure function of the config, so a resumed run agrees with an uninterrupted one of the
+    same length (extending a run's train.epochs on resume can change the cut warm-up)."""
     if epochs > 0 and optim.warmup_epochs >= epochs:
         return WARMUP_SHARE * epochs
     return optim.warmup_epochs
@@ -26,6 +27,16 @@ def warn_about_warmup(cfg) -> None:
     if used != cfg.optim.warmup_epochs:
         warn(f"optim.warmup_epochs {cfg.optim.warmup_epochs:g} is not shorter than the {cfg.train.epochs}-epoch run; "
              f"warming up for {used:g} epochs ({WARMUP_SHARE:.0%} of the run) instead")
+
+
+def warn_about_ema(decay: float, total_steps: int) -> None:
+    """An average over ~1/(1 - decay) steps needs a run at least that long, or the evaluated
+    weights stay close to the initial ones (0.9999 over 368 steps keeps 96% of them)."""
+    if total_steps < 1 / (1 - decay):
+        kept = decay ** total_steps
+        warn(f"train.ema {decay:g} averages over about {1 / (1 - decay):.0f} steps but the run has {total_steps}: "
+             f"the averaged weights that evaluation and export use keep {kept:.0%} of the initial ones; "
+             f"lower train.ema (e.g. {1 - 10 / max(total_steps, 10):.4g}) or turn it off (0)")
 
 
 def choose_statistics(cfg, data) -> tuple:

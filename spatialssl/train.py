@@ -21,7 +21,7 @@ from .evaluate import extract_features, knn_accuracy, knn_neighbours
 from .distributed import from_environment
 from .methods import build_method
 from .runlog import RunLog
-from .safeguards import choose_statistics, warmup_epochs, warn_about_warmup
+from .safeguards import choose_statistics, warmup_epochs, warn_about_ema, warn_about_warmup
 from .data.signals import load_signals
 from .data.stream import ImageStream, stream_images
 from .methods.part import part_tokens
@@ -203,6 +203,8 @@ def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor
         tqdm.write(statistics)
     batch = cfg.train.batch_size
     steps = len(train_set) // batch  # drop the last partial batch: relation pairs want full batches
+    if ema is not None:
+        warn_about_ema(cfg.train.ema, steps * cfg.train.epochs)
     if streamed and progress:
         tqdm.write(f"streaming {len(train_set)} images from {train_set.source}: at most "
                    f"{train_set.memory_bound(batch // ranks.world, workers) / 2**20:.0f} MiB of batches in flight")

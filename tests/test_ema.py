@@ -131,3 +131,10 @@ def test_part_figures_read_the_averaged_method_and_finetuning_starts_without_an_
     assert all(torch.equal(v, averaged[k]) for k, v in method.state_dict().items())
     assert finetune_config(last, None).train.ema == 0
     assert finetune_config(last, None, ["train.ema=0.999"]).train.ema == 0.999
+
+
+def test_an_average_longer_than_the_run_is_warned_about(tmp_path, demo_small):
+    from spatialssl.errors import SpatialSSLWarning
+
+    with pytest.warns(SpatialSSLWarning, match=r"train.ema 0.9999 averages over about 10000 steps but the run has"):
+        pretrain(tiny_config("train.ema=0.9999", "train.epochs=1"), tmp_path, train_set=demo_small, progress=False)

@@ -69,3 +69,11 @@ def test_the_table_shows_each_probes_training_accuracy_under_its_test_accuracy()
     model, fitted = format_results({"m": row}).splitlines()[2:4]
     assert model.split() == ["m", "50.00", "45", "40.00", "45.00"]
     assert fitted.split() == ["(probe", "train", "acc.)", "75.00", "90.00"]
+
+
+def test_a_constant_feature_dimension_is_dropped_not_amplified():
+    train = torch.randn(100, 4)
+    train[:, 2] = 7.0
+    test = torch.randn(10, 4)
+    scaled = standardizer([train])(test)
+    assert torch.equal(scaled[:, 2], torch.zeros(10)) and scaled.abs().max() < 100

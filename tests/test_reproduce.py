@@ -69,9 +69,9 @@ def test_findings_read_the_named_measures():
     rows = findings_table(results)
     first = next(r for r in rows if r.startswith("| random weights < RR"))
     assert "41.0 ± 1.4" in first and "30.5 ± 0.7" in first and first.endswith("| yes |")
-    assert all(r.endswith("| not run |") for r in rows[2:] if "RR" not in r.split("|")[1])
+    assert len(rows) == 3  # header, rule and the one finding whose two sides both ran
     assert Measure("position_error", lower_is_better=True).values([{"position_error": 1.5}]) == [1.5]
-    assert not any(r.startswith("| cross-attention error < full MLP error") for r in rows)  # neither side run
+    assert not any(r.startswith("| RR < SR plain") for r in rows)  # one side not run
     assert {k for f in FINDINGS for k in (f.better[0], f.worse[0])} <= {r.key for r in plan(BUDGETS["paper"])}
 
 
@@ -103,7 +103,7 @@ def test_the_suite_runs_writes_results_and_reuses_finished_runs(cifar_like, tmp_
     text = reproduce.report(results, TINY, out, "spatialssl reproduce", 1.0)
     written = out.read_text()
     assert "hand-written discussion stays" in written and text in written
-    assert "| random weights < RR |" in text and "| RR, K=4 |" in text and "| PART (off-grid), cross-attention |" in text
+    assert "| SR plain > RR, both with image + 9 patch features |" in text and "| RR, K=4 |" in text and "| PART (off-grid), cross-attention |" in text
     for name in ("sr_patch_features.png", "part_variants.png"):
         assert (tmp_path / "results" / "tiny" / name).stat().st_size > 1000
 
@@ -116,6 +116,9 @@ def test_the_suite_runs_writes_results_and_reuses_finished_runs(cifar_like, tmp_
     changed = dataclasses.replace(TINY, probe_epochs=3)
     with pytest.raises(ConfigError, match="other settings"):
         run_suite(changed, cifar_like, tmp_path / "runs", only=["rr"], log=lambda line: None)
+    monkeypatch.setattr(reproduce, "PROTOCOL", reproduce.PROTOCOL - 1)  # results of an older method or probe
+    with pytest.raises(ConfigError, match="other settings"):
+        run_suite(TINY, cifar_like, tmp_path / "runs", only=["rr"], log=lambda line: None)
 
 
 def test_bad_input_is_refused_before_any_run(tmp_path, cifar_like, monkeypatch, capsys):

@@ -170,3 +170,10 @@ def test_patch_pairs_are_unordered_pairs_within_one_image():
     assert ((left % batch) == (right % batch)).all()
     pairs = {(int(a) // batch, int(b) // batch) for a, b in zip(left, right)}
     assert pairs == {(0, 1), (0, 2), (1, 2)}
+
+
+def test_patch_sampler_keeps_its_positional_arguments():
+    sampler = PatchSampler(2, 8, (0.5,) * 3, (0.2,) * 3, False, True, (0.4, 0.4, 0.4, 0.1), 0.5, 0.1)
+    assert sampler.jitter == (0.4, 0.4, 0.4, 0.1) and sampler.gray_p == 0.1 and sampler.additive_placement == "random"
+    with pytest.raises(ValueError, match="additive_placement 'nowhere'"):
+        PatchSampler(2, 8, (0.5,) * 3, (0.2,) * 3, additive=True, additive_placement="nowhere")

@@ -37,7 +37,7 @@ class SpatialReasoning(Method):
     def from_config(cls, cfg, backbone, mean, std, num_classes):
         m, a = cfg.method, cfg.augment
         patches = PatchSampler(m.num_patches, m.patch_size, mean, std, m.additive, m.non_overlapping,
-                               m.additive_placement, a.jitter, a.jitter_p, a.gray_p)
+                               a.jitter, a.jitter_p, a.gray_p, m.additive_placement)
         return cls(backbone, view_sampler(cfg, mean, std, m.augmentations), patches,
                    RelationHead(backbone.num_features, 3, m.head_hidden),
                    SpatialRelationLoss(bool(m.focal), m.position_weight))

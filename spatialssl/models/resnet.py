@@ -56,7 +56,6 @@ class ResNet(nn.Module):
             setattr(self, f"layer{stage}", nn.Sequential(*layers))
         self.num_stages = len(blocks)
         self.num_features = in_channels
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(in_channels, num_classes) if num_classes > 0 else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -72,7 +71,7 @@ class ResNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = torch.flatten(self.avgpool(x), 1)
+        x = x.mean((2, 3))  # global average pool; AdaptiveAvgPool2d's CUDA backward is not deterministic
         return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from .. import augment
 from ..errors import ConfigError
 
+PLACEMENTS = ("random", "same")
 # Evaluation patches on a 3x3 grid, as (row, col), in the paper's order of use:
 # centre; left, right; top, bottom; two corners; the other two corners.
-PLACEMENTS = ("random", "same")
 GRID_ORDER = ((1, 1), (1, 0), (1, 2), (0, 1), (2, 1), (0, 0), (2, 2), (0, 2), (2, 0))
 
 
@@ -99,10 +99,10 @@ class PatchSampler:
     std: Sequence[float]
     additive: bool = False
     non_overlapping: bool = True
-    additive_placement: str = "random"  # where additive patches go: random (the paper's) or same (where cut)
     jitter: Sequence[float] = field(default=(0.8, 0.8, 0.8, 0.2))
     jitter_p: float = 0.8
     gray_p: float = 0.2
+    additive_placement: str = "random"  # where additive patches go: random (the paper's) or same (where cut)
 
     def __post_init__(self):
         if self.additive_placement not in PLACEMENTS:
