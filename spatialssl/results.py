@@ -104,6 +104,8 @@ def verdict(better: list, worse: list, lower_is_better: bool = False) -> str:
     if b is None or w is None:
         return "not run"
     gain = (w - b) if lower_is_better else (b - w)
+    if min(len(better), len(worse)) < 2:  # no spread to compare with: never a "yes"
+        return "one seed only: " + ("expected direction" if gain > 0 else "opposite direction")
     spread = max(b_std, w_std)
     if gain > spread:
         return "yes"
@@ -184,7 +186,9 @@ def write_markdown(path: Path, budget_name: str, header: list, results: dict, la
     lines = [begin, f"## Budget `{budget_name}`", "", *header, "",
              "### Expected findings", "",
              "\"yes\": the expected side wins by more than the larger of the two seed standard deviations; "
-             "\"direction only\": it wins by less; \"no\": it loses. Accuracies in %, errors in reference-patch units.",
+             "\"direction only\": it wins by less; \"no\": it loses; \"one seed only\": a side has no spread yet, "
+             "so no verdict. Findings about runs outside this budget's plan are left out. "
+             "Accuracies in %, errors in reference-patch units.",
              "", *findings_table(results), "",
              "### Spatial Reasoning study (linear evaluation, test accuracy %)", "", *sr_tables(results, labels), "",
              "### PART study", "", *part_table(results, labels), "",

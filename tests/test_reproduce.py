@@ -58,6 +58,8 @@ def test_verdict_compares_the_gain_with_the_seed_spread():
     assert verdict([40, 42], [50, 52]) == "no"
     assert verdict([1.0, 1.1], [2.0, 2.1], lower_is_better=True) == "yes"
     assert verdict([], [50]) == "not run"
+    assert verdict([60], [50, 52]) == "one seed only: expected direction"
+    assert verdict([40], [50]) == "one seed only: opposite direction"
     mean, std = mean_std([1.0, 3.0])
     assert (mean, round(std, 6)) == (2.0, round(2 ** 0.5, 6))
     assert mean_std([5.0]) == (5.0, 0.0)
