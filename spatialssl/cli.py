@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--seeds", type=lambda t: [int(s) for s in t.split(",")], help="comma-separated seeds "
                      "(default: the budget's)")
     rep.add_argument("--dry-run", action="store_true", help="list the runs and settings, run nothing")
+    rep.add_argument("--report-only", action="store_true",
+                     help="write --write from the runs finished in --out so far, run nothing (no --data needed)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("overrides", nargs="*", help="section.key=value for every pretraining, e.g. train.precision=bf16")
 
@@ -176,8 +178,11 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "reproduce":
         from .reproduce import run_reproduce
 
-        if not args.dry_run and not args.data:
-            raise ConfigError("reproduce needs --data (CIFAR-10; see --help), or --dry-run to list the runs")
+        if not (args.dry_run or args.report_only or args.data):
+            raise ConfigError("reproduce needs --data (CIFAR-10; see --help), --dry-run to list the runs, "
+                              "or --report-only to report the finished ones")
+        if args.report_only and not args.write:
+            raise ConfigError("--report-only writes a report; add --write RESULTS.md")
         print(run_reproduce(args))
     elif args.command == "export":
         from .export import export

@@ -183,20 +183,45 @@ def evaluate_vit(last: Path, folder: Path, budget: Budget, train, test, progress
     return scores
 
 
+def run_settings(run: Run, budget: Budget, overrides: Sequence[str] = ()) -> dict:
+    """What a stored result must have been made with to be reused."""
+    shared = budget.resnet if run.study == "sr" else [*budget.vit, "finetune:", *budget.finetune]
+    return {"protocol": PROTOCOL, "budget": budget.name, "recipe": run.recipe, "overrides": [*run.overrides, *overrides],
+            "shared": list(shared), "train_images": budget.train_images, "test_images": budget.test_images,
+            "probe_epochs": budget.probe_epochs}
+
+
+def stored_result(folder: Path, settings: dict) -> Optional[dict]:
+    """The finished result in ``folder``, None if there is none; refused if made otherwise."""
+    done = folder / "result.json"
+    if not done.is_file():
+        return None
+    stored = json.loads(done.read_text())
+    if stored["settings"] != settings:
+        raise ConfigError(f"{folder} holds a result of other settings ({stored['settings']}); "
+                          "remove it or choose another --out")
+    return stored
+
+
+def finished_results(budget: Budget, out, only: Optional[Sequence[str]] = None, seeds: Optional[Sequence[int]] = None,
+                     overrides: Sequence[str] = ()) -> dict:
+    """{run key: [stored result per finished seed]} without running anything (--report-only)."""
+    results = {}
+    for run in select(plan(budget), only):
+        for seed in (tuple(seeds) if seeds else budget.seeds):
+            found = stored_result(Path(out) / run.key / f"seed{seed}", run_settings(run, budget, overrides))
+            if found is not None:
+                results.setdefault(run.key, []).append(found)
+    return results
+
+
 def run_one(run: Run, seed: int, budget: Budget, data, out: Path, train, test, overrides: Sequence[str] = (),
             progress: bool = False) -> dict:
     """Pretrain and evaluate one run with one seed, or return its stored result."""
     folder = Path(out) / run.key / f"seed{seed}"
-    shared = budget.resnet if run.study == "sr" else [*budget.vit, "finetune:", *budget.finetune]
-    settings = {"protocol": PROTOCOL, "budget": budget.name, "recipe": run.recipe, "overrides": [*run.overrides, *overrides],
-                "shared": list(shared), "train_images": budget.train_images, "test_images": budget.test_images,
-                "probe_epochs": budget.probe_epochs}
-    done = folder / "result.json"
-    if done.is_file():
-        stored = json.loads(done.read_text())
-        if stored["settings"] != settings:
-            raise ConfigError(f"{folder} holds a result of other settings ({stored['settings']}); "
-                              "remove it or choose another --out")
+    settings = run_settings(run, budget, overrides)
+    stored = stored_result(folder, settings)
+    if stored is not None:
         return stored
     cfg = run_config(run, budget, seed, data, overrides)
     started = time.perf_counter()
@@ -210,7 +235,7 @@ def run_one(run: Run, seed: int, budget: Budget, data, out: Path, train, test, o
         scores = evaluate_vit(last, folder, budget, train, test, progress)
     result = {"run": run.key, "seed": seed, "settings": settings, "commit": commit(), "pretrain_s": pretrain_s,
               "total_s": time.perf_counter() - started, **scores}
-    atomic_write(done, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
+    atomic_write(folder / "result.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     return result
 
 
@@ -303,8 +328,13 @@ def run_reproduce(args) -> str:
         lines.append(f"\n{len(runs)} runs x {len(seeds)} seeds; nothing was run (--dry-run)")
         return "\n".join(lines)
     started = time.perf_counter()
-    results = run_suite(budget, args.data, Path(args.out), args.only, args.seeds, args.overrides,
-                        progress=not args.no_progress)
+    if args.report_only:
+        results = finished_results(budget, args.out, args.only, args.seeds, args.overrides)
+        if not results:
+            raise ConfigError(f"--report-only: {args.out} holds no finished run of the {budget.name} budget")
+    else:
+        results = run_suite(budget, args.data, Path(args.out), args.only, args.seeds, args.overrides,
+                            progress=not args.no_progress)
     command = "spatialssl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     if args.write:
         report(results, budget, Path(args.write), command, time.perf_counter() - started)

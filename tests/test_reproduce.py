@@ -78,8 +78,8 @@ def test_findings_read_the_named_measures():
 
 
 def test_the_pairs_sweep_finding_compares_the_default_with_both_ends():
-    def run(pairs, accuracy):
-        return [{"settings": {"overrides": [f"part.num_pairs={pairs}"]}, "finetune": accuracy}]
+    def run(pairs, accuracy):  # two seeds, 1 point apart
+        return [{"settings": {"overrides": [f"part.num_pairs={pairs}"]}, "finetune": accuracy + d} for d in (0, 0.01)]
 
     results = {"part-offgrid": run(256, 0.5), "part-pairs64": run(64, 0.4), "part-pairs1024": run(1024, 0.6),
                "part-pairs128": run(128, 0.45)}
@@ -113,6 +113,10 @@ def test_the_suite_runs_writes_results_and_reuses_finished_runs(cifar_like, tmp_
         raise AssertionError("a finished run was trained again")
 
     monkeypatch.setattr(reproduce, "pretrain", no_training)
+    partial = reproduce.finished_results(TINY, tmp_path / "runs", only=[*only, "supervised"])
+    assert partial == results  # the unfinished run is left out, nothing is run
+    assert main(["reproduce", "--budget", "cpu", "--report-only", "--out", str(tmp_path / "runs"),
+                 "--write", str(out)]) == 2  # the cpu budget's runs are not there
     again = run_suite(TINY, cifar_like, tmp_path / "runs", only=only, log=lambda line: None)
     assert again == results
     changed = dataclasses.replace(TINY, probe_epochs=3)
