@@ -226,6 +226,29 @@ def parse_overrides(pairs: list[str]) -> dict:
     return nested
 
 
+BUNDLED_RECIPES = Path(__file__).parent / "recipes"
+
+
+def resolve_recipe(path: Union[str, Path]) -> Path:
+    """The recipe file ``path`` names: the file itself, or else a bundled recipe when ``path`` is a bare
+    name (``sr_cifar10``, ``sr_cifar10.yaml``) or the documented ``recipes/<name>.yaml``, which must work
+    from any folder once the package is installed. Any other missing path is an error, not a quiet
+    substitute: a mistyped folder must not run a different recipe."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    names_a_bundled_recipe = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "recipes")
+    if not names_a_bundled_recipe:
+        raise ConfigError(f"recipe {path} does not exist; only a bare name (sr_cifar10) or recipes/<name>.yaml "
+                          "falls back to a bundled recipe")
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    bundled = BUNDLED_RECIPES / name
+    if not bundled.is_file():
+        raise ConfigError(f"recipe {path} does not exist and no bundled recipe is named {name}; "
+                          f"the bundled ones are in {BUNDLED_RECIPES}")
+    return bundled
+
+
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None,
                 base: Optional[dict] = None) -> Config:
     """Build a validated Config from defaults, an optional base dict, a recipe and overrides."""
@@ -233,12 +256,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     if base:
         _apply(cfg, base, "")
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            bundled = Path(__file__).parent / "recipes" / path.name
-            if not bundled.is_file():
-                raise ConfigError(f"recipe {path} does not exist")
-            path = bundled
+        path = resolve_recipe(path)
         try:
             recipe = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:

@@ -6,14 +6,26 @@ import tempfile
 from pathlib import Path
 
 
+def current_umask() -> int:
+    """The process umask. It can only be read by setting it, so it is set and put back at once
+    (process-wide: a thread creating a file in between would get mode 0o666)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` a temporary file in the same folder, then rename it to ``path``."""
+    """``write(tmp)`` a temporary file in the same folder, then rename it to ``path``, with the mode a
+    plain ``open(path, 'w')`` would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp creates 0o600 whatever the umask; a checkpoint or a cache in a shared folder must stay
+        # readable by whoever the user's umask lets read it.
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

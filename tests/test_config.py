@@ -1,6 +1,6 @@
 import pytest
 
-from spatialssl.config import Config, load_config, parse_overrides
+from spatialssl.config import BUNDLED_RECIPES, Config, load_config, parse_overrides
 from spatialssl.errors import ConfigError
 
 
@@ -53,3 +53,69 @@ def test_configs_of_older_checkpoints_keep_the_method_they_were_trained_with():
     migrated = load_config(base=migrate_config(old))
     assert migrated.method.additive_placement == "same" and migrated.part.encoder == "cross_attention_block"
     assert load_config(base=migrate_config(Config().to_dict())) == Config()  # today's configs pass unchanged
+
+
+@pytest.mark.parametrize("spelling", ["recipes/rr_cifar10.yaml", "rr_cifar10.yaml", "rr_cifar10"])
+def test_bare_names_and_the_documented_recipes_folder_mean_a_bundled_recipe(tmp_path, monkeypatch, spelling):
+    monkeypatch.chdir(tmp_path)  # no recipes/ here: as after pip install
+    assert load_config(spelling) == load_config(BUNDLED_RECIPES / "rr_cifar10.yaml")
+
+
+@pytest.mark.parametrize("spelling, message", [
+    ("some/dir/rr_cifar10.yaml", r"recipe some/dir/rr_cifar10.yaml does not exist; only a bare name"),
+    ("other/recipes/rr_cifar10.yaml", r"recipe other/recipes/rr_cifar10.yaml does not exist; only a bare name"),
+    ("recipes/rr_cifar11.yaml", r"recipe recipes/rr_cifar11.yaml does not exist and no bundled recipe is named "
+                                r"rr_cifar11.yaml"),
+    ("rr_cifar11", r"no bundled recipe is named rr_cifar11.yaml"),
+])
+def test_a_missing_recipe_path_is_refused_not_replaced(tmp_path, monkeypatch, spelling, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        load_config(spelling)
+
+
+def test_a_local_recipe_wins_over_the_bundled_one_of_the_same_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "rr_cifar10.yaml").write_text("train:\n  epochs: 3\n")
+    assert load_config("recipes/rr_cifar10.yaml").train.epochs == 3
+
+
+FILE_SUFFIXES = {"json", "yaml", "csv", "py", "ckpt", "safetensors", "npz", "txt", "md"}  # finetune.json is a file
+
+
+def _string_literals(path):
+    """Every string literal of a source file, f-strings with their fields as '{}' (so a token is never
+    glued together across a field)."""
+    import ast
+
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.JoinedStr):
+            yield "{}".join(part.value if isinstance(part, ast.Constant) else "{}" for part in node.values)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value
+
+
+def test_every_option_named_in_the_source_is_a_real_option():
+    """Errors, warnings and docstrings tell users which option to set; each section.key they name
+    must exist (signals' errors once said data.bandpass for signal.bandpass)."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    import spatialssl
+
+    sections = {f.name: f.default_factory() for f in dataclasses.fields(Config)}
+    options = {f"{name}.{f.name}" for name, section in sections.items() for f in dataclasses.fields(section)}
+    token = re.compile(rf"(?<![\w.])(?:{'|'.join(sections)})\.([A-Za-z_]\w*)")
+    named, unknown = 0, []
+    for path in sorted(Path(spatialssl.__file__).parent.rglob("*.py")):
+        for text in _string_literals(path):
+            for match in token.finditer(text):
+                if match.group(1) in FILE_SUFFIXES:
+                    continue
+                named += 1
+                if match.group(0) not in options:
+                    unknown.append(f"{path.name}: {match.group(0)}")
+    assert named > 100  # the scan sees the messages
+    assert not unknown

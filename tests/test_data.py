@@ -128,3 +128,71 @@ def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labe
         (folder / "data_batch_1").write_bytes(b"\x80\x04garbage")
     with pytest.raises(DataError, match=message):
         load_images(path, cache=False)
+
+
+class _WritesAFile:
+    """A pickle payload that, when unpickled by pickle.load, creates the file it names."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return open, (self.target, "w")
+
+
+class _RunsAShellCommand:
+    """A pickle payload that, when unpickled by pickle.load, runs a shell command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.command,)
+
+
+@pytest.mark.parametrize("payload", ["open", "os.system"])
+def test_cifar_pickle_naming_a_callable_is_refused_without_running_it(tmp_path, images32, labels20, payload):
+    import pickle
+
+    folder = write_cifar10(tmp_path / "data", images32, labels20, images32, labels20)
+    witness = tmp_path / "pwned"
+    evil = _WritesAFile(witness) if payload == "open" else _RunsAShellCommand(f"touch {witness}")
+    batch = folder / "data_batch_1"
+    batch.write_bytes(pickle.dumps({b"data": evil, b"labels": [0]}))
+    with pytest.raises(DataError, match=r"data_batch_1 is not a CIFAR batch: it names \S*(open|system)"):
+        load_images(tmp_path / "data", cache=False)
+    assert not witness.exists()
+    with open(batch, "rb") as f:  # the payload is live: plain pickle.load runs it
+        pickle.load(f)
+    assert witness.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_pickles_of_every_protocol_load(tmp_path, images32, labels20, protocol):
+    import pickle
+
+    folder = write_cifar10(tmp_path, images32, labels20, images32, labels20)
+    batch = {b"batch_label": b"training batch 1 of 5", b"filenames": [b"a.png"] * 4,
+             b"data": images32[:4].transpose(0, 3, 1, 2).reshape(4, -1), b"labels": [int(x) for x in labels20[:4]]}
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump(batch, f, protocol=protocol)
+    train = load_images(tmp_path, "train", cache=False)
+    assert torch.equal(train.images[:4], as_nchw(images32[:4]))
+    assert train.labels[:4].tolist() == labels20[:4].tolist()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-a-dict"])
+def test_damaged_cifar_pickle_gives_one_data_error(tmp_path, images32, labels20, damage):
+    import pickle
+
+    folder = write_cifar10(tmp_path, images32, labels20, images32, labels20)
+    batch = folder / "data_batch_2"
+    if damage == "truncated":
+        batch.write_bytes(batch.read_bytes()[:200])
+    else:
+        batch.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(DataError, match=r"data_batch_2"):
+        load_images(tmp_path, cache=False)

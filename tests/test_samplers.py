@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from spatialssl.errors import ConfigError
-from spatialssl.samplers import GRID_ORDER, PatchSampler, grid_patches, patch_pairs, relation_pairs, sample_positions
+from spatialssl.samplers import (GRID_ORDER, BoxSampler, PatchSampler, ViewSampler, grid_patches, patch_pairs,
+                                 relation_pairs, sample_positions)
 from spatialssl.samplers.patches import grid_positions, resize_patches
 
 IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)
@@ -177,3 +178,17 @@ def test_patch_sampler_keeps_its_positional_arguments():
     assert sampler.jitter == (0.4, 0.4, 0.4, 0.1) and sampler.gray_p == 0.1 and sampler.additive_placement == "random"
     with pytest.raises(ValueError, match="additive_placement 'nowhere'"):
         PatchSampler(2, 8, (0.5,) * 3, (0.2,) * 3, additive=True, additive_placement="nowhere")
+
+
+@pytest.mark.parametrize("sampler", [
+    ViewSampler(2, (0.5,) * 3, (0.2,) * 3),
+    PatchSampler(2, 8, **IDENTITY),
+    BoxSampler("grid", 8, 16, (0.5,) * 3, (0.2,) * 3),
+], ids=["ViewSampler", "PatchSampler", "BoxSampler"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.int64])
+def test_samplers_refuse_images_that_are_not_uint8(sampler, dtype):
+    floats = torch.rand(2, 3, 32, 32).to(dtype)  # as ToTensor gives
+    with pytest.raises(ValueError, match=rf"{type(sampler).__name__} takes uint8 images .*got {dtype}; "
+                                         r"pass uint8 0-255 images"):
+        sampler(floats, gen())
+    sampler(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), gen())  # what they are built for still works

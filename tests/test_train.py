@@ -178,3 +178,17 @@ def test_monitor_knn_chooses_k_from_the_training_subset_and_logs_it(tmp_path, de
     pretrain(tiny_config("train.epochs=1", "eval.knn_k=3"), tmp_path / "given", train_set=demo_small, monitor=monitor,
              progress=False)
     assert float(read_metrics(tmp_path / "given")[0]["knn_k"]) == 3
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)],
+                         ids=["umask022", "umask002", "umask077"])
+def test_written_files_honour_the_umask(tmp_path, demo_small, umask, mode):
+    import os
+
+    previous = os.umask(umask)
+    try:
+        pretrain(tiny_config("method.name=random"), tmp_path, train_set=demo_small, progress=False)
+    finally:
+        os.umask(previous)
+    written = [tmp_path / name for name in ("last.ckpt", "last.json", "backbone.safetensors")]
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(mode) for p in written}

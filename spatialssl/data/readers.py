@@ -12,6 +12,7 @@ Known layouts (``--data PATH`` may point at the folder or at its parent):
 """
 from __future__ import annotations
 
+import codecs
 import pickle
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,14 +27,55 @@ from .imageset import ImageSet
 Arrays = tuple  # (images N x H x W x 3 or N x 3 x H x W uint8, labels or None, class names)
 
 
+def _numpy_pickle_globals() -> dict:
+    """The globals a pickled CIFAR batch may name: numpy's array, dtype and scalar rebuilders, under the
+    module names numpy 1 (numpy.core) and numpy 2 (numpy._core) write, whichever numpy reads them."""
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray, numeric
+    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+               # Python 3 writes bytes as _codecs.encode(text, 'latin1') at pickle protocol 2.
+               ("_codecs", "encode"): codecs.encode}
+    for core in ("numpy.core", "numpy._core"):
+        allowed[(f"{core}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{core}.multiarray", "scalar")] = multiarray.scalar  # numpy integer labels
+        allowed[(f"{core}.numeric", "_frombuffer")] = numeric._frombuffer  # arrays at protocol 5
+    return allowed
+
+
+class _NotACifarBatch(Exception):
+    """A pickle naming a global a CIFAR batch never holds."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles only dicts, lists, strings, bytes, numbers and numpy arrays: a pickle can name any
+    callable, and a crafted data folder must not run code."""
+
+    _allowed = _numpy_pickle_globals()
+
+    def find_class(self, module: str, name: str):
+        found = self._allowed.get((module, name))
+        if found is None:
+            raise _NotACifarBatch(f"{module}.{name}")
+        return found
+
+
 def _unpickle(path: Path) -> dict:
     if not path.is_file():
         raise DataError(f"missing file {path}; the data set folder is incomplete (re-download it with --download)")
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="bytes")
+            batch = _CifarUnpickler(f, encoding="bytes").load()
+    except _NotACifarBatch as err:
+        raise DataError(f"{path} is not a CIFAR batch: it names {err}, which CIFAR batches never hold; "
+                        "refusing to load it (re-download the data set)") from None
     except Exception as err:
         raise DataError(f"cannot read {path}: {err}; the file is corrupt (re-download it)") from None
+    if not isinstance(batch, dict):
+        raise DataError(f"{path} is not a CIFAR batch: it holds a {type(batch).__name__}, not a dict "
+                        "(re-download the data set)")
+    return batch
 
 
 def _cifar_rows(data: np.ndarray) -> np.ndarray:

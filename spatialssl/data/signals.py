@@ -66,7 +66,7 @@ def preprocess(data: np.ndarray, rate: float, options: SignalOptions, source: st
     if options.bandpass:
         low, high = options.bandpass
         if not 0 < low < high < min(rate, target) / 2:
-            raise ConfigError(f"data.bandpass {list(options.bandpass)} Hz must lie below half of the sampling rate "
+            raise ConfigError(f"signal.bandpass {list(options.bandpass)} Hz must lie below half of the sampling rate "
                               f"({min(rate, target):g} Hz for {source})")
         sos = signal.butter(4, [low, high], btype="bandpass", fs=rate, output="sos")
         data = signal.sosfiltfilt(sos, data, axis=-1)
@@ -90,14 +90,14 @@ def pick_channels(names: list, wanted: Optional[Sequence[str]], source: str) -> 
     missing = [c for c in wanted if c not in names]
     if missing:
         raise DataError(f"{source} has no channel {', '.join(missing)}; it has {', '.join(names)} "
-                        "(set data.channels)")
+                        "(set signal.channels)")
     return [names.index(c) for c in wanted]
 
 
 def check_rate(rate: float, options: SignalOptions, source: str) -> None:
     if options.expected_rate and abs(rate - options.expected_rate) > 1e-6:
         raise DataError(f"{source} is sampled at {rate:g} Hz, expected {options.expected_rate:g} Hz "
-                        "(data.expected_rate)")
+                        "(set signal.expected_rate to the recordings' rate, or leave it unset)")
 
 
 def _optional(module: str):
@@ -160,7 +160,7 @@ def read_edf_record(path: Path, options: SignalOptions) -> tuple:
             chosen = pick_channels(names, options.channels, source)
             rates = [edf.getSampleFrequency(i) for i in chosen]
             if options.sampling_rate is None and len(set(rates)) > 1:
-                raise DataError(f"{source} has channels at {sorted(set(rates))} Hz; set data.sampling_rate to "
+                raise DataError(f"{source} has channels at {sorted(set(rates))} Hz; set signal.sampling_rate to "
                                 "resample them to one rate")
             parts = []
             for i, rate in zip(chosen, rates):
@@ -202,7 +202,7 @@ def read_records(folder: Path, options: SignalOptions) -> SignalSet:
     for subject, path in enumerate(records):
         epochs, stages, names, rate_here = reader(path, options)
         if channels is not None and names != channels:
-            raise DataError(f"{path} has channels {names}, the first recording {channels}; set data.channels")
+            raise DataError(f"{path} has channels {names}, the first recording {channels}; set signal.channels")
         channels, rate = names, rate_here
         if stages is not None:
             keep = stages >= 0

@@ -158,8 +158,9 @@ class BoxSampler:
     flip_p: float = 0.5
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
+        augment.require_uint8(images, "BoxSampler")
         batch, _, height, width = images.shape
-        x = images.float().div_(255) if images.dtype == torch.uint8 else images
+        x = images.float().div_(255)
         device = x.device
         if self.scale is not None:
             crops = augment.sample_crop_boxes(batch, height, width, self.scale, (3 / 4, 4 / 3), generator, device)

@@ -110,6 +110,7 @@ class PatchSampler:
                              f"{', '.join(PLACEMENTS)}")
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
+        augment.require_uint8(images, "PatchSampler")
         batch, _, height, width = images.shape
         check_patch_geometry(self.patch_size, height, width, self.num_patches, self.non_overlapping)
         device = images.device

@@ -24,6 +24,7 @@ class ViewSampler:
     gray_p: float = 0.2
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        augment.require_uint8(images, "ViewSampler")
         batch, _, height, width = images.shape
         x = images.float().div_(255).repeat(self.num_views, 1, 1, 1)
         n, device = x.shape[0], x.device
