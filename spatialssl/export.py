@@ -1,5 +1,6 @@
 """``spatialssl export``: a checkpoint's backbone as a plain safetensors state dict that the
-matching timm (ViT) or torchvision (ResNet) model loads with ``load_state_dict``."""
+matching timm ViT or our ResNet (torchvision's keys) loads with ``load_state_dict``; the export
+names that constructor and its keyword arguments."""
 from __future__ import annotations
 
 import json
@@ -21,9 +22,9 @@ def timm_constructor(backbone) -> dict:
     if isinstance(backbone, VisionTransformer):
         return {"library": "timm", "class": "timm.models.vision_transformer.VisionTransformer",
                 "kwargs": backbone.timm_kwargs()}
-    num_classes = getattr(getattr(backbone, "fc", None), "out_features", 0)
-    return {"library": "torchvision", "class": "spatialssl.models.ResNet (torchvision keys)",
-            "kwargs": {"num_classes": num_classes}}
+    # Our ResNet class, not a torchvision name: the CIFAR ResNets and the CIFAR stem have no torchvision
+    # constructor. Its keys are torchvision's, so an ImageNet-stem resnet18/34 loads there too.
+    return {"library": "spatialssl", "class": "spatialssl.models.ResNet", "kwargs": backbone.constructor_kwargs()}
 
 
 def export(path, out) -> dict:

@@ -135,3 +135,39 @@ def test_part_commands_end_to_end(part_run, tmp_path, capsys):
     assert load_file(tmp_path / "ft.safetensors")["head.weight"].shape == (10, 192)
     assert main(["symmetry", "--checkpoint", str(tmp_path / "ft" / "last.ckpt"), "--data", str(data)]) == 2
     assert "need a PART checkpoint" in capsys.readouterr().err
+
+
+def build_from_export(described: dict) -> torch.nn.Module:
+    """The model an export's description names: import ``class`` by its dotted path, call it with ``kwargs``
+    (no exec, as a user's loader would)."""
+    import importlib
+
+    module, _, name = described["class"].rpartition(".")
+    return getattr(importlib.import_module(module), name)(**described["kwargs"])
+
+
+@pytest.mark.parametrize("overrides, size", [
+    (["model.backbone=resnet8"], 32),
+    (["model.backbone=resnet18", "model.cifar_stem=true"], 32),
+    (["model.backbone=resnet18"], 64),
+])
+def test_resnet_export_names_a_constructor_that_rebuilds_it(tmp_path, capsys, overrides, size):
+    cfg = load_config(overrides=["method.name=random", "train.knn_monitor=0", "train.batch_size=16", *overrides])
+    ckpt = pretrain(cfg, tmp_path / "run", train_set=make_demo_images(32, seed=3), progress=False)
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "resnet.safetensors")]) == 0
+    described = json.loads((tmp_path / "resnet.json").read_text())
+    assert f"{described['class']}(**{described['kwargs']})" in capsys.readouterr().out  # what is printed
+    theirs = build_from_export(described).eval()
+    theirs.load_state_dict(load_file(tmp_path / "resnet.safetensors"), strict=True)
+    ours = checkpoint.load_backbone(ckpt)[0].eval()
+    x = torch.randn(2, 3, size, size)
+    assert torch.equal(theirs(x), ours(x))
+
+
+def test_resnet_export_keeps_a_classifier():
+    from spatialssl.export import timm_constructor
+
+    model = create_backbone("resnet20", num_classes=10)
+    rebuilt = build_from_export(timm_constructor(model))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    assert rebuilt.fc.out_features == 10

@@ -64,6 +64,15 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def constructor_kwargs(self) -> dict:
+        """``ResNet(**kwargs)`` rebuilds this model: its state dict then loads strictly. Read from the
+        layers, so a classifier set after construction is described as it is."""
+        stages = [getattr(self, f"layer{stage}") for stage in range(1, self.num_stages + 1)]
+        return {"blocks": [len(stage) for stage in stages], "widths": [stage[0].conv2.out_channels for stage in stages],
+                "stem": "cifar" if isinstance(self.maxpool, nn.Identity) else "imagenet",
+                "num_classes": self.fc.out_features if isinstance(self.fc, nn.Linear) else 0,
+                "in_chans": self.conv1.in_channels}
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for stage in range(1, self.num_stages + 1):
