@@ -6,6 +6,8 @@ values of the wrong type are rejected with an error naming the key, before work 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
@@ -222,8 +224,19 @@ def parse_overrides(pairs: list[str]) -> dict:
         *parents, leaf = key.strip().split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw) if raw != "" else None
+        node[leaf] = _override_value(pair, raw)
     return nested
+
+
+def _override_value(pair: str, raw: str) -> Any:
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"override '{pair}' is not a valid YAML value ({reason}); "
+                          "quote strings and close brackets, e.g. augment.scale=[0.2,1.0]") from None
 
 
 BUNDLED_RECIPES = Path(__file__).parent / "recipes"
@@ -277,9 +290,53 @@ def _choice(value: str, options: tuple, key: str) -> None:
         raise ConfigError(f"{key} '{value}' is unknown; choose one of {', '.join(options)}")
 
 
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _require(holds: bool, key: str, rule: str, value: Any) -> None:
+    if not holds:
+        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+
+
+def _check_lengths(cfg: Config) -> None:
+    """Before any check that unpacks these lists: a wrong length would be a traceback there."""
+    for key, values, length in (("augment.scale", cfg.augment.scale, 2), ("augment.ratio", cfg.augment.ratio, 2),
+                                ("part.box_scale", cfg.part.box_scale, 2), ("augment.jitter", cfg.augment.jitter, 4)):
+        _require(len(values) == length and all(_is_number(v) for v in values), key, f"a list of {length} numbers",
+                 values)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Values the type allows but the run cannot use; each names its key."""
+    o, t, f, a = cfg.optim, cfg.train, cfg.finetune, cfg.augment
+    _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", "a finite number > 0", o.lr)
+    _require(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", "a finite number >= 0",
+             o.weight_decay)
+    _require(math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", ">= 0", o.warmup_epochs)
+    _require(t.log_every >= 1, "train.log_every", ">= 1", t.log_every)
+    _require(t.knn_monitor >= 0, "train.knn_monitor", ">= 0 (0 turns it off)", t.knn_monitor)
+    _require(DEVICE.fullmatch(t.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps", t.device)
+    _require(cfg.method.head_hidden >= 1, "method.head_hidden", ">= 1", cfg.method.head_hidden)
+    _require(cfg.part.num_tokens is None or cfg.part.num_tokens >= 1, "part.num_tokens", ">= 1 (or null)",
+             cfg.part.num_tokens)
+    _require(cfg.eval.epochs >= 1, "eval.epochs", ">= 1", cfg.eval.epochs)
+    for key, value in (("finetune.mixup", f.mixup), ("finetune.cutmix", f.cutmix)):
+        _require(value >= 0, key, ">= 0 (0 turns it off)", value)
+    for key, value in (("augment.flip_p", a.flip_p), ("augment.jitter_p", a.jitter_p), ("augment.gray_p", a.gray_p),
+                       ("finetune.mix_prob", f.mix_prob), ("finetune.switch_prob", f.switch_prob),
+                       ("finetune.random_erasing", f.random_erasing)):
+        _require(0 <= value <= 1, key, "a probability in [0, 1]", value)
+
+
 def validate(cfg: Config) -> None:
     """Checks that need no data; geometry checks against the images happen at sampler build."""
     m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
+    _check_lengths(cfg)
+    _check_ranges(cfg)
     _choice(m.name, METHODS, "method.name")
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")

@@ -30,6 +30,49 @@ def test_invalid_options_are_refused_with_their_key(override, message):
         load_config(overrides=[override])
 
 
+@pytest.mark.parametrize("override, key", [
+    ("optim.lr=0", "optim.lr"),
+    ("optim.lr=-1e-3", "optim.lr"),
+    ("optim.lr=.nan", "optim.lr"),
+    ("optim.lr=.inf", "optim.lr"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay"),
+    ("optim.warmup_epochs=-1", "optim.warmup_epochs"),
+    ("train.log_every=0", "train.log_every"),
+    ("train.knn_monitor=-5", "train.knn_monitor"),
+    ("train.device=gpu", "train.device"),
+    ("train.device=cuda:x", "train.device"),
+    ("method.head_hidden=0", "method.head_hidden"),
+    ("part.num_tokens=0", "part.num_tokens"),
+    ("eval.epochs=0", "eval.epochs"),
+    ("augment.scale=[0.5]", "augment.scale"),
+    ("augment.ratio=[0.75, 1.0, 1.3]", "augment.ratio"),
+    ("part.box_scale=[1.0]", "part.box_scale"),
+    ("augment.jitter=[0.4, 0.4, 0.4]", "augment.jitter"),
+    ("augment.jitter=[a, b, c, d]", "augment.jitter"),
+    ("augment.flip_p=1.5", "augment.flip_p"),
+    ("augment.jitter_p=-0.1", "augment.jitter_p"),
+    ("augment.gray_p=2", "augment.gray_p"),
+    ("finetune.mix_prob=1.1", "finetune.mix_prob"),
+    ("finetune.switch_prob=-1", "finetune.switch_prob"),
+    ("finetune.random_erasing=3", "finetune.random_erasing"),
+    ("finetune.mixup=-0.8", "finetune.mixup"),
+    ("finetune.cutmix=-1", "finetune.cutmix"),
+    ("augment.scale=[0.5", "augment.scale=[0.5"),  # a YAML error names the override
+    ("train.device={cpu", "train.device={cpu"),
+])
+def test_every_value_out_of_range_is_refused_naming_its_key(override, key):
+    with pytest.raises(ConfigError) as refused:
+        load_config(overrides=[override])
+    message = str(refused.value)
+    assert key in message and "\n" not in message
+
+
+@pytest.mark.parametrize("override", ["train.device=cuda:1", "train.device=mps", "part.num_tokens=null",
+                                      "optim.lr=1e-4", "augment.flip_p=0", "finetune.mixup=0"])
+def test_values_at_the_edge_of_their_range_are_accepted(override):
+    load_config(overrides=[override])
+
+
 def test_knn_k_and_determinism_options():
     assert load_config().eval.knn_k is None and load_config().train.deterministic is False
     assert load_config(overrides=["train.deterministic=true", "eval.knn_k=20"]).eval.knn_k == 20
