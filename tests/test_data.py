@@ -196,3 +196,54 @@ def test_damaged_cifar_pickle_gives_one_data_error(tmp_path, images32, labels20,
         batch.write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(DataError, match=r"data_batch_2"):
         load_images(tmp_path, cache=False)
+
+
+def _cached_files(root):
+    return sorted((root / ".spatialssl-cache").glob("images-*.npz"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "wrong_shape"])
+def test_a_damaged_decode_cache_is_ignored_with_a_warning(tmp_path, images32, labels20, damage):
+    from spatialssl.errors import SpatialSSLWarning
+
+    write_class_folders(tmp_path, images32, labels20)
+    first = load_images(tmp_path)
+    (cache_file,) = _cached_files(tmp_path)
+    if damage == "truncated":  # a full disk or a kill mid-copy
+        cache_file.write_bytes(cache_file.read_bytes()[:200])
+    elif damage == "foreign":
+        cache_file.write_text("not a cache at all")
+    else:
+        with open(cache_file, "wb") as f:
+            np.savez(f, images=np.zeros((3, 8, 8), dtype=np.float32))
+    with pytest.warns(SpatialSSLWarning, match=f"decode cache {cache_file}"):
+        again = load_images(tmp_path)
+    assert torch.equal(first.images, again.images)
+
+
+def test_a_failed_cache_write_warns_and_keeps_the_decoded_images(tmp_path, images32, labels20, monkeypatch):
+    import errno
+
+    from spatialssl.errors import SpatialSSLWarning
+
+    def disk_full(path, **arrays):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    write_class_folders(tmp_path, images32, labels20)
+    monkeypatch.setattr(decode, "save_npz_atomic", disk_full)
+    with pytest.warns(SpatialSSLWarning, match="cannot write the decode cache .*No space left on device"):
+        images = load_images(tmp_path)
+    assert torch.equal(images.images, load_images(tmp_path, cache=False).images) and _cached_files(tmp_path) == []
+
+
+def test_an_unwritable_cache_home_decodes_without_a_cache(tmp_path, images32, labels20, monkeypatch):
+    from spatialssl.errors import SpatialSSLWarning
+
+    data = write_class_folders(tmp_path / "data", images32, labels20)
+    (data / ".spatialssl-cache").write_text("")  # a file in the way: the folder beside the data cannot be made
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker / "cache"))  # under a regular file: unwritable, even as root
+    with pytest.warns(SpatialSSLWarning, match="no decode cache: neither .* can be written"):
+        images = load_images(data)
+    assert torch.equal(images.images, load_images(data, cache=False).images)

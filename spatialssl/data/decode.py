@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, warn
 from ..files import atomic_write
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
@@ -52,8 +52,9 @@ def _read(path: Path) -> bytes:
         raise DataError(f"cannot read image {path}: {err.strerror}") from None
 
 
-def _cache_dir(root: Path) -> Path:
-    """Next to the data when writable, else the user's cache folder."""
+def _cache_dir(root: Path) -> Optional[Path]:
+    """Next to the data when writable, else the user's cache folder; None (with a warning) when
+    neither can be written: the cache only saves time, so the run goes on without it."""
     beside = root / ".spatialssl-cache"
     try:
         beside.mkdir(exist_ok=True)
@@ -63,8 +64,36 @@ def _cache_dir(root: Path) -> Path:
         return beside
     except OSError:
         home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spatialssl"
-        home.mkdir(parents=True, exist_ok=True)
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            warn(f"no decode cache: neither {beside} nor {home} can be written ({err.strerror}); "
+                 "decoding without it (set XDG_CACHE_HOME to a writable folder to cache)")
+            return None
         return home
+
+
+def _read_cache(path: Path, count: int) -> Optional[np.ndarray]:
+    """The cached images, or None (with a warning) when the file is not a complete cache of ``count``
+    images: truncated by a full disk, or something else under our name."""
+    try:
+        with np.load(path) as stored:
+            images = stored["images"]
+    except Exception as err:  # numpy and zipfile raise many types for a damaged file
+        warn(f"ignoring the unreadable decode cache {path} ({type(err).__name__}: {err}); decoding the images again")
+        return None
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != count or images.shape[-1] != 3:
+        warn(f"ignoring the decode cache {path}: it holds {images.dtype} {images.shape}, not {count} RGB uint8 "
+             "images; decoding the images again")
+        return None
+    return images
+
+
+def _write_cache(path: Path, images: np.ndarray) -> None:
+    try:
+        save_npz_atomic(path, images=images)
+    except OSError as err:  # a full disk or a folder made read-only: the decoded images are still good
+        warn(f"cannot write the decode cache {path} ({err.strerror or err}); the run goes on without it")
 
 
 def save_npz_atomic(path: Path, **arrays) -> None:
@@ -90,10 +119,12 @@ def decode_files(files: list, root: Path, size: Optional[int], cache: bool = Tru
         key.update(str(path.relative_to(root)).encode())
         key.update(len(data).to_bytes(8, "little"))
         key.update(data)
-    cache_file = _cache_dir(root) / f"images-{key.hexdigest()}.npz" if cache else None
+    folder = _cache_dir(root) if cache else None
+    cache_file = folder / f"images-{key.hexdigest()}.npz" if folder is not None else None
     if cache_file is not None and cache_file.is_file():
-        with np.load(cache_file) as stored:
-            return stored["images"]
+        cached = _read_cache(cache_file, len(files))
+        if cached is not None:
+            return cached
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda item: _decode(*item, size), zip(files, contents)))
     first = arrays[0].shape
@@ -105,5 +136,5 @@ def decode_files(files: list, root: Path, size: Optional[int], cache: bool = Tru
                 "Set data.image_size=N to resize every image to N x N once at load.")
     images = np.stack(arrays)
     if cache_file is not None:
-        save_npz_atomic(cache_file, images=images)
+        _write_cache(cache_file, images)
     return images
