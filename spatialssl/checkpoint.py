@@ -57,12 +57,24 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
     info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging}
     metadata = {"spatialssl": json.dumps({**info, "param_groups": param_groups})}
     path = out_dir / "last.ckpt"
-    save_weights(path, tensors, metadata)
     evaluated = method if ema is None else ema.module
-    save_weights(out_dir / "backbone.safetensors", evaluated.backbone.state_dict(),
-                 {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch, **averaging})})
-    atomic_write(out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+    backbone_metadata = {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch, **averaging})}
+    _write_or_explain(path, lambda: save_weights(path, tensors, metadata))
+    _write_or_explain(out_dir / "backbone.safetensors", lambda: save_weights(
+        out_dir / "backbone.safetensors", evaluated.backbone.state_dict(), backbone_metadata))
+    _write_or_explain(out_dir / "last.json", lambda: atomic_write(
+        out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2))))
     return path
+
+
+def _write_or_explain(path: Path, write) -> None:
+    """``write()`` ``path``; a full disk or a lost permission becomes one line naming the file. The
+    write is atomic, so the previous file stays whole and the run can be resumed from it."""
+    try:
+        write()
+    except OSError as err:
+        raise DataError(f"cannot write {path} ({err.strerror or err}); the previous {path.name} is kept. "
+                        f"Free space in (or fix the permissions of) {path.parent} and continue with --resume") from None
 
 
 def read_checkpoint(path) -> tuple:

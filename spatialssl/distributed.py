@@ -47,6 +47,12 @@ class Distributed:
             dist.barrier()
 
 
+def writes() -> bool:
+    """Whether this process writes the run's files: alone, or rank 0 under torchrun. Read from the
+    environment, so it is known before the process group is joined."""
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1 or int(os.environ.get("RANK", "0")) == 0
+
+
 def from_environment(device_name: str) -> tuple:
     """(Distributed, device): joins the process group when started by torchrun (NCCL on
     GPUs, gloo on CPUs); each process takes the GPU of its LOCAL_RANK."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -12,6 +13,21 @@ def current_umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+# atomic_write's temporaries: ".<name>.<mkstemp's 8 random characters>.tmp"
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def sweep_temporaries(folder: Path) -> list:
+    """Remove the temporaries that runs killed during a write left in ``folder`` (a checkpoint's each);
+    return their names. Call it only while holding the folder's lock, or a live writer's file goes."""
+    swept = []
+    for path in Path(folder).iterdir():
+        if TEMPORARY.fullmatch(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            swept.append(path.name)
+    return swept
 
 
 def atomic_write(path: Path, write) -> None:

@@ -18,9 +18,10 @@ from .ema import WeightEMA
 from .errors import ConfigError, SpatialSSLError, TrainingDiverged
 from .determinism import algorithms
 from .evaluate import extract_features, knn_accuracy, knn_neighbours
-from .distributed import from_environment
+from .distributed import from_environment, writes
 from .methods import build_method
 from .runlog import RunLog
+from .runfolder import claimed
 from .safeguards import choose_statistics, warmup_epochs, warn_about_ema, warn_about_warmup
 from .data.signals import load_signals
 from .data.stream import ImageStream, stream_images
@@ -131,13 +132,14 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     this call early, as an interruption would (the run stays resumable).
     """
     out_dir = Path(out_dir)
-    state = None
-    if resume:
-        cfg, *state = _resume_config(out_dir, cfg)
-    elif (out_dir / "last.ckpt").exists():
-        raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
-    with algorithms(cfg.train.deterministic):
-        return _train(cfg, out_dir, state, train_set, monitor, progress, stop_after_epoch)
+    with claimed(out_dir, writes()):  # held to the end: a second run on out_dir is refused meanwhile
+        state = None
+        if resume:
+            cfg, *state = _resume_config(out_dir, cfg)
+        elif (out_dir / "last.ckpt").exists():
+            raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        with algorithms(cfg.train.deterministic):
+            return _train(cfg, out_dir, state, train_set, monitor, progress, stop_after_epoch)
 
 
 def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor: Optional[tuple], progress: bool,

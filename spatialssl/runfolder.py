@@ -1,0 +1,61 @@
+"""A run folder for one run at a time: checked writable before any work, locked against a second
+run on the same ``--out``, and cleared of the temporaries that killed runs left behind."""
+from __future__ import annotations
+
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import ConfigError, warn
+from .files import sweep_temporaries
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs there are not protected from one another
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+def check_writable(folder: Path, what: str, advice: str) -> None:
+    """Create ``folder`` if needed and create a file in it, so a folder we cannot write fails now, in one
+    line, not at the first checkpoint after an epoch of training."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write in {what} {folder} ({err.strerror or err}); {advice}") from None
+
+
+@contextmanager
+def locked(folder: Path):
+    """Hold an OS lock on ``folder/.lock`` while the block runs; yields whether it is held. The kernel
+    releases a flock when its holder dies, so a crashed or killed run never leaves the folder locked."""
+    if fcntl is None:
+        yield False
+        return
+    with open(folder / LOCK_NAME, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"another spatialssl run is using {folder}; wait for it or choose another --out") from None
+        except OSError as err:  # a file system without locks (some network mounts)
+            warn(f"cannot lock {folder} ({err.strerror}); a second run on the same --out would not be stopped")
+            yield False
+            return
+        yield True  # closing the file releases the lock
+
+
+@contextmanager
+def claimed(folder: Path, writer: bool):
+    """``folder`` for the length of a run. Only the writing process (rank 0 under torchrun) checks,
+    locks and sweeps it; the others only read what rank 0 wrote."""
+    if not writer:
+        yield
+        return
+    check_writable(folder, "the run folder", "choose another --out or fix its permissions")
+    with locked(folder) as held:
+        if held:  # otherwise a live writer's temporary could be swept from under it
+            sweep_temporaries(folder)
+        yield

@@ -1,0 +1,133 @@
+"""One run per folder: the lock, the sweep of killed runs' temporaries, and write failures that
+come early and in one line."""
+import errno
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from spatialssl import checkpoint, runfolder
+from spatialssl.config import load_config
+from spatialssl.data import make_demo_images
+from spatialssl.distributed import writes
+from spatialssl.errors import ConfigError, DataError
+from spatialssl.runfolder import claimed, locked
+from spatialssl.train import pretrain
+
+TINY = {"model": {"backbone": "resnet8"}, "method": {"patch_size": 12},
+        "train": {"batch_size": 32, "epochs": 1, "knn_monitor": 0}}
+needs_flock = pytest.mark.skipif(runfolder.fcntl is None, reason="no fcntl (Windows): runs are not locked")
+
+
+@pytest.fixture(scope="module")
+def demo_small():
+    return make_demo_images(64, seed=5)
+
+
+def untrained(folder, demo, **kwargs):
+    """The quickest run that writes a checkpoint."""
+    cfg = load_config(base=TINY, overrides=["method.name=random"])
+    return pretrain(cfg, folder, train_set=demo, progress=False, **kwargs)
+
+
+@needs_flock
+def test_a_second_run_on_a_locked_folder_is_refused_naming_it(tmp_path, demo_small):
+    tmp_path.mkdir(exist_ok=True)
+    with locked(tmp_path):  # a run in progress
+        with pytest.raises(ConfigError, match=f"another spatialssl run is using {tmp_path}; wait for it or choose "
+                                              "another --out"):
+            untrained(tmp_path, demo_small)
+        assert not (tmp_path / "last.ckpt").exists()
+    assert untrained(tmp_path, demo_small).is_file()  # released when the run ended
+
+
+def hold_lock_in_a_process(folder):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+         str(folder / runfolder.LOCK_NAME)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+@needs_flock
+def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path, demo_small):
+    holder = hold_lock_in_a_process(tmp_path)
+    try:
+        with pytest.raises(ConfigError, match="another spatialssl run is using"):
+            untrained(tmp_path, demo_small)
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    assert (tmp_path / runfolder.LOCK_NAME).exists()  # the file stays; the kernel dropped the lock
+    assert untrained(tmp_path, demo_small).is_file()
+
+
+def test_only_the_writing_process_claims_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert not writes()
+    with claimed(tmp_path / "run", writer=False):  # rank 1 reads what rank 0 writes
+        assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("RANK", "0")
+    assert writes()
+
+
+OURS = [".last.ckpt.k2x_9abq.tmp", ".backbone.safetensors.0a1b2c3d.tmp", ".last.json.zzzzzzzz.tmp"]
+NOT_OURS = ["notes.tmp", ".last.ckpt.tmp", ".last.ckpt.short.tmp", "last.ckpt.k2x_9abq.tmp", ".x.ABCDEFGH.tmp"]
+
+
+@needs_flock
+def test_temporaries_of_killed_runs_are_swept_and_nothing_else(tmp_path, demo_small):
+    for name in OURS + NOT_OURS:
+        (tmp_path / name).write_bytes(b"\0" * 64)
+    with locked(tmp_path):  # a live run's temporaries stay while it holds the folder
+        with pytest.raises(ConfigError):
+            untrained(tmp_path, demo_small)
+        assert all((tmp_path / name).exists() for name in OURS)
+    untrained(tmp_path, demo_small)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert not left & set(OURS) and set(NOT_OURS) <= left
+
+
+def test_an_unwritable_run_folder_is_refused_before_any_work(tmp_path, demo_small):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=f"cannot write in the run folder {blocker / 'run'} .*choose another --out"):
+        untrained(blocker / "run", demo_small)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="permissions do not bind root")
+def test_a_read_only_run_folder_is_refused_before_any_work(tmp_path, demo_small):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        with pytest.raises(ConfigError, match=f"cannot write in the run folder {folder}"):
+            untrained(folder, demo_small)
+    finally:
+        folder.chmod(0o700)
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_path, demo_small, monkeypatch):
+    cfg = load_config(base=TINY, overrides=["train.epochs=2"])
+    pretrain(cfg, tmp_path, train_set=demo_small, progress=False, stop_after_epoch=1)
+    before = load_file(tmp_path / "last.ckpt")
+
+    def disk_full(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"\0" * 16)  # a part written, then no space
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(DataError) as failed:
+        pretrain(cfg, tmp_path, resume=True, train_set=demo_small, progress=False)
+    message = str(failed.value)
+    assert message.startswith(f"cannot write {tmp_path / 'last.ckpt'} (No space left on device); the previous "
+                              "last.ckpt is kept") and "\n" not in message
+    after = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
+    assert after[1]["epoch"] == 1 and all(after[0][k].equal(v) for k, v in before.items())
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
