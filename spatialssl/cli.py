@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--patches", type=_patch_list, help="patch-feature counts to evaluate, from 0,1,3,5,7,9")
     lin.add_argument("--epochs", type=int, help="linear-probe epochs (default 100)")
     lin.add_argument("--affine-augment", action="store_true", help="affine augmentation of training images")
+    lin.add_argument("--report", help="where to write the JSON report (default: linear_eval-<data>.json beside "
+                                      "the checkpoint)")
     lin.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.labels=coarse eval.lr=1e-3")
     fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data",
                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,18 +151,19 @@ def run(args: argparse.Namespace) -> None:
             print(f"checkpoint: {path}")
     elif args.command == "linear-eval":
         from .evaluate import format_results
-        from .evaluate_checkpoint import evaluate_checkpoint
+        from .evaluate_checkpoint import evaluate_checkpoint, write_report
 
         overrides = list(args.overrides)
         if args.epochs is not None:
             overrides.append(f"eval.epochs={args.epochs}")
         if args.affine_augment:
             overrides.append("eval.affine_augment=true")
-        results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches)
-        print(format_results({Path(args.checkpoint).parent.name or "model": results}))
+        results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches, args.report)
+        print(format_results({Path(args.checkpoint).parent.name or "model": results}), flush=True)
         for n, r in results["linear"].items():
-            print(f"linear probe with {n} patch features: macro-F1 {r.macro_f1:.3f}, Cohen's kappa {r.kappa:.3f}")
-        print(f"report: {results['report_path']}")
+            print(f"linear probe with {n} patch features: macro-F1 {r.macro_f1:.3f}, Cohen's kappa {r.kappa:.3f}",
+                  flush=True)  # shown before the report is written: a failed write cannot lose them
+        print(f"report: {write_report(results)}")
     elif args.command == "finetune":
         from .finetuning import finetune
 

@@ -10,8 +10,10 @@ import torch
 from . import checkpoint
 from .config import load_config
 from .errors import DataError
+from .files import atomic_write
 from .evaluate import linear_evaluation, patch_counts_for
 from .distributed import resolve_device
+from .runfolder import check_writable
 from .train import load_data
 
 
@@ -33,12 +35,17 @@ def low_label(train, test, subjects: int, seed: int = 0):
 
 
 def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
-                        patch_counts: Optional[Sequence[int]] = None) -> dict:
+                        patch_counts: Optional[Sequence[int]] = None, report_path=None) -> dict:
     """Linear evaluation of ``path`` on ``data``'s train and test splits.
 
     Normalisation and patch size come from the checkpoint (what the backbone was trained
-    with); ``overrides`` may set ``eval.*`` and ``data.*`` (e.g. ``data.labels=coarse``)."""
+    with); ``overrides`` may set ``eval.*`` and ``data.*`` (e.g. ``data.labels=coarse``).
+    The results carry their ``report`` and its ``report_path`` (default: beside the checkpoint),
+    whose folder is checked writable first; ``write_report`` writes it, so a caller can show the
+    results before a write that may fail."""
     tensors, info = checkpoint.read_checkpoint(path)
+    report_path = Path(report_path) if report_path else default_report_path(path, data)
+    check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
     backbone, saved = checkpoint.backbone_from(tensors, info)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
     train = load_data(cfg, "train", data)
@@ -50,15 +57,29 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with
     results = evaluate_sets(backbone, cfg, train, test, patch_counts_for(cfg, patch_counts))
-    report = {"checkpoint": str(path), "data": str(data), "method": saved.method.name,
-              **(checkpoint.weights_record(info) or {"weights": "live"}),
-              "knn": results["knn"], "knn_k": results["knn_k"], "standardized_features": cfg.eval.standardize,
-              "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc, "macro_f1": r.macro_f1,
-                                  "kappa": r.kappa} for n, r in results["linear"].items()}}
-    out = Path(path).with_name(f"linear_eval-{Path(data).name or 'data'}.json")
-    out.write_text(json.dumps(report, indent=2))
-    results["report_path"] = out
+    results["report"] = {
+        "checkpoint": str(path), "data": str(data), "method": saved.method.name,
+        **(checkpoint.weights_record(info) or {"weights": "live"}),
+        "knn": results["knn"], "knn_k": results["knn_k"], "standardized_features": cfg.eval.standardize,
+        "linear": {str(n): {"test_acc": r.test_acc, "train_acc": r.train_acc, "macro_f1": r.macro_f1,
+                            "kappa": r.kappa} for n, r in results["linear"].items()}}
+    results["report_path"] = report_path
     return results
+
+
+def default_report_path(checkpoint_path, data) -> Path:
+    return Path(checkpoint_path).with_name(f"linear_eval-{Path(data).name or 'data'}.json")
+
+
+def write_report(results: dict) -> Path:
+    """Write ``evaluate_checkpoint``'s report; a failure is one line (the results were shown before)."""
+    path = results["report_path"]
+    try:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results["report"], indent=2)))
+    except OSError as err:
+        raise DataError(f"cannot write the report {path} ({err.strerror or err}); the results are printed "
+                        "above; pass --report PATH to write it elsewhere") from None
+    return path
 
 
 def evaluate_sets(backbone, cfg, train, test, patch_counts) -> dict:

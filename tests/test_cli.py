@@ -63,3 +63,61 @@ def test_linear_eval_refuses_unlabelled_data(tmp_path, capsys):
                  "method.name=random", "model.backbone=resnet8"]) == 0
     assert main(["linear-eval", "--checkpoint", str(out / "last.ckpt"), "--data", str(tmp_path / "x.npz")]) == 2
     assert "needs labels" in capsys.readouterr().err
+
+
+@pytest.fixture
+def random_run(tmp_path):
+    """An untrained checkpoint and a small labelled .npz: the quickest linear evaluation."""
+    rng = np.random.default_rng(0)
+    data = tmp_path / "small.npz"
+    np.savez(data, train_images=rng.integers(0, 255, (16, 8, 8, 3), dtype=np.uint8), train_labels=np.arange(16) % 2,
+             test_images=rng.integers(0, 255, (8, 8, 8, 3), dtype=np.uint8), test_labels=np.arange(8) % 2)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), "--data", str(data), "--no-progress", "method.name=random",
+                 "model.backbone=resnet8", "train.knn_monitor=0"]) == 0
+    return out / "last.ckpt", data
+
+
+def linear_eval(checkpoint, data, *extra):
+    return main(["linear-eval", "--checkpoint", str(checkpoint), "--data", str(data), "--patches", "0",
+                 "--epochs", "1", *extra])
+
+
+def test_linear_eval_refuses_an_unwritable_report_folder_before_evaluating(tmp_path, random_run, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    capsys.readouterr()
+    assert linear_eval(*random_run, "--report", str(blocker / "report.json")) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert f"cannot write in the report's folder {blocker}" in captured.err and "--report PATH" in captured.err
+
+
+def test_linear_eval_prints_its_results_before_a_failing_report_write(random_run, capsys, monkeypatch):
+    import errno
+
+    from spatialssl import evaluate_checkpoint
+
+    def disk_full(path, write):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(evaluate_checkpoint, "atomic_write", disk_full)
+    capsys.readouterr()
+    assert linear_eval(*random_run) == 2
+    captured = capsys.readouterr()
+    assert "linear" in captured.out and "macro-F1" in captured.out  # the results are not lost
+    assert captured.err.count("\n") == 1 and "(No space left on device); the results are printed above" in captured.err
+
+
+def test_linear_eval_writes_its_report_where_asked(tmp_path, random_run):
+    report = tmp_path / "reports" / "mine.json"
+    assert linear_eval(*random_run, "--report", str(report)) == 0
+    assert set(json.loads(report.read_text())["linear"]) == {"0"}
+
+
+def test_pretrain_refuses_an_out_it_cannot_write(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["pretrain", "--out", str(blocker / "run"), "--no-progress", "method.name=random"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot write in the run folder {blocker / 'run'}" in err
