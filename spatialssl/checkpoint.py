@@ -57,14 +57,50 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
     info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging}
     metadata = {"spatialssl": json.dumps({**info, "param_groups": param_groups})}
     path = out_dir / "last.ckpt"
-    evaluated = method if ema is None else ema.module
-    backbone_metadata = {"spatialssl": json.dumps({"backbone": config["model"], "epoch": epoch, **averaging})}
     _write_or_explain(path, lambda: save_weights(path, tensors, metadata))
-    _write_or_explain(out_dir / "backbone.safetensors", lambda: save_weights(
-        out_dir / "backbone.safetensors", evaluated.backbone.state_dict(), backbone_metadata))
-    _write_or_explain(out_dir / "last.json", lambda: atomic_write(
-        out_dir / "last.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2))))
+    write_companions(out_dir, tensors, info)
     return path
+
+
+def write_companions(out_dir: Path, tensors: dict, info: dict) -> None:
+    """``backbone.safetensors`` and ``last.json``, derived from a checkpoint's tensors and info alone.
+    ``last.ckpt`` is written first and is the commit point: a run killed before these were written
+    gets them re-derived from it on resume (``sync_companions``)."""
+    out_dir = Path(out_dir)
+    info = {k: v for k, v in info.items() if k != "param_groups"}  # the optimiser's, not for people
+    backbone_metadata = {"spatialssl": json.dumps({"backbone": info["config"]["model"], "epoch": info["epoch"],
+                                                   **weights_record(info)})}
+    backbone = out_dir / "backbone.safetensors"
+    _write_or_explain(backbone, lambda: save_weights(backbone, backbone_state(tensors), backbone_metadata))
+    summary = out_dir / "last.json"
+    _write_or_explain(summary, lambda: atomic_write(summary, lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2))))
+
+
+def sync_companions(out_dir: Path, tensors: dict, info: dict) -> bool:
+    """Re-derive ``backbone.safetensors`` and ``last.json`` from the checkpoint (``tensors``, ``info``)
+    when either is missing, unreadable or of another epoch; return whether they were rewritten."""
+    out_dir = Path(out_dir)
+    epochs = (_backbone_epoch(out_dir / "backbone.safetensors"), _summary_epoch(out_dir / "last.json"))
+    if all(epoch == info["epoch"] for epoch in epochs):
+        return False
+    write_companions(out_dir, tensors, info)
+    return True
+
+
+def _backbone_epoch(path: Path) -> Optional[int]:
+    """The epoch in an exported backbone's metadata; None when missing or unreadable (a kill mid-write)."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("spatialssl", "{}")).get("epoch")
+    except Exception:  # any damage means the same thing here: derive it again
+        return None
+
+
+def _summary_epoch(path: Path) -> Optional[int]:
+    try:
+        return json.loads(path.read_text()).get("epoch")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _write_or_explain(path: Path, write) -> None:

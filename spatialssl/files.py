@@ -31,14 +31,15 @@ def sweep_temporaries(folder: Path) -> list:
 
 
 def atomic_write(path: Path, write) -> None:
-    """``write(tmp)`` a temporary file in the same folder, then rename it to ``path``, with the mode a
-    plain ``open(path, 'w')`` would give it."""
+    """``write(tmp)`` a temporary file in the same folder, fsync it, rename it to ``path`` and fsync the
+    folder, with the mode a plain ``open(path, 'w')`` would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        _fsync_file(tmp)  # on disk before it is named: a power cut cannot leave an empty file under the name
         # mkstemp creates 0o600 whatever the umask; a checkpoint or a cache in a shared folder must stay
         # readable by whoever the user's umask lets read it.
         os.chmod(tmp, 0o666 & ~current_umask())
@@ -46,3 +47,25 @@ def atomic_write(path: Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)  # and the rename itself on disk
+
+
+def _fsync_file(path) -> None:
+    fd = os.open(path, os.O_RDWR)  # Windows fsyncs only what is open for writing; before chmod, which may forbid it
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # folders cannot be opened on some platforms (Windows): nothing more to do there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a folder; the file itself is on disk
+        pass
+    finally:
+        os.close(fd)

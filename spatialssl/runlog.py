@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
+
+from .files import atomic_write
+
+
+def metrics_row(epoch: int, metrics: dict) -> dict:
+    return {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
 
 
 class RunLog:
@@ -12,7 +19,7 @@ class RunLog:
         self._writer = None
 
     def write(self, epoch: int, metrics: dict) -> None:
-        row = {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
+        row = metrics_row(epoch, metrics)
         exists = self.csv_path.is_file()
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
@@ -35,3 +42,48 @@ class RunLog:
 def read_metrics(out_dir: Path) -> list:
     with open(Path(out_dir) / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def align_metrics(out_dir: Path, epoch: int, metrics: dict) -> None:
+    """Make metrics.csv hold one row per epoch up to the checkpoint's ``epoch``, as a resumed run
+    continues from it: rows after it (or a line torn by a kill) are dropped, and the checkpoint's own
+    row, lost when a run was killed between the checkpoint and the log, is written from its ``metrics``."""
+    path = Path(out_dir) / "metrics.csv"
+    text = _read_text(path)
+    lines = [line for line in text.splitlines(keepends=True) if line.endswith("\n")]  # a torn last line ends without
+    row = metrics_row(epoch, metrics)
+    header = lines[0] if lines else _csv_line(list(row), {k: k for k in row})
+    rows = [line for line in lines[1:] if (_epoch_of(line) or 0) <= epoch]
+    if metrics and not any(_epoch_of(line) == epoch for line in rows):
+        rows.append(_csv_line(next(csv.reader([header])), row))
+    aligned = "".join([header, *rows]) if lines or rows else text
+    if aligned != text:
+        atomic_write(path, lambda tmp: _write_text(tmp, aligned))
+
+
+def _read_text(path: Path) -> str:
+    """The file as written (the csv module's \\r\\n line ends kept); "" when there is none."""
+    try:
+        with open(path, newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
+def _write_text(path, text: str) -> None:
+    with open(path, "w", newline="") as f:
+        f.write(text)
+
+
+def _epoch_of(line: str):
+    try:
+        return int(line.split(",", 1)[0])
+    except ValueError:
+        return None
+
+
+def _csv_line(fieldnames: list, row: dict) -> str:
+    """``row`` as one CSV line of ``fieldnames``' columns (the same metrics every epoch; a missing one left empty)."""
+    buffer = io.StringIO()
+    csv.DictWriter(buffer, fieldnames=fieldnames, extrasaction="ignore").writerow(row)
+    return buffer.getvalue()

@@ -20,7 +20,7 @@ from .determinism import algorithms
 from .evaluate import extract_features, knn_accuracy, knn_neighbours
 from .distributed import from_environment, writes
 from .methods import build_method
-from .runlog import RunLog
+from .runlog import RunLog, align_metrics
 from .runfolder import claimed
 from .safeguards import choose_statistics, warmup_epochs, warn_about_ema, warn_about_warmup
 from .data.signals import load_signals
@@ -122,6 +122,13 @@ def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
     return saved, tensors, info
 
 
+def recommit(out_dir: Path, tensors: dict, info: dict) -> None:
+    """Bring the run folder back to its checkpoint, the commit point: a run killed after writing
+    last.ckpt left backbone.safetensors and last.json stale and metrics.csv a row short or long."""
+    checkpoint.sync_companions(out_dir, tensors, info)
+    align_metrics(out_dir, info["epoch"], info.get("metrics") or {})
+
+
 def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Optional[ImageSet] = None,
              monitor: Optional[tuple] = None, progress: bool = True, stop_after_epoch: Optional[int] = None) -> Path:
     """Pretrain ``cfg.method`` and write checkpoints to ``out_dir`` every epoch.
@@ -136,6 +143,8 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         state = None
         if resume:
             cfg, *state = _resume_config(out_dir, cfg)
+            if writes():
+                recommit(out_dir, *state)
         elif (out_dir / "last.ckpt").exists():
             raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
         with algorithms(cfg.train.deterministic):

@@ -1,8 +1,10 @@
 """One run per folder: the lock, the sweep of killed runs' temporaries, and write failures that
 come early and in one line."""
 import errno
+import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ from spatialssl.data import make_demo_images
 from spatialssl.distributed import writes
 from spatialssl.errors import ConfigError, DataError
 from spatialssl.runfolder import claimed, locked
+from spatialssl.runlog import read_metrics
 from spatialssl.train import pretrain
 
 TINY = {"model": {"backbone": "resnet8"}, "method": {"patch_size": 12},
@@ -131,3 +134,68 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_
     after = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
     assert after[1]["epoch"] == 1 and all(after[0][k].equal(v) for k, v in before.items())
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+class Killed(BaseException):
+    """A kill -9 between two writes, as far as the run folder can tell."""
+
+
+def test_a_kill_between_the_checkpoint_and_its_backbone_is_repaired_on_resume(tmp_path, demo_small, monkeypatch):
+    cfg = load_config(base=TINY, overrides=["train.epochs=2", "train.ema=0.5"])  # the backbone is the EMA's
+    real = checkpoint.save_weights
+
+    def killed_at_the_second_backbone(path, tensors, metadata=None):
+        if path.name == "backbone.safetensors" and (tmp_path / "metrics.csv").is_file():
+            raise Killed
+        real(path, tensors, metadata)
+
+    monkeypatch.setattr(checkpoint, "save_weights", killed_at_the_second_backbone)
+    with pytest.raises(Killed):
+        pretrain(cfg, tmp_path, train_set=demo_small, progress=False)
+    monkeypatch.undo()
+    tensors, info = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
+    assert info["epoch"] == 2 and json.loads((tmp_path / "last.json").read_text())["epoch"] == 1  # stale
+
+    pretrain(cfg, tmp_path, resume=True, train_set=demo_small, progress=False)  # nothing left to train
+    backbone = load_file(tmp_path / "backbone.safetensors")
+    expected = checkpoint.backbone_state(tensors)
+    assert backbone.keys() == expected.keys() and all(backbone[k].equal(v) for k, v in expected.items())
+    assert not all(backbone[k].equal(v) for k, v in checkpoint._state(tensors, "method.backbone.").items())  # not live
+    assert json.loads((tmp_path / "last.json").read_text())["epoch"] == 2
+    assert [row["epoch"] for row in read_metrics(tmp_path)] == ["1", "2"]  # the lost row from the checkpoint
+    assert float(read_metrics(tmp_path)[1]["loss"]) == pytest.approx(info["metrics"]["loss"], abs=1e-6)
+
+
+def test_metrics_rows_after_the_checkpoint_are_dropped_on_resume(tmp_path, demo_small):
+    cfg = load_config(base=TINY, overrides=["train.epochs=2"])
+    pretrain(cfg, tmp_path, train_set=demo_small, progress=False, stop_after_epoch=1)
+    with open(tmp_path / "metrics.csv", "a", newline="") as f:
+        f.write("2,99.0,1.0,1.0\r\n3,99")  # a killed run's row after the checkpoint, and a torn line
+    pretrain(cfg, tmp_path, resume=True, train_set=demo_small, progress=False)
+    rows = read_metrics(tmp_path)
+    assert [row["epoch"] for row in rows] == ["1", "2"] and float(rows[1]["loss"]) != 99.0
+
+
+def test_a_missing_backbone_and_summary_are_rederived_from_the_checkpoint(tmp_path, demo_small):
+    cfg = load_config(base=TINY, overrides=["train.epochs=1"])
+    pretrain(cfg, tmp_path, train_set=demo_small, progress=False)
+    expected = load_file(tmp_path / "backbone.safetensors")
+    (tmp_path / "backbone.safetensors").unlink()
+    (tmp_path / "last.json").write_text("{")  # torn
+    pretrain(cfg, tmp_path, resume=True, train_set=demo_small, progress=False)
+    backbone = load_file(tmp_path / "backbone.safetensors")
+    assert all(backbone[k].equal(v) for k, v in expected.items())
+    assert json.loads((tmp_path / "last.json").read_text())["epoch"] == 1
+
+
+def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    from spatialssl import files
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", stat.S_ISDIR(os.fstat(fd).st_mode)))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda *a: events.append(("replace",)) or real_replace(*a))
+    files.atomic_write(tmp_path / "a.txt", lambda tmp: open(tmp, "w").write("whole"))
+    assert events == [("fsync", False), ("replace",), ("fsync", True)]
+    assert (tmp_path / "a.txt").read_text() == "whole"
