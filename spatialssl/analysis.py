@@ -27,7 +27,9 @@ def load_part(path):
     if cfg.model.backbone.startswith("vit1d_"):
         raise ConfigError(f"{path} is a 1-D (signal) PART checkpoint; these figures are drawn for images")
     method = build_method(cfg, cfg.data.mean, cfg.data.std)
-    method.load_state_dict(checkpoint.evaluated_state(tensors))
+    state = checkpoint.evaluated_state(tensors)
+    checkpoint.check_finite(state, path)
+    checkpoint.load_exactly(method, state, path)
     return method.eval(), cfg
 
 

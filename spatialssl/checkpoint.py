@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .ema import WeightEMA
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .files import atomic_write
 
 FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
@@ -120,14 +120,55 @@ def read_checkpoint(path) -> tuple:
         raise DataError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
-            info = json.loads((f.metadata() or {}).get("spatialssl", "{}"))
+            metadata = (f.metadata() or {}).get("spatialssl", "{}")
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:
         raise DataError(f"cannot read checkpoint {path}: {err}") from None
-    if info.get("format") != FORMAT:
-        raise DataError(f"{path} is not a spatialssl checkpoint (no '{FORMAT}' metadata)")
-    info["config"] = migrate_config(info.get("config", {}))
+    info = _checked_info(path, metadata)
+    info["config"] = migrate_config(info["config"])
+    _check_config(path, info["config"])
     return tensors, info
+
+
+# What every checkpoint's metadata holds (required) and may hold, with the type each must have.
+REQUIRED = {"epoch": int, "config": dict}
+OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float}
+
+
+def _checked_info(path: Path, metadata: str) -> dict:
+    """The checkpoint's metadata, its keys and their types checked: a damaged or hand-made file is
+    refused here, in one line, rather than wherever a key is first used."""
+    try:
+        info = json.loads(metadata)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise DataError(f"{path} is not a spatialssl checkpoint (no '{FORMAT}' metadata)")
+    for key, kind in {**REQUIRED, **OPTIONAL}.items():
+        if key not in info:
+            if key in REQUIRED:
+                raise DataError(f"checkpoint {path} lacks '{key}' in its metadata; it is damaged or not written "
+                                "by spatialssl: use another checkpoint")
+        elif not isinstance(info[key], kind) or isinstance(info[key], bool):
+            raise DataError(f"checkpoint {path} has a malformed '{key}' in its metadata ({kind.__name__} expected, "
+                            f"got {info[key]!r:.40}); it is damaged: use another checkpoint")
+    if info["epoch"] < 0:
+        raise DataError(f"checkpoint {path} has a negative epoch {info['epoch']}; it is damaged: use another checkpoint")
+    return info
+
+
+def _check_config(path: Path, config: dict) -> None:
+    from .config import load_config
+
+    try:
+        load_config(base=config)
+    except ConfigError as err:
+        raise _invalid_config(path, err) from None
+
+
+def _invalid_config(path: Path, err: ConfigError) -> DataError:
+    return DataError(f"the config inside checkpoint {path} is not valid ({err}); it is damaged or from an "
+                     "incompatible spatialssl: use another checkpoint")
 
 
 def migrate_config(config: dict) -> dict:
@@ -149,23 +190,60 @@ def _state(tensors: dict, prefix: str) -> dict:
 
 
 def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, generators=None,
-            ema: Optional[WeightEMA] = None) -> None:
+            ema: Optional[WeightEMA] = None, path="the checkpoint") -> None:
     """Everything a resumed run needs: live weights, optimiser, generators and the weights' EMA."""
-    method.load_state_dict(_state(tensors, LIVE))
+    load_exactly(method, _state(tensors, LIVE), path)
     if ema is not None:
         averaged = _state(tensors, EMA)
         if not averaged:
-            raise DataError("the checkpoint holds no moving average of the weights (ema.*) to resume train.ema from")
-        ema.load_state_dict(averaged)
-    if optimizer is not None:
-        state: dict = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer."):
-                _, index, name = key.split(".", 2)
-                state.setdefault(int(index), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-    for name, generator in (generators or {}).items():
-        generator.set_state(tensors[f"rng.{name}"])
+            raise DataError(f"{path} holds no moving average of the weights (ema.*) to resume train.ema from")
+        load_exactly(ema.module, averaged, path)
+    try:
+        if optimizer is not None:
+            optimizer.load_state_dict({"state": _optimizer_state(tensors), "param_groups": info["param_groups"]})
+        for name, generator in (generators or {}).items():
+            generator.set_state(tensors[f"rng.{name}"])
+    except (KeyError, ValueError, TypeError, RuntimeError) as err:  # what torch raises for a state that does not fit
+        raise DataError(f"cannot resume from {path}: its optimiser or random-generator state is damaged "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                        "start a new run in another --out") from None
+
+
+def _optimizer_state(tensors: dict) -> dict:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    return state
+
+
+def load_exactly(module: torch.nn.Module, state: dict, path) -> None:
+    """``module.load_state_dict(state)``, or one line naming ``path`` and the keys that do not fit."""
+    problems = mismatch(module.state_dict(), state)
+    if problems:
+        raise DataError(f"the weights in {path} do not fit the model its config describes ({problems}); "
+                        "the file is damaged or was edited: use another checkpoint")
+    module.load_state_dict(state)
+
+
+def mismatch(own: dict, state: dict, may_miss=lambda key: False) -> str:
+    """How ``state`` does not fit a module whose state dict is ``own`` ("" when it fits): the first
+    unexpected, missing (unless ``may_miss``) and misshapen keys."""
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state and not may_miss(k)]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+              if k in own and state[k].shape != own[k].shape]
+    return "; ".join(f"{name}: {', '.join(keys[:5])}" for name, keys in
+                     (("unexpected", unexpected), ("missing", missing), ("shape", shapes)) if keys)
+
+
+def check_finite(state: dict, path) -> None:
+    """Refuse weights that hold NaN or infinity: evaluated, they would give garbage, not an error."""
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise DataError(f"the weights in {path} are not finite (first: {key}); evaluate an earlier "
+                            "checkpoint, or retrain (e.g. with a lower optim.lr)")
 
 
 def evaluated_state(tensors: dict) -> dict:
@@ -185,20 +263,24 @@ def weights_record(info: dict) -> dict:
 
 def load_backbone(path) -> tuple:
     """(backbone with the checkpoint's evaluated weights, its Config) from a ``last.ckpt``; a
-    finetuned backbone comes with its classification head."""
-    return backbone_from(*read_checkpoint(path))
+    finetuned backbone comes with its classification head. Non-finite weights are refused."""
+    return backbone_from(*read_checkpoint(path), path)
 
 
-def backbone_from(tensors: dict, info: dict) -> tuple:
-    """``load_backbone`` of a checkpoint already read."""
+def backbone_from(tensors: dict, info: dict, path) -> tuple:
+    """``load_backbone`` of a checkpoint already read from ``path``."""
     from .config import load_config
     from .models import backbone_from_config
 
     cfg = load_config(base=info["config"])
     state = backbone_state(tensors)
+    check_finite(state, path)
     head = next((state[k] for k in ("head.weight", "fc.weight") if k in state), None)
-    backbone = backbone_from_config(cfg.model, 0 if head is None else head.shape[0])
-    backbone.load_state_dict(state)
+    try:
+        backbone = backbone_from_config(cfg.model, 0 if head is None or not head.dim() else head.shape[0])
+    except ConfigError as err:  # no option of the user's can mend a checkpoint's own config
+        raise _invalid_config(path, err) from None
+    load_exactly(backbone, state, path)
     return backbone, cfg
 
 
@@ -226,13 +308,8 @@ def load_pretrained(backbone: torch.nn.Module, path) -> None:
     own = backbone.state_dict()
     state = {k: v for k, v in pretrained_state(path).items() if not k.startswith(CLASSIFIERS)
              and not (k in ADDED_AT_FINETUNING and k in own and v.shape != own[k].shape)}  # resized: fresh
-    unexpected = [k for k in state if k not in own]
-    missing = [k for k in own if k not in state and not k.startswith(CLASSIFIERS) and k not in ADDED_AT_FINETUNING]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
-              if k in own and state[k].shape != own[k].shape]
-    if unexpected or missing or shapes:
-        problems = "; ".join(f"{name}: {', '.join(keys[:5])}" for name, keys in
-                             (("unexpected", unexpected), ("missing", missing), ("shape", shapes)) if keys)
+    problems = mismatch(own, state, may_miss=lambda k: k.startswith(CLASSIFIERS) or k in ADDED_AT_FINETUNING)
+    if problems:
         raise DataError(f"the weights in {path} do not fit model.backbone ({problems}); "
                         "use the backbone and model.patch_size the checkpoint was trained with")
     backbone.load_state_dict(state, strict=False)

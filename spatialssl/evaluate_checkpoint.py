@@ -11,6 +11,7 @@ from . import checkpoint
 from .config import load_config
 from .errors import DataError
 from .files import atomic_write
+from .models import VisionTransformer, VisionTransformer1D
 from .evaluate import linear_evaluation, patch_counts_for
 from .distributed import resolve_device
 from .runfolder import check_writable
@@ -46,7 +47,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     tensors, info = checkpoint.read_checkpoint(path)
     report_path = Path(report_path) if report_path else default_report_path(path, data)
     check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
-    backbone, saved = checkpoint.backbone_from(tensors, info)
+    backbone, saved = checkpoint.backbone_from(tensors, info, path)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
     train = load_data(cfg, "train", data)
     test = load_data(cfg, cfg.data.test_split, data)
@@ -56,7 +57,11 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with
-    results = evaluate_sets(backbone, cfg, train, test, patch_counts_for(cfg, patch_counts))
+    counts = patch_counts_for(cfg, patch_counts)
+    patches = [(cfg.method.patch_size, cfg.method.patch_size)] if max(counts) else []
+    for split in (train, test):
+        check_input_size(backbone, path, split, [split.input_size, *patches])
+    results = evaluate_sets(backbone, cfg, train, test, counts)
     results["report"] = {
         "checkpoint": str(path), "data": str(data), "method": saved.method.name,
         **(checkpoint.weights_record(info) or {"weights": "live"}),
@@ -65,6 +70,23 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
                             "kappa": r.kappa} for n, r in results["linear"].items()}}
     results["report_path"] = report_path
     return results
+
+
+def check_input_size(backbone, path, data, sizes) -> None:
+    """An image ViT takes inputs that are a multiple of its patch size and, with a position embedding,
+    only as many patches as it was trained with; anything else would fail deep in its forward pass."""
+    if not isinstance(backbone, VisionTransformer) or isinstance(backbone, VisionTransformer1D):
+        return  # the 1-D ViT's signal lengths are checked when signals are read; its embedding resamples
+    patch = backbone.patch_size
+    for height, width in sizes:
+        if height % patch or width % patch:
+            raise DataError(f"{path} holds a ViT with {patch}-pixel patches, which cannot tile the {height}x{width} "
+                            f"inputs of {data.source}; set data.image_size to a multiple of {patch}")
+        tokens = (height // patch) * (width // patch)
+        if backbone.pos_embed is not None and tokens != backbone.num_tokens:
+            raise DataError(f"{path} holds a ViT whose position embedding is sized for {backbone.num_tokens} patches; "
+                            f"the {height}x{width} inputs of {data.source} give {tokens}: set data.image_size to "
+                            "the size it was trained on")
 
 
 def default_report_path(checkpoint_path, data) -> Path:

@@ -32,7 +32,7 @@ def export(path, out) -> dict:
     average when the run kept one (``train.ema``, said in ``weights``). The metadata and a
     sibling ``.json`` say how to construct the model it fits. Returns that description."""
     tensors, info = checkpoint.read_checkpoint(path)
-    backbone, cfg = checkpoint.backbone_from(tensors, info)
+    backbone, cfg = checkpoint.backbone_from(tensors, info, path)
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")

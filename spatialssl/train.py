@@ -191,7 +191,8 @@ def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor
     start_epoch = 0
     if state is not None:
         tensors, info = state
-        checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators, ema)
+        checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators, ema,
+                           out_dir / "last.ckpt")
         start_epoch = info["epoch"]
     config_dict = cfg.to_dict()
     last = out_dir / "last.ckpt"
