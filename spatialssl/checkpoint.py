@@ -200,13 +200,22 @@ def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, 
         load_exactly(ema.module, averaged, path)
     try:
         if optimizer is not None:
-            optimizer.load_state_dict({"state": _optimizer_state(tensors), "param_groups": info["param_groups"]})
+            _restore_optimizer(optimizer, tensors, info["param_groups"])
         for name, generator in (generators or {}).items():
             generator.set_state(tensors[f"rng.{name}"])
     except (KeyError, ValueError, TypeError, RuntimeError) as err:  # what torch raises for a state that does not fit
         raise DataError(f"cannot resume from {path}: its optimiser or random-generator state is damaged "
                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                         "start a new run in another --out") from None
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, param_groups: list) -> None:
+    """The saved optimiser state, under the hyper-parameters ``optimizer`` was built with: optim.*
+    may change on resume (e.g. a lower learning rate after a NaN stop)."""
+    own = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    optimizer.load_state_dict({"state": _optimizer_state(tensors), "param_groups": param_groups})
+    for group, settings in zip(optimizer.param_groups, own):
+        group.update(settings)
 
 
 def _optimizer_state(tensors: dict) -> dict:

@@ -15,7 +15,7 @@ from . import checkpoint
 from .config import Config, load_config
 from .data import ImageSet, load_images
 from .ema import WeightEMA
-from .errors import ConfigError, SpatialSSLError, TrainingDiverged
+from .errors import ConfigError, SpatialSSLError, TrainingDiverged, warn
 from .determinism import algorithms
 from .evaluate import extract_features, knn_accuracy, knn_neighbours
 from .distributed import from_environment, writes
@@ -113,13 +113,26 @@ def _resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
         for key in ("input_size", "in_chans"):  # measured on the data
             if mine["model"][key] is None:
                 mine["model"][key] = theirs["model"][key]
+        adjusted = _adjusted_optimiser(mine["optim"], theirs["optim"])
+        mine["optim"] = {**theirs["optim"], "name": mine["optim"]["name"]}
         if mine != theirs:
             differ = [f"{s}.{k}" for s in mine for k in mine[s] if mine[s][k] != theirs[s][k]]
             raise ConfigError(f"--resume: the config differs from the run in {out_dir} in {', '.join(differ)}; "
-                              "resume with the same config (more train.epochs are allowed)")
+                              "resume with the same config (more train.epochs and other optim.* settings than "
+                              "optim.name are allowed)")
+        if adjusted:
+            warn(f"--resume changes the optimiser settings of the run in {out_dir}: {', '.join(adjusted)}")
         saved.train.epochs, saved.train.deterministic = cfg.train.epochs, cfg.train.deterministic
         saved.data.path = cfg.data.path or saved.data.path
+        saved.optim = cfg.optim
     return saved, tensors, info
+
+
+def _adjusted_optimiser(mine: dict, theirs: dict) -> list:
+    """The optim.* settings that a resumed run changes ("optim.lr 0.001 -> 0.0001"), e.g. a lower
+    learning rate after a NaN stop. optim.name is not among them: the saved optimiser state fits
+    only its own optimiser."""
+    return [f"optim.{k} {theirs[k]} -> {v}" for k, v in mine.items() if k != "name" and v != theirs[k]]
 
 
 def recommit(out_dir: Path, tensors: dict, info: dict) -> None:
@@ -258,18 +271,14 @@ def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor
                 if step % cfg.train.log_every == 0 or step == steps - 1:
                     current = ranks.mean(loss.detach()).item()
                     if not math.isfinite(current):
-                        raise TrainingDiverged(
-                            f"the loss became {current} at epoch {epoch + 1}, step {step + 1}; stopped. "
-                            f"The last good checkpoint is kept at {last if last.exists() else '(none yet)'}; "
-                            "lower optim.lr or check the data")
+                        raise diverged(f"the loss became {current} at epoch {epoch + 1}, step {step + 1}", cfg, last)
                     rate = (step + 1) * batch / (time.perf_counter() - started)
                     bar.set_postfix(loss=f"{current:.4f}", img_s=f"{rate:.0f}")
             seconds = time.perf_counter() - started
             summary = {k: float(ranks.mean(torch.as_tensor(v, device=device, dtype=torch.float32))) / steps
                        for k, v in totals.items()}
             if not math.isfinite(summary["loss"]):
-                raise TrainingDiverged(f"the loss became non-finite in epoch {epoch + 1}; the last good checkpoint "
-                                       f"is kept at {last if last.exists() else '(none yet)'}")
+                raise diverged(f"the loss became non-finite in epoch {epoch + 1}", cfg, last)
             summary["images_per_s"] = steps * batch / seconds
             if ranks.main:  # one writer: checkpoints, logs and the kNN monitor
                 if monitor is not None:  # the backbone that will be evaluated
@@ -288,6 +297,15 @@ def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor
         checkpoint.save_checkpoint(out_dir, method, optimizer, generators, config_dict, 0, {}, ema)
     ranks.barrier()
     return last
+
+
+def diverged(what: str, cfg: Config, last: Path) -> TrainingDiverged:
+    """The NaN stop, with advice that can be followed: optim.* may change on --resume."""
+    if not last.exists():
+        return TrainingDiverged(f"{what}; stopped before the first checkpoint. Lower optim.lr "
+                                f"(e.g. optim.lr={cfg.optim.lr / 10:g}) or check the data")
+    return TrainingDiverged(f"{what}; stopped. The last good checkpoint is kept at {last}; continue from it with a "
+                            f"lower learning rate (--resume optim.lr={cfg.optim.lr / 10:g}) or check the data")
 
 
 def sample_seed(seed: int, epoch: int, rank: int) -> int:

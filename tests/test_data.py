@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -92,7 +94,7 @@ def test_decoded_folders_are_cached_by_content(tmp_path, images32, labels20, mon
 def test_resize_option_makes_mixed_sizes_usable(tmp_path, images32, labels20):
     write_class_folders(tmp_path, images32[:4], labels20[:4])
     Image.fromarray(random_images(1, 40, seed=3)[0]).save(tmp_path / "class0" / "big.png")
-    with pytest.raises(DataError, match=r"mixed sizes: .*big.png is 40x40.*data.image_size"):
+    with pytest.raises(DataError, match=r"mixed sizes: class0/\S+ is 32x32, class0/big.png is 40x40.*data.image_size"):
         load_images(tmp_path, cache=False)
     assert load_images(tmp_path, image_size=24, cache=False).image_size == (24, 24)
 
@@ -128,6 +130,27 @@ def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labe
         (folder / "data_batch_1").write_bytes(b"\x80\x04garbage")
     with pytest.raises(DataError, match=message):
         load_images(path, cache=False)
+
+
+def truncated_png(images) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(images[0]).save(buffer, format="PNG")
+    return buffer.getvalue()[:80]
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"not a png at all", "not an image format Pillow recognises, or its header is damaged"),
+    (b"", "the file is empty"),
+    (truncated_png, "truncated"),
+])
+def test_an_undecodable_image_names_the_reason_not_a_buffer(tmp_path, images32, labels20, content, reason):
+    write_class_folders(tmp_path, images32[:4], labels20[:4])
+    broken = tmp_path / "class1" / "broken.png"
+    broken.write_bytes(content(images32) if callable(content) else content)
+    with pytest.raises(DataError) as refused:
+        load_images(tmp_path, cache=False)
+    message = str(refused.value)
+    assert f"cannot decode image {broken}: " in message and reason in message and "BytesIO" not in message
 
 
 class _WritesAFile:

@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from spatialssl import checkpoint
 from spatialssl.config import load_config
 from spatialssl.data import make_demo_images
-from spatialssl.errors import ConfigError, TrainingDiverged
+from spatialssl.errors import ConfigError, SpatialSSLWarning, TrainingDiverged
 from spatialssl.evaluate import linear_evaluation
 from spatialssl.methods import SpatialReasoning
 from spatialssl.runlog import read_metrics
@@ -62,6 +62,29 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, demo_small,
     tensors, info = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
     assert info["epoch"] == 1
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if t.is_floating_point())
+
+
+def test_after_a_nan_stop_a_lower_learning_rate_can_be_resumed_as_advised(tmp_path, demo_small, monkeypatch):
+    real = SpatialReasoning.training_step
+
+    def diverging(self, images, labels, generator):
+        loss, metrics = real(self, images, labels, generator)
+        return loss * float("nan"), metrics
+
+    pretrain(tiny_config("train.epochs=1"), tmp_path, train_set=demo_small, progress=False)
+    monkeypatch.setattr(SpatialReasoning, "training_step", diverging)
+    with pytest.raises(TrainingDiverged, match=r"continue from it with a lower learning rate \(--resume optim.lr=0.0001\)"):
+        pretrain(tiny_config("train.epochs=2"), tmp_path, resume=True, train_set=demo_small, progress=False)
+    monkeypatch.undo()
+    lower = tiny_config("train.epochs=2", "optim.lr=1e-4", "optim.weight_decay=0.01")
+    with pytest.warns(SpatialSSLWarning, match=r"optimiser settings .*: optim.lr 0.001 -> 0.0001, optim.weight_decay 0.0 -> 0.01"):
+        pretrain(lower, tmp_path, resume=True, train_set=demo_small, progress=False)
+    _, info = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
+    assert info["epoch"] == 2 and info["config"]["optim"]["lr"] == 1e-4
+    assert info["param_groups"][0]["weight_decay"] == 0.01  # the optimiser runs with the new settings
+    with pytest.raises(ConfigError, match="differs .* in optim.name"):
+        pretrain(tiny_config("train.epochs=3", "optim.name=sgd"), tmp_path, resume=True, train_set=demo_small,
+                 progress=False)
 
 
 def test_checkpoint_files_and_torchvision_keys(tmp_path, demo_small):

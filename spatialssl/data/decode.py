@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, warn
 from ..files import atomic_write
@@ -34,7 +34,17 @@ def _decode(path: Path, data: bytes, size: Optional[int]) -> np.ndarray:
                 img = img.resize((size, size), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
     except Exception as err:  # Pillow raises many types for corrupt files
-        raise DataError(f"cannot decode image {path}: {err}. Remove or replace the file.") from None
+        raise DataError(f"cannot decode image {path}: {_decode_failure(err, data)}. Remove or replace the file.") from None
+
+
+def _decode_failure(err: Exception, data: bytes) -> str:
+    """Why Pillow could not decode ``data``, in words: its own message names the in-memory buffer
+    (``<_io.BytesIO object at 0x...>``) instead of a reason."""
+    if not data:
+        return "the file is empty"
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image format Pillow recognises, or its header is damaged"
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
 def open_npz(path: Path):
@@ -131,7 +141,7 @@ def decode_files(files: list, root: Path, size: Optional[int], cache: bool = Tru
     for path, array in zip(files, arrays):
         if array.shape != first:
             raise DataError(
-                f"images in {root} have mixed sizes: {files[0].name} is {first[1]}x{first[0]}, "
+                f"images in {root} have mixed sizes: {files[0].relative_to(root)} is {first[1]}x{first[0]}, "
                 f"{path.relative_to(root)} is {array.shape[1]}x{array.shape[0]}. "
                 "Set data.image_size=N to resize every image to N x N once at load.")
     images = np.stack(arrays)
