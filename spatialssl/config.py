@@ -234,9 +234,16 @@ def _override_value(pair: str, raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError as err:
-        reason = str(err).splitlines()[0]
-        raise ConfigError(f"override '{pair}' is not a valid YAML value ({reason}); "
+        raise ConfigError(f"override '{pair}' is not a valid YAML value ({_yaml_reason(err)}); "
                           "quote strings and close brackets, e.g. augment.scale=[0.2,1.0]") from None
+
+
+def _yaml_reason(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line message as one line: what is wrong and where."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(err).splitlines()[0]
 
 
 BUNDLED_RECIPES = Path(__file__).parent / "recipes"
@@ -273,7 +280,11 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
         try:
             recipe = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ConfigError(f"recipe {path} is not valid YAML: {err}") from None
+            raise ConfigError(f"recipe {path} is not valid YAML ({_yaml_reason(err)}); fix it or name a bundled "
+                              "recipe") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"cannot read recipe {path} ({getattr(err, 'strerror', None) or err}); "
+                              "pass a YAML text file") from None
         if not isinstance(recipe, dict):
             raise ConfigError(f"recipe {path} must be a mapping of sections")
         _apply(cfg, recipe, "")
