@@ -35,8 +35,15 @@ def _patch_list(text: str) -> list:
         raise argparse.ArgumentTypeError(f"--patches takes numbers separated by commas, e.g. 0,1,3,9; got {text!r}")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A usage mistake is one line naming it and where help is (argparse prints the usage too)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spatialssl", description="Self-supervised pretraining by spatial reasoning.",
+    parser = OneLineParser(prog="spatialssl", description="Self-supervised pretraining by spatial reasoning.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 

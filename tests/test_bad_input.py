@@ -132,3 +132,13 @@ def test_bad_input_gives_exit_code_2_and_one_error_line(tmp_path, capsys, case):
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert says in err, err
     assert not (tmp_path / "pwned").exists()  # no code ran from the data
+
+
+@pytest.mark.parametrize("argv, says", [(["pretrain", "--out", "x", "--foo"], "unrecognized arguments: --foo"),
+                                        (["nonsense"], "invalid choice: 'nonsense'"),
+                                        (["pretrain"], "required: --out")])
+def test_a_command_line_mistake_is_one_line_too(capsys, argv, says):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and says in err, err
