@@ -208,6 +208,8 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):  # this folder is ours: a plot the budget no longer draws must not linger
+        stale.unlink()
     written = []
 
     def errorbar(axis, xs, measures_runs, label, **style):
@@ -237,7 +239,7 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
     save(figure, "sr_patch_features.png")
 
     sizes = [s for s in (12, 16, 20, 24) if f"sr-n2-p{s}" in results]
-    if sizes:
+    if len(sizes) > 1:
         figure, axis = plt.subplots(figsize=(6, 4))
         for measure, name in ((IMAGE, "image only"), (NINE, "image + 9 patches")):
             errorbar(axis, sizes, [(measure, results[f"sr-n2-p{s}"]) for s in sizes], name)

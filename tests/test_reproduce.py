@@ -102,12 +102,15 @@ def test_the_suite_runs_writes_results_and_reuses_finished_runs(cifar_like, tmp_
 
     out = tmp_path / "RESULTS.md"
     out.write_text("# Reproducing the papers\n\nhand-written discussion stays\n")
+    (tmp_path / "results" / "tiny").mkdir(parents=True)
+    (tmp_path / "results" / "tiny" / "sr_patch_size.png").write_bytes(b"an earlier plan's plot")
     text = reproduce.report(results, TINY, out, "spatialssl reproduce", 1.0)
     written = out.read_text()
     assert "hand-written discussion stays" in written and text in written
     assert "| SR plain > RR, both with image + 9 patch features |" in text and "| RR, K=4 |" in text and "| PART (off-grid), cross-attention |" in text
     for name in ("sr_patch_features.png", "part_variants.png"):
         assert (tmp_path / "results" / "tiny" / name).stat().st_size > 1000
+    assert not (tmp_path / "results" / "tiny" / "sr_patch_size.png").exists()  # one size: no sweep to plot
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
