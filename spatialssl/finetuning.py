@@ -13,6 +13,7 @@ from . import augment, checkpoint
 from .config import Config, load_config
 from .errors import DataError
 from .evaluate_checkpoint import low_label
+from .files import atomic_write
 from .metrics import classification_report
 from .safeguards import warn_about_short_finetune
 from .distributed import resolve_device
@@ -90,5 +91,5 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
               "train_subjects": len(train.subject_ids()) if hasattr(train, "subject_ids") else None,
               "checkpoint": str(last)}
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one writer
-        (out_dir / "finetune.json").write_text(json.dumps(report, indent=2))
+        atomic_write(out_dir / "finetune.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report

@@ -207,17 +207,31 @@ def test_cifar_pickles_of_every_protocol_load(tmp_path, images32, labels20, prot
     assert train.labels[:4].tolist() == labels20[:4].tolist()
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not-a-dict"])
+@pytest.mark.parametrize("damage", ["truncated", "not-a-dict", "no-data", "short-rows", "float-data", "few-labels"])
 def test_damaged_cifar_pickle_gives_one_data_error(tmp_path, images32, labels20, damage):
     import pickle
 
     folder = write_cifar10(tmp_path, images32, labels20, images32, labels20)
     batch = folder / "data_batch_2"
+    rows = images32[:4].transpose(0, 3, 1, 2).reshape(4, -1)
+    contents = {"not-a-dict": [1, 2, 3], "no-data": {b"labels": [0] * 4},
+                "short-rows": {b"data": rows[:, :100], b"labels": [0] * 4},
+                "float-data": {b"data": rows.astype(np.float32), b"labels": [0] * 4},
+                "few-labels": {b"data": rows, b"labels": [0] * 3}}
     if damage == "truncated":
         batch.write_bytes(batch.read_bytes()[:200])
     else:
-        batch.write_bytes(pickle.dumps([1, 2, 3]))
+        batch.write_bytes(pickle.dumps(contents[damage]))
     with pytest.raises(DataError, match=r"data_batch_2"):
+        load_images(tmp_path, cache=False)
+
+
+def test_cifar_metadata_without_names_gives_one_data_error(tmp_path, images32, labels20):
+    import pickle
+
+    folder = write_cifar10(tmp_path, images32, labels20, images32, labels20)
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": "cat,dog"}))
+    with pytest.raises(DataError, match=r"batches.meta is not CIFAR metadata"):
         load_images(tmp_path, cache=False)
 
 

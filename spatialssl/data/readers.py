@@ -78,25 +78,42 @@ def _unpickle(path: Path) -> dict:
     return batch
 
 
-def _cifar_rows(data: np.ndarray) -> np.ndarray:
-    return data.reshape(-1, 3, 32, 32)
+def _entry(batch: dict, key: bytes, path: Path):
+    if key not in batch:
+        raise DataError(f"{path} is not a CIFAR batch: it has no '{key.decode()}' entry (re-download the data set)")
+    return batch[key]
+
+
+def _cifar_batch(path: Path, label_key: bytes) -> tuple:
+    """(N x 3 x 32 x 32 uint8 images, N labels) of one batch file, its shapes checked."""
+    batch = _unpickle(path)
+    data, labels = np.asarray(_entry(batch, b"data", path)), np.asarray(_entry(batch, label_key, path))
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),) \
+            or labels.dtype.kind not in "iu":
+        raise DataError(f"{path} is not a CIFAR batch: expected N x 3072 uint8 images and N integer labels, got "
+                        f"{data.dtype} {data.shape} images and {labels.dtype} {labels.shape} labels (re-download it)")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _class_names(path: Path, key: bytes) -> list:
+    names = _entry(_unpickle(path), key, path)
+    if not isinstance(names, list) or not all(isinstance(n, bytes) for n in names):
+        raise DataError(f"{path} is not CIFAR metadata: '{key.decode()}' is not a list of names (re-download it)")
+    return [n.decode(errors="replace") for n in names]
 
 
 def read_cifar10(root: Path, split: str, labels: str) -> Arrays:
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    batches = [_unpickle(root / n) for n in names]
-    images = np.concatenate([_cifar_rows(b[b"data"]) for b in batches])
-    targets = np.concatenate([np.asarray(b[b"labels"]) for b in batches])
-    meta = _unpickle(root / "batches.meta")
-    return images, targets, [n.decode() for n in meta[b"label_names"]]
+    batches = [_cifar_batch(root / n, b"labels") for n in names]
+    images = np.concatenate([images for images, _ in batches])
+    targets = np.concatenate([targets for _, targets in batches])
+    return images, targets, _class_names(root / "batches.meta", b"label_names")
 
 
 def read_cifar100(root: Path, split: str, labels: str) -> Arrays:
-    batch = _unpickle(root / split)
-    meta = _unpickle(root / "meta")
-    key = b"fine_labels" if labels == "fine" else b"coarse_labels"
-    classes = meta[b"fine_label_names" if labels == "fine" else b"coarse_label_names"]
-    return _cifar_rows(batch[b"data"]), np.asarray(batch[key]), [c.decode() for c in classes]
+    images, targets = _cifar_batch(root / split, b"fine_labels" if labels == "fine" else b"coarse_labels")
+    classes = _class_names(root / "meta", b"fine_label_names" if labels == "fine" else b"coarse_label_names")
+    return images, targets, classes
 
 
 def _read_binary(path: Path, dtype=np.uint8) -> np.ndarray:
