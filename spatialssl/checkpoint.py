@@ -10,12 +10,13 @@ evaluation uses (the EMA's when there is one) under torchvision's keys, for use 
 """
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Optional
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from .ema import WeightEMA
@@ -28,7 +29,14 @@ LIVE, EMA = "method.", "ema."
 
 def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def write(tmp):
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as err:  # e.g. a full disk; not an OSError, so say it as one
+            raise OSError(errno.EIO, f"safetensors: {err}") from None
+
+    atomic_write(Path(path), write)
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:

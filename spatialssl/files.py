@@ -8,8 +8,14 @@ from pathlib import Path
 
 
 def current_umask() -> int:
-    """The process umask. It can only be read by setting it, so it is set and put back at once
-    (process-wide: a thread creating a file in between would get mode 0o666)."""
+    """The process umask. Linux shows it in /proc; elsewhere it can only be read by setting it and
+    putting it back, which races with a thread creating a file in between."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0)
     os.umask(umask)
     return umask

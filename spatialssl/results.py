@@ -201,6 +201,9 @@ def write_markdown(path: Path, budget_name: str, header: list, results: dict, la
     return text
 
 
+PLOTS = ("sr_patch_features.png", "sr_patch_size.png", "part_variants.png", "part_pairs.png")
+
+
 def plot(results: dict, labels: dict, folder: Path) -> list:
     """PNGs: patch features (SR Fig. 4), patch size (Fig. 2), the SR overview, and PART."""
     import matplotlib
@@ -208,8 +211,8 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.png"):  # this folder is ours: a plot the budget no longer draws must not linger
-        stale.unlink()
+    for name in PLOTS:  # a plot this budget no longer draws must not linger beside the new ones
+        (folder / name).unlink(missing_ok=True)
     written = []
 
     def errorbar(axis, xs, measures_runs, label, **style):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from spatialssl import checkpoint, runfolder
@@ -120,17 +121,18 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_
     pretrain(cfg, tmp_path, train_set=demo_small, progress=False, stop_after_epoch=1)
     before = load_file(tmp_path / "last.ckpt")
 
-    def disk_full(tensors, filename, metadata=None):
+    def disk_full(tensors, filename, metadata=None):  # what safetensors raises on a full disk
         with open(filename, "wb") as f:
             f.write(b"\0" * 16)  # a part written, then no space
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
     monkeypatch.setattr(checkpoint, "save_file", disk_full)
     with pytest.raises(DataError) as failed:
         pretrain(cfg, tmp_path, resume=True, train_set=demo_small, progress=False)
     message = str(failed.value)
-    assert message.startswith(f"cannot write {tmp_path / 'last.ckpt'} (No space left on device); the previous "
-                              "last.ckpt is kept") and "\n" not in message
+    assert message.startswith(f"cannot write {tmp_path / 'last.ckpt'} (safetensors: Error while serializing: I/O "
+                              "error: No space left on device (os error 28)); the previous last.ckpt is kept")
+    assert "\n" not in message
     after = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
     assert after[1]["epoch"] == 1 and all(after[0][k].equal(v) for k, v in before.items())
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
