@@ -335,6 +335,12 @@ def _check_ranges(cfg: Config) -> None:
     _require(cfg.part.num_tokens is None or cfg.part.num_tokens >= 1, "part.num_tokens", ">= 1 (or null)",
              cfg.part.num_tokens)
     _require(cfg.eval.epochs >= 1, "eval.epochs", ">= 1", cfg.eval.epochs)
+    _require(cfg.eval.knn_k is None or cfg.eval.knn_k >= 1, "eval.knn_k", "positive (or null to choose it from the data)",
+             cfg.eval.knn_k)
+    _require(cfg.method.position_weight >= 0, "method.position_weight", ">= 0", cfg.method.position_weight)
+    _require(cfg.part.encoder_heads >= 1, "part.encoder_heads", ">= 1", cfg.part.encoder_heads)
+    _require(0 <= t.ema < 1, "train.ema", "the decay of the weights' moving average, in [0, 1) (e.g. 0.9999; 0 turns "
+             "it off)", t.ema)
     for key, value in (("finetune.mixup", f.mixup), ("finetune.cutmix", f.cutmix)):
         _require(value >= 0, key, ">= 0 (0 turns it off)", value)
     for key, value in (("augment.flip_p", a.flip_p), ("augment.jitter_p", a.jitter_p), ("augment.gray_p", a.gray_p),
@@ -352,10 +358,6 @@ def validate(cfg: Config) -> None:
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")
     _choice(m.additive_placement, PLACEMENTS, "method.additive_placement")
-    if m.position_weight < 0:
-        raise ConfigError(f"method.position_weight must be >= 0, got {m.position_weight}")
-    if p.encoder_heads < 1:
-        raise ConfigError(f"part.encoder_heads must be >= 1, got {p.encoder_heads}")
     size = cfg.model.backbone.split("_")[-1]
     if m.name == "part" and p.encoder == "cross_attention" and size in VIT_SIZES:
         width = VIT_SIZES[size][0]
@@ -393,9 +395,6 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"method.patch_size must be positive, got {m.patch_size}")
     if t.batch_size < 2:
         raise ConfigError(f"train.batch_size must be >= 2, got {t.batch_size}")
-    if not 0 <= t.ema < 1:
-        raise ConfigError(f"train.ema is the decay of the weights' moving average and must be in [0, 1) "
-                          f"(e.g. 0.9999; 0 turns it off), got {t.ema}")
     if t.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0, got {t.epochs}")
     if cfg.data.labels not in ("fine", "coarse"):
@@ -403,8 +402,6 @@ def validate(cfg: Config) -> None:
     lo, hi = cfg.augment.scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
-    if cfg.eval.knn_k is not None and cfg.eval.knn_k < 1:
-        raise ConfigError(f"eval.knn_k must be positive (or null to choose it from the data), got {cfg.eval.knn_k}")
     for n in cfg.eval.patches:
         if n not in (0, 1, 3, 5, 7, 9):
             raise ConfigError(f"eval.patches may hold 0, 1, 3, 5, 7 or 9, got {n}")

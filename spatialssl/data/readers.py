@@ -182,14 +182,14 @@ def read_class_folder(root: Path, size: Optional[int], cache: bool) -> Arrays:
 
 
 def list_image_files(path, split: str = "train") -> tuple:
-    """(files, labels or None, classes) of an image-folder data set, without decoding (streaming)."""
+    """(files, labels or None, classes, layout) of an image-folder data set, without decoding (streaming)."""
     layout, root = detect_layout(Path(path).expanduser())
     if layout == "split-folder":
-        return list_class_folder(_split_folder(root, split))
+        return (*list_class_folder(_split_folder(root, split)), layout)
     if layout == "class-folder" and split == "train":
-        return list_class_folder(root)
+        return (*list_class_folder(root), layout)
     if layout == "unlabelled" and split == "train":
-        return list_images(root), None, []
+        return list_images(root), None, [], layout
     raise DataError(f"data.stream reads folders of image files; {path} ({layout} layout, split '{split}') is not one "
                     "(array formats are small enough to load: set data.stream=false)")
 

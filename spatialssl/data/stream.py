@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from .decode import _decode, _read
-from .readers import detect_layout, list_image_files
+from .readers import list_image_files
 
 PREFETCH = 2
 
@@ -80,6 +80,5 @@ class ImageStream:
 def stream_images(path, split: str, size: Optional[int]) -> ImageStream:
     if size is None:
         raise ConfigError("data.stream needs data.image_size (every image is resized to it as it is decoded)")
-    files, labels, classes = list_image_files(path, split)
-    return ImageStream(files, labels, size, classes, f"{Path(path)} ({split}, streamed)",
-                       detect_layout(Path(path).expanduser())[0])
+    files, labels, classes, layout = list_image_files(path, split)
+    return ImageStream(files, labels, size, classes, f"{Path(path)} ({split}, streamed)", layout)

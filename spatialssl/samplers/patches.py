@@ -123,10 +123,9 @@ class PatchSampler:
         patches = augment.random_grayscale(patches, self.gray_p, generator)
         if self.additive:
             paste_x, paste_y = x0, y0
-            if self.additive_placement == "random":
-                span = (len(x0),)
-                paste_x = torch.randint(width - self.patch_size + 1, span, generator=generator, device=device)
-                paste_y = torch.randint(height - self.patch_size + 1, span, generator=generator, device=device)
+            if self.additive_placement == "random":  # uniform over every place the patch fits
+                paste_x, paste_y = (c.flatten() for c in sample_positions(
+                    len(x0), 1, self.patch_size, height, width, False, generator, device))
             patches = paste_patches(patches, paste_x, paste_y, height, width)
         else:
             patches = resize_patches(patches, height, width)
