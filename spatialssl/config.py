@@ -257,6 +257,8 @@ def resolve_recipe(path: Union[str, Path]) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"recipe {path} is a folder; pass a YAML file in it or a bundled recipe's name")
     names_a_bundled_recipe = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "recipes")
     if not names_a_bundled_recipe:
         raise ConfigError(f"recipe {path} does not exist; only a bare name (sr_cifar10) or recipes/<name>.yaml "
@@ -318,7 +320,51 @@ def _check_lengths(cfg: Config) -> None:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A finite int or float: NaN passes no comparison, so it must be refused here."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive_or_none(value: Any) -> bool:
+    return value is None or (_is_number(value) and value > 0)
+
+
+def _check_data_and_signal(cfg: Config) -> None:
+    d, s = cfg.data, cfg.signal
+    _require(_positive_or_none(d.image_size), "data.image_size", "a size in pixels >= 1 (or null to keep the files')",
+             d.image_size)
+    _require(d.workers is None or d.workers >= 0, "data.workers", ">= 0 (or null for all cores)", d.workers)
+    for name, value in (("mean", d.mean), ("std", d.std)):
+        _require(value is None or all(_is_number(v) for v in value), f"data.{name}", "a list of finite numbers", value)
+    _require(d.std is None or all(v > 0 for v in d.std), "data.std", "positive per channel (it divides)", d.std)
+    _require(_positive_or_none(s.sampling_rate), "signal.sampling_rate", "in Hz > 0 (or null to keep the files')",
+             s.sampling_rate)
+    _require(_positive_or_none(s.expected_rate), "signal.expected_rate", "in Hz > 0 (or null)", s.expected_rate)
+    _require(_is_number(s.epoch_seconds) and s.epoch_seconds > 0, "signal.epoch_seconds", "> 0", s.epoch_seconds)
+    _require(0 < s.test_fraction < 1, "signal.test_fraction", "in (0, 1)", s.test_fraction)
+    _require(s.channels is None or (len(s.channels) > 0 and all(isinstance(c, str) for c in s.channels)),
+             "signal.channels", "a non-empty list of channel names (or null for all)", s.channels)
+    band = s.bandpass
+    _require(band is None or (len(band) == 2 and all(_is_number(v) for v in band) and 0 <= band[0] < band[1]),
+             "signal.bandpass", "[low, high] in Hz with 0 <= low < high (or null to turn it off)", band)
+
+
+def _check_model_and_eval(cfg: Config) -> None:
+    m, e, p, f = cfg.model, cfg.eval, cfg.part, cfg.finetune
+    _require(_is_number(m.drop_path) and 0 <= m.drop_path < 1, "model.drop_path", "in [0, 1)", m.drop_path)
+    for key, value in (("model.depth", m.depth), ("model.in_chans", m.in_chans), ("model.num_tokens", m.num_tokens),
+                       ("part.box_size", p.box_size), ("finetune.subjects", f.subjects)):
+        _require(value is None or value >= 1, key, ">= 1 (or null)", value)
+    _require(m.input_size is None or (len(m.input_size) in (1, 2) and all(isinstance(v, int) and v >= 1
+                                                                             for v in m.input_size)),
+             "model.input_size", "[H, W] (or [T]) of positive ints, or null to take it from the data", m.input_size)
+    _require(p.mlp_hidden >= 0, "part.mlp_hidden", ">= 0 (0: a single linear map)", p.mlp_hidden)
+    _require(_is_number(e.lr) and e.lr > 0, "eval.lr", "a finite number > 0", e.lr)
+    _require(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
+    _require(e.augment_copies >= 1, "eval.augment_copies", ">= 1", e.augment_copies)
+    _require(0 <= f.label_smoothing < 1, "finetune.label_smoothing", "in [0, 1)", f.label_smoothing)
+    _require(f.randaugment_ops >= 0, "finetune.randaugment_ops", ">= 0 (0 turns RandAugment off)", f.randaugment_ops)
+    _require(_is_number(cfg.optim.min_lr) and cfg.optim.min_lr >= 0, "optim.min_lr", "a finite number >= 0",
+             cfg.optim.min_lr)
 
 
 def _check_ranges(cfg: Config) -> None:
@@ -354,6 +400,8 @@ def validate(cfg: Config) -> None:
     m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
     _check_lengths(cfg)
     _check_ranges(cfg)
+    _check_data_and_signal(cfg)
+    _check_model_and_eval(cfg)
     _choice(m.name, METHODS, "method.name")
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")

@@ -57,6 +57,31 @@ def test_invalid_options_are_refused_with_their_key(override, message):
     ("finetune.random_erasing=3", "finetune.random_erasing"),
     ("finetune.mixup=-0.8", "finetune.mixup"),
     ("finetune.cutmix=-1", "finetune.cutmix"),
+    ("augment.jitter=[.nan, 0.4, 0.4, 0.1]", "augment.jitter"),
+    ("data.image_size=0", "data.image_size"),
+    ("data.workers=-1", "data.workers"),
+    ("data.std=[0.2, 0.0, 0.2]", "data.std"),
+    ("data.mean=[.nan, 0.5, 0.5]", "data.mean"),
+    ("signal.sampling_rate=0", "signal.sampling_rate"),
+    ("signal.expected_rate=-100", "signal.expected_rate"),
+    ("signal.epoch_seconds=0", "signal.epoch_seconds"),
+    ("signal.test_fraction=1", "signal.test_fraction"),
+    ("signal.test_fraction=0", "signal.test_fraction"),
+    ("signal.channels=[]", "signal.channels"),
+    ("signal.bandpass=[30]", "signal.bandpass"),
+    ("signal.bandpass=[30, 0.3]", "signal.bandpass"),
+    ("model.drop_path=1", "model.drop_path"),
+    ("model.depth=0", "model.depth"),
+    ("model.input_size=[0, 32]", "model.input_size"),
+    ("part.box_size=0", "part.box_size"),
+    ("part.mlp_hidden=-1", "part.mlp_hidden"),
+    ("eval.lr=0", "eval.lr"),
+    ("eval.batch_size=0", "eval.batch_size"),
+    ("eval.augment_copies=0", "eval.augment_copies"),
+    ("finetune.label_smoothing=1", "finetune.label_smoothing"),
+    ("finetune.randaugment_ops=-1", "finetune.randaugment_ops"),
+    ("finetune.subjects=0", "finetune.subjects"),
+    ("optim.min_lr=-1e-5", "optim.min_lr"),
     ("augment.scale=[0.5", "augment.scale=[0.5"),  # a YAML error names the override
     ("train.device={cpu", "train.device={cpu"),
 ])
@@ -68,7 +93,8 @@ def test_every_value_out_of_range_is_refused_naming_its_key(override, key):
 
 
 @pytest.mark.parametrize("override", ["train.device=cuda:1", "train.device=mps", "part.num_tokens=null",
-                                      "optim.lr=1e-4", "augment.flip_p=0", "finetune.mixup=0"])
+                                      "optim.lr=1e-4", "augment.flip_p=0", "finetune.mixup=0", "signal.bandpass=null",
+                                      "signal.bandpass=[0, 30]", "signal.sampling_rate=null", "model.drop_path=0.99"])
 def test_values_at_the_edge_of_their_range_are_accepted(override):
     load_config(overrides=[override])
 
@@ -162,3 +188,9 @@ def test_every_option_named_in_the_source_is_a_real_option():
                     unknown.append(f"{path.name}: {match.group(0)}")
     assert named > 100  # the scan sees the messages
     assert not unknown
+
+
+def test_a_recipe_path_that_is_a_folder_is_named_as_one(tmp_path):
+    (tmp_path / "rr_cifar10").mkdir()
+    with pytest.raises(ConfigError, match="is a folder; pass a YAML file"):
+        load_config(tmp_path / "rr_cifar10")
