@@ -16,11 +16,11 @@ import torch.nn.functional as F
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
 
 
-def require_uint8(images: torch.Tensor, sampler: str) -> None:
-    """Samplers divide by 255: float images in [0, 1] (ToTensor's) would become near-black, near-constant
+def require_uint8(images: torch.Tensor, caller: str) -> None:
+    """Samplers and the evaluators divide by 255: float images in [0, 1] (ToTensor's) would become near-black, near-constant
     views that train on nothing without any error."""
     if images.dtype != torch.uint8:
-        raise ValueError(f"{sampler} takes uint8 images with values 0-255, got {images.dtype}; pass uint8 0-255 "
+        raise ValueError(f"{caller} takes uint8 images with values 0-255, got {images.dtype}; pass uint8 0-255 "
                          "images (e.g. (x * 255).round().to(torch.uint8) for ToTensor's floats in [0, 1])")
 
 

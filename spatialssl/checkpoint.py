@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from .ema import WeightEMA
 from .errors import ConfigError, DataError
-from .files import atomic_write
+from .files import atomic_write, write_or_explain
 
 FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
 LIVE, EMA = "method.", "ema."
@@ -112,13 +112,9 @@ def _summary_epoch(path: Path) -> Optional[int]:
 
 
 def _write_or_explain(path: Path, write) -> None:
-    """``write()`` ``path``; a full disk or a lost permission becomes one line naming the file. The
-    write is atomic, so the previous file stays whole and the run can be resumed from it."""
-    try:
-        write()
-    except OSError as err:
-        raise DataError(f"cannot write {path} ({err.strerror or err}); the previous {path.name} is kept. "
-                        f"Free space in (or fix the permissions of) {path.parent} and continue with --resume") from None
+    """The write is atomic, so on failure the previous file stays whole and the run can resume from it."""
+    write_or_explain(path, write, f"the previous {path.name} is kept. Free space in (or fix the permissions of) "
+                                  f"{path.parent} and continue with --resume")
 
 
 def read_checkpoint(path) -> tuple:

@@ -27,9 +27,10 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: Sequence[f
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start:start + batch_size].to(device, non_blocking=True)
-        if x.dtype != torch.uint8:  # signals: already normalised epochs, no patches
+        if x.ndim == 3:  # signals (B x C x T): already normalised epochs, no patches
             out.append(embed(backbone, x)[:, None].float().cpu())
             continue
+        augment.require_uint8(x, "extract_features")
         x = x.float().div_(255)
         if augment_generator is not None:
             x = augment.random_affine(x, augment_generator)

@@ -10,8 +10,8 @@ import torch
 from . import checkpoint
 from .config import load_config
 from .errors import DataError
-from .files import atomic_write
-from .models import VisionTransformer, VisionTransformer1D
+from .files import atomic_write, write_or_explain
+from .models import VisionTransformer, VisionTransformer1D, input_channels
 from .evaluate import linear_evaluation, patch_counts_for
 from .distributed import resolve_device
 from .runfolder import check_writable
@@ -73,8 +73,13 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
 
 
 def check_input_size(backbone, path, data, sizes) -> None:
-    """An image ViT takes inputs that are a multiple of its patch size and, with a position embedding,
-    only as many patches as it was trained with; anything else would fail deep in its forward pass."""
+    """A backbone takes the channels it was trained on; an image ViT takes inputs that are a multiple of its
+    patch size and, with a position embedding, only as many patches as it was trained with; anything else
+    would fail deep in its forward pass."""
+    channels, theirs = input_channels(backbone), data.tensor.shape[1]
+    if channels != theirs:
+        raise DataError(f"{path} holds a backbone that takes {channels}-channel inputs; {data.source} has {theirs} "
+                        "channels (for signals, signal.channels picks which, in order)")
     if not isinstance(backbone, VisionTransformer) or isinstance(backbone, VisionTransformer1D):
         return  # the 1-D ViT's signal lengths are checked when signals are read; its embedding resamples
     patch = backbone.patch_size
@@ -96,11 +101,9 @@ def default_report_path(checkpoint_path, data) -> Path:
 def write_report(results: dict) -> Path:
     """Write ``evaluate_checkpoint``'s report; a failure is one line (the results were shown before)."""
     path = results["report_path"]
-    try:
-        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results["report"], indent=2)))
-    except OSError as err:
-        raise DataError(f"cannot write the report {path} ({err.strerror or err}); the results are printed "
-                        "above; pass --report PATH to write it elsewhere") from None
+    write_or_explain(path, lambda: atomic_write(path, lambda tmp: Path(tmp).write_text(
+        json.dumps(results["report"], indent=2))), "the results are printed above; pass --report PATH to write it "
+                                                   "elsewhere")
     return path
 
 

@@ -7,7 +7,9 @@ import json
 from pathlib import Path
 
 from . import checkpoint
+from .files import atomic_write, write_or_explain
 from .models import VisionTransformer, VisionTransformer1D
+from .runfolder import check_writable
 
 
 def timm_constructor(backbone) -> dict:
@@ -31,13 +33,18 @@ def export(path, out) -> dict:
     """Write the backbone of checkpoint ``path`` to ``out`` (.safetensors): the weights' moving
     average when the run kept one (``train.ema``, said in ``weights``). The metadata and a
     sibling ``.json`` say how to construct the model it fits. Returns that description."""
-    tensors, info = checkpoint.read_checkpoint(path)
-    backbone, cfg = checkpoint.backbone_from(tensors, info, path)
     out = Path(out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")
+    check_writable(out.parent, "the export folder", "choose another --out or fix its permissions")
+    tensors, info = checkpoint.read_checkpoint(path)
+    backbone, cfg = checkpoint.backbone_from(tensors, info, path)
     described = {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path),
                  "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info)}
-    checkpoint.save_weights(out, backbone.state_dict(), {"spatialssl": json.dumps(described)})
-    out.with_suffix(".json").write_text(json.dumps(described, indent=2))
+    advice = f"free space in (or fix the permissions of) {out.parent} and export again"
+    write_or_explain(out, lambda: checkpoint.save_weights(out, backbone.state_dict(),
+                                                          {"spatialssl": json.dumps(described)}), advice)
+    sidecar = out.with_suffix(".json")
+    write_or_explain(sidecar, lambda: atomic_write(sidecar, lambda tmp: Path(tmp).write_text(
+        json.dumps(described, indent=2))), advice)
     return {**described, "path": str(out)}

@@ -6,6 +6,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from .errors import DataError
+
 
 def current_umask() -> int:
     """The process umask. Linux shows it in /proc; elsewhere it can only be read by setting it and
@@ -54,6 +56,15 @@ def atomic_write(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)  # and the rename itself on disk
+
+
+def write_or_explain(path: Path, write, advice: str) -> None:
+    """``write()`` ``path``; a full disk or a lost permission becomes one line naming the file and what
+    to do (``advice``) instead of a traceback."""
+    try:
+        write()
+    except OSError as err:
+        raise DataError(f"cannot write {path} ({err.strerror or err}); {advice}") from None
 
 
 def _fsync_file(path) -> None:

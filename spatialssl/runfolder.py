@@ -2,6 +2,7 @@
 run on the same ``--out``, and cleared of the temporaries that killed runs left behind."""
 from __future__ import annotations
 
+import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,7 +36,13 @@ def locked(folder: Path):
     if fcntl is None:
         yield False
         return
-    with open(folder / LOCK_NAME, "a") as handle:
+    lock = folder / LOCK_NAME
+    try:  # read-only is enough for flock: a lock file left by another user with mode 0644 still serves
+        handle = open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666))
+    except OSError as err:
+        raise ConfigError(f"cannot open the lock file {lock} ({err.strerror or err}); fix its permissions, or "
+                          "remove it while no run uses the folder") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -5,7 +5,8 @@ import csv
 import io
 from pathlib import Path
 
-from .files import atomic_write
+from .errors import warn
+from .files import atomic_write, write_or_explain
 
 
 def metrics_row(epoch: int, metrics: dict) -> dict:
@@ -19,13 +20,22 @@ class RunLog:
         self._writer = None
 
     def write(self, epoch: int, metrics: dict) -> None:
-        row = metrics_row(epoch, metrics)
+        """Append the epoch's row. Called after its checkpoint: a failed write loses nothing that
+        ``--resume`` does not rebuild from it (``align_metrics``)."""
+        advice = (f"the checkpoint of epoch {epoch} is saved; free space in (or fix the permissions of) "
+                  f"{self.csv_path.parent} and continue with --resume")
+        write_or_explain(self.csv_path, lambda: self._append_csv(metrics_row(epoch, metrics)), advice)
+        write_or_explain(self.tb_dir, lambda: self._add_scalars(epoch, metrics), advice)
+
+    def _append_csv(self, row: dict) -> None:
         exists = self.csv_path.is_file()
         with open(self.csv_path, "a", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(row))
             if not exists:
                 writer.writeheader()
             writer.writerow(row)
+
+    def _add_scalars(self, epoch: int, metrics: dict) -> None:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when logging
 
@@ -36,7 +46,10 @@ class RunLog:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
+            try:
+                self._writer.close()
+            except OSError as err:  # in a finally: must not hide the error that ended the run
+                warn(f"could not finish the TensorBoard log in {self.tb_dir} ({err.strerror or err})")
 
 
 def read_metrics(out_dir: Path) -> list:

@@ -15,7 +15,7 @@ from . import checkpoint
 from .config import Config, load_config
 from .data import ImageSet, load_images
 from .ema import WeightEMA
-from .errors import ConfigError, SpatialSSLError, TrainingDiverged, warn
+from .errors import ConfigError, DataError, SpatialSSLError, TrainingDiverged, warn
 from .determinism import algorithms
 from .evaluate import extract_features, knn_accuracy, knn_neighbours
 from .distributed import from_environment, writes
@@ -66,6 +66,11 @@ def load_monitor_data(cfg: Config, train_set: ImageSet) -> Optional[tuple]:
     return train_set.subset(n, seed=1), test_set.subset(n, seed=2)
 
 
+def data_channels(data) -> int:
+    """Channels of an ImageSet/SignalSet (its tensor's dim 1) or of a stream (decoded to RGB)."""
+    return data.tensor.shape[1] if hasattr(data, "tensor") else 3
+
+
 def check_against_data(cfg: Config, data) -> None:
     """Checks of the options against the images or signals, before any work."""
     m, p, patch = cfg.method, cfg.part, cfg.model.patch_size
@@ -94,6 +99,10 @@ def check_against_data(cfg: Config, data) -> None:
     if m.name == "part" and p.num_pairs > tokens * (tokens - 1):
         raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
                           f"of {tokens} {tokens_are}; lower part.num_pairs")
+    channels = data_channels(data)
+    if cfg.model.in_chans is not None and cfg.model.in_chans != channels:  # set by a checkpoint (resume, finetune)
+        raise DataError(f"the backbone takes {cfg.model.in_chans}-channel inputs (model.in_chans, from its "
+                        f"checkpoint); {data.source} has {channels} (for signals, signal.channels picks which, in order)")
     if m.name != "random" and len(data) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} {items_are} in "
                           f"{data.source}; lower train.batch_size")
@@ -176,8 +185,7 @@ def _train(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor
     if isinstance(train_set, (ImageSet, ImageStream)) and state is None:
         cfg, statistics = choose_statistics(cfg, train_set)
     if cfg.model.input_size is None or cfg.model.in_chans is None:
-        channels = train_set.tensor.shape[1] if hasattr(train_set, "tensor") else 3
-        measured = {"input_size": list(train_set.input_size), "in_chans": channels}
+        measured = {"input_size": list(train_set.input_size), "in_chans": data_channels(train_set)}
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(
             cfg.model, **{k: v for k, v in measured.items() if getattr(cfg.model, k) is None}))
     ranks, device = from_environment(cfg.train.device)

@@ -77,3 +77,47 @@ def test_a_constant_feature_dimension_is_dropped_not_amplified():
     test = torch.randn(10, 4)
     scaled = standardizer([train])(test)
     assert torch.equal(scaled[:, 2], torch.zeros(10)) and scaled.abs().max() < 100
+
+
+def test_float_images_are_refused_by_the_evaluators_not_read_as_signals():
+    """4-D float images (ToTensor's [0, 1]) would become near-black features without an error."""
+    import pytest
+
+    from spatialssl.config import load_config
+    from spatialssl.methods.finetune import Finetune
+
+    backbone = create_backbone("resnet8")
+    floats = torch.rand(4, 3, 32, 32)
+    with pytest.raises(ValueError, match="extract_features takes uint8 images"):
+        extract_features(backbone, floats, (0.5,) * 3, (0.2,) * 3)
+    cfg = load_config(overrides=["model.backbone=resnet8", "method.name=finetune", "model.init_from=x"])
+    method = Finetune.from_config(cfg, create_backbone("resnet8", num_classes=2), (0.5,) * 3, (0.2,) * 3, 2)
+    with pytest.raises(ValueError, match="Finetune.augment takes uint8 images"):
+        method.training_step(floats, torch.tensor([0, 1, 0, 1]), torch.Generator())
+    loss, _ = method.training_step((floats * 255).to(torch.uint8), torch.tensor([0, 1, 0, 1]), torch.Generator())
+    assert loss.isfinite()
+
+
+def test_a_1d_checkpoint_on_signals_with_other_channels_is_refused_before_work(tmp_path):
+    import numpy as np
+    import pytest
+
+    from spatialssl.config import load_config
+    from spatialssl.data.demo_signals import demo_signal_splits
+    from spatialssl.errors import DataError
+    from spatialssl.evaluate_checkpoint import evaluate_checkpoint
+    from spatialssl.finetuning import finetune
+    from spatialssl.train import pretrain
+
+    train, _ = demo_signal_splits(2, 1, 8)  # 2 channels
+    cfg = load_config(overrides=["method.name=part", "model.backbone=vit1d_tiny", "model.depth=1",
+                                 "model.patch_size=25", "part.num_tokens=12", "part.num_pairs=64", "train.epochs=0",
+                                 "train.batch_size=8", "train.knn_monitor=0"])
+    last = pretrain(cfg, tmp_path / "run", train_set=train, progress=False)
+    signals = np.random.default_rng(0).normal(size=(20, 3, 500)).astype(np.float32)
+    data = tmp_path / "three.npz"
+    np.savez(data, signals=signals, labels=np.arange(20) % 2, subjects=np.arange(20) // 2)
+    with pytest.raises(DataError, match="takes 2-channel inputs; .*three.npz.* has 3 channels"):
+        evaluate_checkpoint(last, str(data), ["signal.sampling_rate=null", "signal.bandpass=null"])
+    with pytest.raises(DataError, match=r"takes 2-channel inputs \(model.in_chans, from its checkpoint\); .*three.npz"):
+        finetune(last, str(data), tmp_path / "ft", ["train.epochs=1", "train.batch_size=4"], progress=False)

@@ -201,3 +201,46 @@ def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_
     files.atomic_write(tmp_path / "a.txt", lambda tmp: open(tmp, "w").write("whole"))
     assert events == [("fsync", False), ("replace",), ("fsync", True)]
     assert (tmp_path / "a.txt").read_text() == "whole"
+
+
+def test_a_full_disk_at_the_metrics_log_is_one_line_and_resume_rebuilds_the_row(tmp_path, demo_small, monkeypatch):
+    from spatialssl.runlog import RunLog
+
+    def disk_full(self, row):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    cfg = load_config(base=TINY, overrides=["train.epochs=2"])
+    with monkeypatch.context() as patched:
+        patched.setattr(RunLog, "_append_csv", disk_full)
+        with pytest.raises(DataError) as failed:
+            pretrain(cfg, tmp_path, train_set=demo_small, progress=False)
+    message = str(failed.value)
+    assert message.startswith(f"cannot write {tmp_path / 'metrics.csv'} (No space left on device); the checkpoint "
+                              "of epoch 1 is saved") and "--resume" in message and "\n" not in message
+    pretrain(cfg, tmp_path, resume=True, train_set=demo_small, progress=False)
+    assert [int(row["epoch"]) for row in read_metrics(tmp_path)] == [1, 2]
+
+
+@needs_flock
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path, demo_small):
+    (tmp_path / runfolder.LOCK_NAME).mkdir()  # unopenable as a file, even by root
+    with pytest.raises(ConfigError, match=f"cannot open the lock file {tmp_path / runfolder.LOCK_NAME} "):
+        untrained(tmp_path, demo_small)
+
+
+def test_export_into_an_unwritable_place_or_a_full_disk_is_one_line(tmp_path, demo_small, monkeypatch):
+    from spatialssl.export import export
+
+    run = untrained(tmp_path / "run", demo_small)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=f"cannot write in the export folder {blocker}"):
+        export(run, blocker / "backbone.safetensors")
+
+    def disk_full(tensors, filename, metadata=None):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    with pytest.raises(DataError, match=f"cannot write {tmp_path / 'out.safetensors'} .*No space left.*export again"):
+        export(run, tmp_path / "out.safetensors")
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))]

@@ -29,6 +29,7 @@ class Finetune(Method):
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Crop, flip and colour (the views' settings), RandAugment, normalise, erase."""
         o, v = self.options, self.views
+        augment.require_uint8(images, "Finetune.augment")
         x = images.float().div_(255)
         boxes = augment.sample_crop_boxes(len(x), *x.shape[-2:], v.scale, v.ratio, generator, x.device)
         flip = torch.rand(len(x), generator=generator, device=x.device) < v.flip_p
@@ -41,7 +42,7 @@ class Finetune(Method):
 
     def training_step(self, images, labels, generator):
         o = self.options
-        x = self.augment(images, generator) if images.dtype == torch.uint8 else images  # signals: as read
+        x = self.augment(images, generator) if images.ndim == 4 else images  # signals (B x C x T): as read
         x, targets = regularize.mix_batch(x, labels, self.num_classes, generator,
                                           o.mixup, o.cutmix, o.mix_prob, o.switch_prob, o.label_smoothing)
         logits = self.backbone(x)

@@ -55,6 +55,11 @@ def backbone_from_config(model, num_classes: int = 0) -> nn.Module:
                            model.in_chans, model.num_tokens)
 
 
+def input_channels(backbone: nn.Module) -> int:
+    """The channels a backbone takes: its first convolution's (a ResNet's stem, a ViT's patch embedding)."""
+    return next(m.in_channels for m in backbone.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
+
+
 def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """Pooled features (B x num_features) of any backbone with timm's manners."""
     return backbone.forward_head(backbone.forward_features(images), pre_logits=True)
@@ -62,5 +67,5 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
-           "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed",
+           "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed", "input_channels",
            "BACKBONES", *RESNETS]
