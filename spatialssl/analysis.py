@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from . import augment, checkpoint
 from .config import load_config
 from .data import load_images
+from .models import modality
 from .errors import ConfigError
 from .methods import build_method
 from .samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
@@ -24,7 +25,7 @@ def load_part(path):
     cfg = load_config(base=info["config"])
     if cfg.method.name != "part":
         raise ConfigError(f"{path} was trained with method '{cfg.method.name}'; these figures need a PART checkpoint")
-    if cfg.model.backbone.startswith("vit1d_"):
+    if modality(cfg.model.backbone) == "signals":
         raise ConfigError(f"{path} is a 1-D (signal) PART checkpoint; these figures are drawn for images")
     method = build_method(cfg, cfg.data.mean, cfg.data.std)
     state = checkpoint.evaluated_state(tensors)

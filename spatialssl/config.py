@@ -15,8 +15,8 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from .errors import ConfigError
-from .models.relative import ENCODERS
-from .models.vit import SIZES as VIT_SIZES
+from .models import BACKBONES, ENCODERS, is_vit, modality
+from .models.vit import POOLS, SIZES as VIT_SIZES
 from .samplers.boxes import MODES as SAMPLING
 from .samplers.patches import PLACEMENTS
 
@@ -412,13 +412,18 @@ def validate(cfg: Config) -> None:
         if width % p.encoder_heads:
             raise ConfigError(f"part.encoder_heads {p.encoder_heads} must divide the {width}-wide embeddings of "
                               f"{cfg.model.backbone}; choose a divisor of {width} (the published encoder uses 1)")
+    _choice(cfg.model.backbone, BACKBONES, "model.backbone")
+    _choice(cfg.model.global_pool, POOLS, "model.global_pool")
+    if cfg.model.global_pool == "token" and not cfg.model.class_token:
+        raise ConfigError("model.global_pool=token needs model.class_token=true")
     _choice(o.name, ("adam", "adamw", "sgd"), "optim.name")
     _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
-    if m.name == "part" and not cfg.model.backbone.startswith(("vit_", "vit1d_")):
+    signals = modality(cfg.model.backbone) == "signals"
+    if m.name == "part" and not is_vit(cfg.model.backbone):
         raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
                           f"vit1d_tiny or vit1d_small), got '{cfg.model.backbone}'")
-    if m.name == "part" and cfg.model.pos_embed and not (cfg.model.backbone.startswith("vit1d_") and p.pos_embed_mask > 0):
+    if m.name == "part" and cfg.model.pos_embed and not (signals and p.pos_embed_mask > 0):
         raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false "
                           "(1-D only: a position embedding over time-sorted windows with part.pos_embed_mask > 0)")
     if not 0 <= p.pos_embed_mask < 1:
@@ -455,5 +460,5 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"eval.patches may hold 0, 1, 3, 5, 7 or 9, got {n}")
     for name in ("mean", "std"):
         value = getattr(cfg.data, name)
-        if value is not None and len(value) != 3 and not cfg.model.backbone.startswith("vit1d_"):
+        if value is not None and len(value) != 3 and not signals:
             raise ConfigError(f"data.{name} needs 3 values (R, G, B), got {value}")

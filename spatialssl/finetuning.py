@@ -15,6 +15,7 @@ from .errors import DataError
 from .evaluate_checkpoint import low_label
 from .files import atomic_write
 from .metrics import classification_report
+from .models import is_vit, modality
 from .safeguards import warn_about_short_finetune
 from .distributed import resolve_device
 from .train import load_data, pretrain
@@ -39,9 +40,9 @@ def finetune_config(path, data: Optional[str], overrides: Optional[list] = None)
     base = load_config(base=info["config"]).to_dict()
     for section, values in RECIPE.items():
         base[section].update(values)
-    if base["model"]["backbone"].startswith(("vit_", "vit1d_")):
+    if is_vit(base["model"]["backbone"]):
         base["model"].update(VIT)
-    if base["model"]["backbone"].startswith("vit1d_"):  # signals: no image augmentation
+    if modality(base["model"]["backbone"]) == "signals":  # no image augmentation
         base["finetune"].update(SIGNALS)
     base["model"].update({"init_from": str(path), "input_size": None, "num_tokens": None})
     if data is not None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -20,6 +22,7 @@ from .determinism import algorithms
 from .evaluate import extract_features, knn_accuracy, knn_neighbours
 from .distributed import from_environment, writes
 from .methods import build_method
+from .models import is_vit, modality
 from .runlog import RunLog, align_metrics
 from .runfolder import claimed
 from .safeguards import choose_statistics, warmup_epochs, warn_about_ema, warn_about_warmup
@@ -32,7 +35,7 @@ from .samplers.patches import check_patch_geometry
 
 
 def is_signal_model(cfg: Config) -> bool:
-    return cfg.model.backbone.startswith("vit1d_")
+    return modality(cfg.model.backbone) == "signals"
 
 
 def load_data(cfg: Config, split: str, path=None):
@@ -66,6 +69,19 @@ def load_monitor_data(cfg: Config, train_set: ImageSet) -> Optional[tuple]:
     return train_set.subset(n, seed=1), test_set.subset(n, seed=2)
 
 
+@contextmanager
+def options_named(**keys: str):
+    """Building blocks name their own arguments (``num_tokens``); a user set options (``part.num_tokens``):
+    a block's ValueError becomes a ConfigError in the user's words."""
+    try:
+        yield
+    except ValueError as err:
+        message = str(err)
+        for argument, key in keys.items():
+            message = re.sub(rf"(?<![\w.]){re.escape(argument)}(?!\w)", key, message)
+        raise ConfigError(message) from None
+
+
 def data_channels(data) -> int:
     """Channels of an ImageSet/SignalSet (its tensor's dim 1) or of a stream (decoded to RGB)."""
     return data.tensor.shape[1] if hasattr(data, "tensor") else 3
@@ -81,7 +97,9 @@ def check_against_data(cfg: Config, data) -> None:
         if m.name not in ("part", "finetune", "supervised", "random"):
             raise ConfigError(f"method {m.name} works on images; signals take part, finetune or supervised")
         if m.name == "part":
-            check_window_geometry(p.sampling, length, patch, tokens, p.box_scale)
+            with options_named(mode="part.sampling", window="model.patch_size", num_tokens="part.num_tokens",
+                               window_scale="part.box_scale"):
+                check_window_geometry(p.sampling, length, patch, tokens, p.box_scale)
         if length % patch:
             raise ConfigError(f"the {length}-sample epochs of {data.source} are not a multiple of model.patch_size "
                               f"{patch}; change model.patch_size or signal.epoch_seconds")
@@ -89,10 +107,13 @@ def check_against_data(cfg: Config, data) -> None:
     else:
         height, width = size
         if m.name == "sr":
-            check_patch_geometry(m.patch_size, height, width, m.num_patches, m.non_overlapping)
+            with options_named(patch_size="method.patch_size", non_overlapping="method.non_overlapping"):
+                check_patch_geometry(m.patch_size, height, width, m.num_patches, m.non_overlapping)
         if m.name == "part":
-            check_box_geometry(p.sampling, height, width, patch, tokens, p.box_size, p.box_scale)
-        if cfg.model.backbone.startswith("vit_") and (height % patch or width % patch):
+            with options_named(mode="part.sampling", patch_size="model.patch_size", num_tokens="part.num_tokens",
+                               box_size="part.box_size", box_scale="part.box_scale"):
+                check_box_geometry(p.sampling, height, width, patch, tokens, p.box_size, p.box_scale)
+        if is_vit(cfg.model.backbone) and (height % patch or width % patch):
             raise ConfigError(f"the {height}x{width} images of {data.source} are not a multiple of model.patch_size "
                               f"{patch}; set data.image_size or model.patch_size")
         tokens_are, items_are = "patches", "images"
@@ -322,16 +343,17 @@ def sample_seed(seed: int, epoch: int, rank: int) -> int:
 
 
 def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
-    """Adam, SGD (momentum 0.9), or AdamW with no weight decay on biases, norms, tokens and
-    embeddings (timm's rule). ``fused``: the fused CUDA kernels of Adam/AdamW."""
+    """Adam, SGD (momentum 0.9), or AdamW with no weight decay on biases, norms (1-D parameters) and what
+    the model's ``no_weight_decay()`` names (timm's rule). ``fused``: the fused CUDA kernels of Adam/AdamW."""
     extra = {"fused": True} if fused else {}
     if optim.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, **extra)
     if optim.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if p.dim() > 1 and not n.endswith(("pos_embed", "cls_token"))]
-    no_decay = [p for n, p in named if p.dim() <= 1 or n.endswith(("pos_embed", "cls_token"))]
+    kept_out = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    decay = [p for n, p in named if p.dim() > 1 and n not in kept_out]
+    no_decay = [p for n, p in named if p.dim() <= 1 or n in kept_out]
     return torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, **extra)
 

@@ -37,3 +37,22 @@ def test_relation_head_shapes(outputs):
     assert head(torch.randn(10, 64), torch.randn(10, 64)).shape == (10, outputs)
     assert head.net[0].in_features == 128 and head.net[0].out_features == 256
     assert isinstance(head.net[1], torch.nn.BatchNorm1d) and isinstance(head.net[2], torch.nn.LeakyReLU)
+
+
+def test_adamw_keeps_what_the_model_names_and_1d_parameters_out_of_weight_decay():
+    from spatialssl.config import load_config
+    from spatialssl.methods import Supervised
+    from spatialssl.train import build_optimizer
+
+    backbone = create_backbone("vit_tiny", num_classes=10, pos_embed=True, class_token=True, depth=1)
+    assert backbone.no_weight_decay() == {"pos_embed", "cls_token"}
+    assert create_backbone("vit_tiny", depth=1).no_weight_decay() == set()  # PART's: neither exists
+    assert create_backbone("resnet8").no_weight_decay() == set()
+    method = Supervised.from_config(load_config(), backbone, (0.5,) * 3, (0.2,) * 3, 10)
+    decayed, kept_out = build_optimizer(load_config(overrides=["optim.name=adamw", "optim.weight_decay=0.05"]).optim,
+                                        method).param_groups
+    names = {id(p): n for n, p in method.named_parameters()}
+    assert decayed["weight_decay"] == 0.05 and kept_out["weight_decay"] == 0.0
+    assert {names[id(p)] for p in kept_out["params"]} >= {"backbone.pos_embed", "backbone.cls_token",
+                                                          "backbone.norm.weight", "backbone.head.bias"}
+    assert all(p.dim() > 1 for p in decayed["params"]) and "backbone.head.weight" in {names[id(p)] for p in decayed["params"]}

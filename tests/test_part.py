@@ -94,7 +94,7 @@ def test_pairs_are_distinct_ordered_and_never_self():
     assert (pairs[..., 0] != pairs[..., 1]).all() and pairs.min() >= 0 and pairs.max() < 8
     for image in pairs:
         assert len({tuple(p) for p in image.tolist()}) == 56  # all 8 * 7 ordered pairs, once each
-    with pytest.raises(ConfigError, match="num_pairs"):
+    with pytest.raises(ValueError, match="num_pairs 57 exceeds the 56 ordered pairs"):
         sample_pairs(1, 8, 57, torch.Generator(), "cpu")
 
 
@@ -229,10 +229,14 @@ def test_part_config_errors(overrides, message):
 
 
 def test_impossible_geometry_is_refused_before_work(tmp_path):
-    with pytest.raises(ConfigError, match="does not divide"):
+    with pytest.raises(ValueError, match="mode=grid tiles the 30x30 image with patch_size 4, which does not divide"):
         check_box_geometry("grid", 30, 30, 4, 49)
-    with pytest.raises(ConfigError, match="box_scale"):
+    with pytest.raises(ValueError, match="box_scale max 9.0 x patch_size 4 exceeds"):
         check_box_geometry("scale", 32, 32, 4, 64, box_scale=(0.5, 9.0))
-    with pytest.raises(ConfigError, match="num_pairs"):
+    images = gradient_images(64, 0)  # the loop names the options that set those arguments
+    with pytest.raises(ConfigError, match=r"^part.box_scale max 9.0 x model.patch_size 4 exceeds the 32x32 image$"):
+        pretrain(load_config(overrides=[*PART_TINY, "part.sampling=scale", "part.box_scale=[0.5, 9.0]"]),
+                 tmp_path / "y", train_set=images, progress=False)
+    with pytest.raises(ConfigError, match="part.num_pairs"):
         pretrain(load_config(overrides=[*PART_TINY, "part.num_pairs=500"]), tmp_path / "x",
-                 train_set=gradient_images(64, 0), progress=False)
+                 train_set=images, progress=False)

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from spatialssl.errors import ConfigError
 from spatialssl.samplers import (GRID_ORDER, BoxSampler, PatchSampler, ViewSampler, grid_patches, patch_pairs,
                                  relation_pairs, sample_positions)
 from spatialssl.samplers.patches import grid_positions, resize_patches
@@ -118,12 +117,12 @@ def test_each_patch_gets_its_own_jitter():
 
 
 @pytest.mark.parametrize("patch, count, overlap_free, message", [
-    (40, 2, True, "does not fit"),
-    (20, 2, True, "cannot avoid overlapping"),
+    (40, 2, True, "patch_size 40 does not fit"),
+    (20, 2, True, "cannot avoid overlapping .* use patch_size <= 16, or non_overlapping=false"),
 ])
-def test_impossible_geometry_is_refused(patch, count, overlap_free, message):
+def test_impossible_geometry_is_refused_naming_the_samplers_arguments(patch, count, overlap_free, message):
     sampler = PatchSampler(count, patch, **IDENTITY, non_overlapping=overlap_free)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(ValueError, match=message):
         sampler(torch.zeros(2, 3, 32, 32, dtype=torch.uint8), gen())
 
 

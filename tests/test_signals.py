@@ -7,7 +7,7 @@ import torch
 from spatialssl.config import SignalConfig, load_config
 from spatialssl.data import SignalSet, load_signals
 from spatialssl.data.demo_signals import demo_signal_splits
-from spatialssl.errors import ConfigError, DataError
+from spatialssl.errors import DataError
 from spatialssl.evaluate_checkpoint import low_label
 from spatialssl.metrics import classification_report, cohen_kappa, confusion_matrix, macro_f1
 from spatialssl.models import create_backbone
@@ -54,11 +54,11 @@ def test_cut_windows_copies_integer_windows_and_averages_double_ones():
 
 
 def test_window_geometry_errors():
-    with pytest.raises(ConfigError, match="patch_size"):
+    with pytest.raises(ValueError, match="window 200 exceeds the 100 samples"):
         check_window_geometry("offgrid", 100, 200, 4)
-    with pytest.raises(ConfigError, match="grid windows"):
+    with pytest.raises(ValueError, match="num_tokens 5 exceeds the 4 grid windows"):
         check_window_geometry("grid", 100, 25, 5)
-    with pytest.raises(ConfigError, match="not available for signals"):
+    with pytest.raises(ValueError, match="mode 'stratified' is not available for signals"):
         check_window_geometry("stratified", 100, 25, 4)
 
 

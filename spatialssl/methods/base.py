@@ -24,6 +24,10 @@ class Method(nn.Module):
     def training_step(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
         raise NotImplementedError
 
+    def no_weight_decay(self) -> set:
+        """Names of the parameters the backbone keeps out of weight decay (its ``no_weight_decay()``)."""
+        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
+
     def forward(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
         """``training_step``, as a forward pass so DistributedDataParallel can wrap the method."""
         return self.training_step(images, labels, generator)

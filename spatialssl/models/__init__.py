@@ -1,12 +1,12 @@
 """Backbones (timm manners; torchvision keys for ResNets, timm keys for ViTs) and heads."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from functools import partial
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from .heads import RelationHead
 from .relative import (ENCODERS, CrossAttentionBlockEncoder, CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder,
                        build_encoder)
@@ -16,7 +16,46 @@ from .vit1d import VisionTransformer1D, vision_transformer_1d
 
 RESNETS = {"resnet8": resnet8, "resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56,
            "resnet18": resnet18, "resnet34": resnet34}
-BACKBONES = (*RESNETS, *(f"vit_{size}" for size in SIZES), *(f"vit1d_{size}" for size in SIZES))
+
+
+def _resnet(factory: Callable, *, cifar_stem: bool = False, num_classes: int = 0, in_chans: int = 3, **_vit_options):
+    """A ResNet; ``cifar_stem`` matters to ResNet-18/34 only (the CIFAR depths always have it)."""
+    extra = {"cifar_stem": cifar_stem} if factory in (resnet18, resnet34) else {}
+    return factory(num_classes=num_classes, in_chans=in_chans, **extra)
+
+
+def _vit(size: str, *, input_size: Optional[Sequence[int]] = None, patch_size: int = 4, in_chans: int = 3,
+         num_tokens: Optional[int] = None, drop_path: float = 0.0, cifar_stem: bool = False, **options):
+    height, width = input_size or (32, 32)
+    if height % patch_size or width % patch_size:
+        raise ValueError(f"input_size {height}x{width} is not a multiple of patch_size {patch_size}")
+    return vision_transformer(size, patch_size=patch_size, in_chans=in_chans, drop_path_rate=drop_path,
+                              num_tokens=num_tokens or (height // patch_size) * (width // patch_size), **options)
+
+
+def _vit1d(size: str, *, input_size: Optional[Sequence[int]] = None, patch_size: int = 4, in_chans: int = 1,
+           num_tokens: Optional[int] = None, drop_path: float = 0.0, cifar_stem: bool = False, **options):
+    (length,) = input_size or (3000,)
+    if length % patch_size:
+        raise ValueError(f"input_size {length} (samples) is not a multiple of patch_size {patch_size}")
+    return vision_transformer_1d(size, patch_size=patch_size, in_chans=in_chans, drop_path_rate=drop_path,
+                                 num_tokens=num_tokens or length // patch_size, **options)
+
+
+# name -> factory(**options): every backbone takes create_backbone's keywords; each uses its family's.
+BACKBONES: dict = {**{name: partial(_resnet, factory) for name, factory in RESNETS.items()},
+                   **{f"vit_{size}": partial(_vit, size) for size in SIZES},
+                   **{f"vit1d_{size}": partial(_vit1d, size) for size in SIZES}}
+
+
+def modality(name: str) -> str:
+    """What a backbone reads: "signals" (B x C x T epochs) for the 1-D ViTs, "images" for the rest."""
+    return "signals" if name.startswith("vit1d_") else "images"
+
+
+def is_vit(name: str) -> bool:
+    """Whether a backbone is a ViT (image or 1-D): tokens, patch_tokens, position embedding options."""
+    return name.startswith(("vit_", "vit1d_"))
 
 
 def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
@@ -26,26 +65,14 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
                     num_tokens: Optional[int] = None) -> nn.Module:
     """A fresh backbone by name; the ViT options apply to ``vit_*`` / ``vit1d_*`` names only.
     For 1-D backbones ``input_size`` is [T] and ``in_chans`` the number of signal channels."""
-    if name.startswith("vit1d_") and name[6:] in SIZES:
-        (length,) = input_size or (3000,)
-        if length % patch_size:
-            raise ConfigError(f"signal length {length} is not a multiple of model.patch_size {patch_size}")
-        return vision_transformer_1d(name[6:], in_chans=in_chans or 1, patch_size=patch_size,
-                                     num_tokens=num_tokens or length // patch_size, pos_embed=pos_embed, class_token=class_token,
-                                     global_pool=global_pool, num_classes=num_classes, drop_path_rate=drop_path,
-                                     depth=depth)
-    if name.startswith("vit_") and name[4:] in SIZES:
-        height, width = input_size or (32, 32)
-        if height % patch_size or width % patch_size:
-            raise ConfigError(f"input size {height}x{width} is not a multiple of model.patch_size {patch_size}")
-        return vision_transformer(name[4:], patch_size=patch_size, num_tokens=(height // patch_size) * (width // patch_size),
-                                  pos_embed=pos_embed, class_token=class_token, global_pool=global_pool,
-                                  num_classes=num_classes, drop_path_rate=drop_path, depth=depth)
-    if name not in RESNETS:
-        raise ConfigError(f"model.backbone '{name}' is unknown; choose one of {', '.join(BACKBONES)}")
-    if name in ("resnet18", "resnet34"):
-        return RESNETS[name](cifar_stem=cifar_stem, num_classes=num_classes)
-    return RESNETS[name](num_classes=num_classes)
+    if name not in BACKBONES:
+        raise ValueError(f"backbone '{name}' is unknown; choose one of {', '.join(BACKBONES)}")
+    options = dict(cifar_stem=cifar_stem, num_classes=num_classes, input_size=input_size, patch_size=patch_size,
+                   pos_embed=pos_embed, class_token=class_token, global_pool=global_pool, drop_path=drop_path,
+                   depth=depth, num_tokens=num_tokens)
+    if in_chans is not None:
+        options["in_chans"] = in_chans
+    return BACKBONES[name](**options)
 
 
 def backbone_from_config(model, num_classes: int = 0) -> nn.Module:
@@ -67,5 +94,5 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
-           "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed", "input_channels",
-           "BACKBONES", *RESNETS]
+           "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed",
+           "BACKBONES", "modality", "is_vit", "input_channels", *RESNETS]

@@ -97,17 +97,17 @@ class FullMLPEncoder(nn.Module):
         return table.gather(1, flat[..., None].expand(-1, -1, self.outputs))
 
 
-ENCODERS = ("cross_attention", "cross_attention_block", "pairwise_mlp", "mlp")
+# name -> factory(dim, outputs, num_heads, num_tokens, mlp_hidden): each takes what it uses
+ENCODERS: dict = {
+    "cross_attention": lambda dim, outputs, num_heads, **_: CrossAttentionEncoder(dim, outputs, num_heads),
+    "cross_attention_block": lambda dim, outputs, num_heads, **_: CrossAttentionBlockEncoder(dim, outputs, num_heads),
+    "pairwise_mlp": lambda dim, outputs, **_: PairwiseMLPEncoder(dim, outputs),
+    "mlp": lambda dim, outputs, num_tokens, mlp_hidden, **_: FullMLPEncoder(dim, num_tokens, outputs, mlp_hidden),
+}
 
 
 def build_encoder(name: str, dim: int, outputs: int, num_heads: int, num_tokens: int, mlp_hidden: int) -> nn.Module:
-    """``num_heads``: the cross-attention encoders' head count."""
-    if name == "cross_attention":
-        return CrossAttentionEncoder(dim, outputs, num_heads)
-    if name == "cross_attention_block":
-        return CrossAttentionBlockEncoder(dim, outputs, num_heads)
-    if name == "pairwise_mlp":
-        return PairwiseMLPEncoder(dim, outputs)
-    if name == "mlp":
-        return FullMLPEncoder(dim, num_tokens, outputs, mlp_hidden)
-    raise ValueError(f"unknown relative encoder '{name}'; choose one of {', '.join(ENCODERS)}")
+    """``num_heads``: the cross-attention encoders' head count; ``num_tokens``, ``mlp_hidden``: the full MLP's."""
+    if name not in ENCODERS:
+        raise ValueError(f"relative encoder '{name}' is unknown; choose one of {', '.join(ENCODERS)}")
+    return ENCODERS[name](dim=dim, outputs=outputs, num_heads=num_heads, num_tokens=num_tokens, mlp_hidden=mlp_hidden)

@@ -64,6 +64,9 @@ class ResNet(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def no_weight_decay(self) -> set:
+        return set()  # biases and BatchNorm, being 1-D, are left out by the optimiser's own rule
+
     def constructor_kwargs(self) -> dict:
         """``ResNet(**kwargs)`` rebuilds this model: its state dict then loads strictly. Read from the
         layers, so a classifier set after construction is described as it is."""

@@ -10,9 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ConfigError
-
 SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}  # width, depth, heads
+POOLS = ("avg", "token")  # mean of the patch tokens | the [CLS] token
 
 
 class DropPath(nn.Module):
@@ -104,10 +103,10 @@ class VisionTransformer(nn.Module):
                  class_token: bool = False, global_pool: str = "avg", num_classes: int = 0,
                  drop_path_rate: float = 0.0):
         super().__init__()
-        if global_pool not in ("avg", "token"):
-            raise ConfigError(f"model.global_pool must be 'avg' or 'token', got '{global_pool}'")
+        if global_pool not in POOLS:
+            raise ValueError(f"global_pool must be one of {', '.join(POOLS)}, got '{global_pool}'")
         if global_pool == "token" and not class_token:
-            raise ConfigError("model.global_pool=token needs model.class_token=true")
+            raise ValueError("global_pool=token needs class_token=True")
         self.patch_size, self.global_pool, self.num_tokens = patch_size, global_pool, num_tokens
         self.num_features = self.embed_dim = embed_dim
         self.num_heads = num_heads
@@ -130,6 +129,11 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+
+    def no_weight_decay(self) -> set:
+        """Parameters that weight decay would pull to zero for no gain (timm's rule; biases and norms,
+        being 1-D, are left out by the optimiser's own rule)."""
+        return {name for name in ("pos_embed", "cls_token") if getattr(self, name) is not None}
 
     def position_embedding(self, tokens: int) -> torch.Tensor:
         """The position embedding of the ``tokens`` sequence tokens (the [CLS] slot left out)."""

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import augment
-from ..errors import ConfigError
 
 MODES = ("offgrid", "scale", "grid", "stratified")
 
@@ -28,25 +27,24 @@ def grid_boxes(height: int, width: int, patch_size: int, device=None) -> torch.T
 
 def check_box_geometry(mode: str, height: int, width: int, patch_size: int, num_tokens: int,
                        box_size: Optional[int] = None, box_scale: Sequence[float] = (0.5, 2.0)) -> None:
-    """Refuse impossible settings before any work, naming the option to change."""
+    """Refuse impossible settings before any work, naming the argument to change."""
     if mode not in MODES:
-        raise ConfigError(f"part.sampling '{mode}' is unknown; choose one of {', '.join(MODES)}")
+        raise ValueError(f"mode '{mode}' is unknown; choose one of {', '.join(MODES)}")
     cells = (height // patch_size) * (width // patch_size)
     if mode in ("grid", "stratified") and (height % patch_size or width % patch_size):
-        raise ConfigError(f"part.sampling={mode} tiles the {height}x{width} image with model.patch_size "
-                          f"{patch_size}, which does not divide it")
+        raise ValueError(f"mode={mode} tiles the {height}x{width} image with patch_size {patch_size}, which does "
+                         "not divide it")
     if mode == "grid" and num_tokens > cells:
-        raise ConfigError(f"part.num_tokens {num_tokens} exceeds the {cells} grid cells of a {height}x{width} image")
+        raise ValueError(f"num_tokens {num_tokens} exceeds the {cells} grid cells of a {height}x{width} image")
     if mode == "stratified" and num_tokens != cells:
-        raise ConfigError(f"part.sampling=stratified draws one box per grid cell ({cells}); "
-                          f"part.num_tokens is {num_tokens}")
+        raise ValueError(f"mode=stratified draws one box per grid cell ({cells}); num_tokens is {num_tokens}")
     side = box_size or patch_size
     if mode == "offgrid" and side > min(height, width):
-        raise ConfigError(f"part.box_size {side} exceeds the {height}x{width} image")
+        raise ValueError(f"box_size {side} exceeds the {height}x{width} image")
     if mode == "scale" and box_scale[1] * patch_size > min(height, width):
-        raise ConfigError(f"part.box_scale max {box_scale[1]} x patch {patch_size} exceeds the {height}x{width} image")
+        raise ValueError(f"box_scale max {box_scale[1]} x patch_size {patch_size} exceeds the {height}x{width} image")
     if num_tokens < 2:
-        raise ConfigError(f"part.num_tokens must be >= 2 (pairs need two patches), got {num_tokens}")
+        raise ValueError(f"num_tokens must be >= 2 (pairs need two patches), got {num_tokens}")
 
 
 def sample_boxes(batch: int, num_tokens: int, height: int, width: int, mode: str, patch_size: int,
@@ -82,7 +80,7 @@ def sample_boxes(batch: int, num_tokens: int, height: int, width: int, mode: str
         x0 = (grid[:, 0] + jitter[..., 0]).clamp(0, width - patch_size)
         y0 = (grid[:, 1] + jitter[..., 1]).clamp(0, height - patch_size)
         return torch.stack([x0, y0, grid[:, 2].expand_as(x0), grid[:, 3].expand_as(x0)], dim=-1)
-    raise ConfigError(f"part.sampling '{mode}' is unknown; choose one of {', '.join(MODES)}")
+    raise ValueError(f"mode '{mode}' is unknown; choose one of {', '.join(MODES)}")
 
 
 def cut_boxes(images: torch.Tensor, boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
@@ -107,7 +105,7 @@ def sample_pairs(batch: int, num_tokens: int, num_pairs: int, generator: torch.G
     """B x M x 2 (reference, target) indices: M distinct ordered pairs i != j per image, uniformly."""
     total = num_tokens * (num_tokens - 1)
     if num_pairs > total:
-        raise ConfigError(f"part.num_pairs {num_pairs} exceeds the {total} ordered pairs of {num_tokens} patches")
+        raise ValueError(f"num_pairs {num_pairs} exceeds the {total} ordered pairs of {num_tokens} patches")
     chosen = torch.rand(batch, total, generator=generator, device=device).argsort(1)[:, :num_pairs]
     ref = chosen // (num_tokens - 1)
     offset = chosen % (num_tokens - 1)

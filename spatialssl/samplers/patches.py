@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 
 from .. import augment
-from ..errors import ConfigError
 
 PLACEMENTS = ("random", "same")
 # Evaluation patches on a 3x3 grid, as (row, col), in the paper's order of use:
@@ -26,12 +25,11 @@ GRID_ORDER = ((1, 1), (1, 0), (1, 2), (0, 1), (2, 1), (0, 0), (2, 2), (0, 2), (2
 
 def check_patch_geometry(patch_size: int, height: int, width: int, num_patches: int, non_overlapping: bool) -> None:
     if patch_size > min(height, width):
-        raise ConfigError(f"method.patch_size {patch_size} does not fit in {height}x{width} images; "
-                          f"use at most {min(height, width)}")
+        raise ValueError(f"patch_size {patch_size} does not fit in {height}x{width} images; use at most "
+                         f"{min(height, width)}")
     if non_overlapping and num_patches >= 2 and 2 * patch_size > max(height, width):
-        raise ConfigError(
-            f"two {patch_size}px patches cannot avoid overlapping in {height}x{width} images; use "
-            f"method.patch_size <= {max(height, width) // 2}, or method.non_overlapping=false")
+        raise ValueError(f"two {patch_size}px patches cannot avoid overlapping in {height}x{width} images; use "
+                         f"patch_size <= {max(height, width) // 2}, or non_overlapping=false")
 
 
 def _window(x0: torch.Tensor, y0: torch.Tensor, size: int) -> tuple:

@@ -9,23 +9,21 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
-
 MODES = ("offgrid", "scale", "grid")
 
 
 def check_window_geometry(mode: str, length: int, window: int, num_tokens: int,
                           window_scale: Sequence[float] = (0.5, 2.0)) -> None:
     if mode not in MODES:
-        raise ConfigError(f"part.sampling '{mode}' is not available for signals; choose one of {', '.join(MODES)}")
+        raise ValueError(f"mode '{mode}' is not available for signals; choose one of {', '.join(MODES)}")
     if window > length:
-        raise ConfigError(f"model.patch_size {window} exceeds the {length} samples of an epoch")
+        raise ValueError(f"window {window} exceeds the {length} samples of an epoch")
     if mode == "grid" and num_tokens > length // window:
-        raise ConfigError(f"part.num_tokens {num_tokens} exceeds the {length // window} grid windows of an epoch")
+        raise ValueError(f"num_tokens {num_tokens} exceeds the {length // window} grid windows of an epoch")
     if mode == "scale" and window_scale[1] * window > length:
-        raise ConfigError(f"part.box_scale max {window_scale[1]} x window {window} exceeds the {length}-sample epoch")
+        raise ValueError(f"window_scale max {window_scale[1]} x window {window} exceeds the {length}-sample epoch")
     if num_tokens < 2:
-        raise ConfigError(f"part.num_tokens must be >= 2 (pairs need two windows), got {num_tokens}")
+        raise ValueError(f"num_tokens must be >= 2 (pairs need two windows), got {num_tokens}")
 
 
 def sample_windows(batch: int, num_tokens: int, length: int, mode: str, window: int, generator: torch.Generator,
@@ -50,7 +48,7 @@ def sample_windows(batch: int, num_tokens: int, length: int, mode: str, window: 
             start = tiles.expand(batch, -1)
         size = torch.full(shape, float(window), device=device)
     else:
-        raise ConfigError(f"part.sampling '{mode}' is not available for signals; choose one of {', '.join(MODES)}")
+        raise ValueError(f"mode '{mode}' is not available for signals; choose one of {', '.join(MODES)}")
     windows = torch.stack([start, size], dim=-1)
     if sort:
         windows = windows.gather(1, windows[..., :1].argsort(1).expand(-1, -1, 2))
