@@ -17,6 +17,11 @@ class TrainingDiverged(SpatialSSLError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def first_line(err: Exception) -> str:
+    """A library's exception in one line for an error message: its first line, or its type when it has none."""
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
+
 class SpatialSSLWarning(UserWarning):
     """A setting that would quietly spoil a run; the run goes on with what the message says."""
 

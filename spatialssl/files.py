@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import DataError
@@ -27,15 +28,24 @@ def current_umask() -> int:
 TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 
-def sweep_temporaries(folder: Path) -> list:
+def sweep_temporaries(folder: Path, idle_for: float = 0.0) -> list:
     """Remove the temporaries that runs killed during a write left in ``folder`` (a checkpoint's each);
-    return their names. Call it only while holding the folder's lock, or a live writer's file goes."""
+    return their names. Call it only while holding the folder's lock, or a live writer's file goes; in a
+    folder shared without a lock, pass ``idle_for``: only temporaries unmodified that many seconds go."""
     swept = []
+    cutoff = time.time() - idle_for
     for path in Path(folder).iterdir():
-        if TEMPORARY.fullmatch(path.name) and path.is_file():
+        if TEMPORARY.fullmatch(path.name) and path.is_file() and (not idle_for or _modified(path) < cutoff):
             path.unlink(missing_ok=True)
             swept.append(path.name)
     return swept
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # its writer renamed or removed it meanwhile
+        return float("inf")
 
 
 def atomic_write(path: Path, write) -> None:

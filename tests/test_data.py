@@ -1,4 +1,6 @@
 import io
+import os
+import time
 
 import numpy as np
 import pytest
@@ -107,6 +109,8 @@ def test_resize_option_makes_mixed_sizes_usable(tmp_path, images32, labels20):
     ("empty-class", r"class folder .*class9 holds no images"),
     ("text-file", "not a .npz"),
     ("truncated-cifar", r"cannot read .*data_batch_1"),
+    ("empty-npz", r"data.npz:images holds no images"),
+    ("rgba-npz", r"data.npz are \(20, 32, 32, 4\): neither N x C x H x W nor N x H x W x C"),
 ])
 def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labels20, problem, message):
     path = tmp_path / "data"
@@ -128,6 +132,12 @@ def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labe
     elif problem == "truncated-cifar":
         folder = write_cifar10(path, images32, labels20, images32, labels20)
         (folder / "data_batch_1").write_bytes(b"\x80\x04garbage")
+    elif problem == "empty-npz":
+        path = tmp_path / "data.npz"
+        np.savez(path, images=images32[:0])
+    elif problem == "rgba-npz":
+        path = tmp_path / "data.npz"
+        np.savez(path, images=np.concatenate([images32, images32[..., :1]], axis=-1))
     with pytest.raises(DataError, match=message):
         load_images(path, cache=False)
 
@@ -284,3 +294,96 @@ def test_an_unwritable_cache_home_decodes_without_a_cache(tmp_path, images32, la
     with pytest.warns(SpatialSSLWarning, match="no decode cache: neither .* can be written"):
         images = load_images(data)
     assert torch.equal(images.images, load_images(data, cache=False).images)
+
+
+def encoded(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF"])
+def test_a_16_bit_grey_image_keeps_its_top_8_bits_instead_of_clipping_to_white(tmp_path, fmt):
+    ramp = np.linspace(0, 65535, 32 * 32).astype(np.uint16).reshape(32, 32)
+    (tmp_path / f"ramp.{fmt.lower()}").write_bytes(encoded(ramp, fmt))
+    image = load_images(tmp_path, cache=False).images[0]
+    expected = torch.from_numpy((ramp >> 8).astype(np.uint8))
+    assert all(torch.equal(channel, expected) for channel in image)  # grey, the whole ramp from 0 to 255
+    assert expected.flatten().diff().min() >= 0 and expected.min() == 0 and expected.max() == 255
+
+
+@pytest.mark.parametrize("pixels, mode", [(np.linspace(0, 1, 256, dtype=np.float32), "F"),
+                                          (np.arange(256, dtype=np.int32) * 100_000, "I")])
+def test_a_float_or_32_bit_image_is_refused_naming_the_file(tmp_path, images32, labels20, pixels, mode):
+    write_class_folders(tmp_path, images32[:4], labels20[:4])
+    wide = tmp_path / "class1" / "wide.tif"
+    wide.write_bytes(encoded(pixels.reshape(16, 16), "TIFF"))
+    with pytest.raises(DataError, match=f"cannot decode image {wide}: .*Pillow mode {mode}.*8- or 16-bit"):
+        load_images(tmp_path, cache=False)
+
+
+def stl10_labels(folder, stored: list) -> None:
+    np.asarray(stored, dtype=np.uint8).tofile(folder / "train_y.bin")
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("cifar100-coarse-20", r"cifar-100-python/train 'coarse_labels' holds the label 20, but there are 20 class names"),
+    ("stl10-label-0", r"train_y.bin \(less 1: STL-10 counts labels from 1\) holds the negative label -1"),
+    ("stl10-label-11", r"train_y.bin .* holds the label 10, but there are 10 class names"),
+    ("stl10-few-labels", r"train_y.bin .* has shape \(3,\), not one value per image \(4\)"),
+])
+def test_labels_outside_their_classes_are_refused_naming_the_file(tmp_path, damage, message):
+    images = random_images(4, 96 if damage.startswith("stl10") else 32, seed=0)
+    if damage == "cifar100-coarse-20":
+        write_cifar100(tmp_path, images, fine=[0, 1, 2, 3], coarse=[0, 1, 20, 3])
+        split, labels = "train", "coarse"
+    else:
+        folder = write_stl10(tmp_path, images, [0, 1, 2, 3])
+        stl10_labels(folder, {"stl10-label-0": [1, 0, 2, 3], "stl10-label-11": [1, 11, 2, 3],
+                              "stl10-few-labels": [1, 2, 3]}[damage])
+        split, labels = "train", "fine"
+    with pytest.raises(DataError, match=message):
+        load_images(tmp_path, split, labels=labels, cache=False)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("stl10 train_y.bin", r"missing file \S+/stl10_binary/train_y.bin"),
+    ("stl10 class_names.txt", r"stl10_binary/class_names.txt is not UTF-8 text"),
+    ("tiny wnids.txt", r"missing file \S+/tiny-imagenet-200/wnids.txt"),
+    ("tiny wnids.txt binary", r"tiny-imagenet-200/wnids.txt is not UTF-8 text"),
+    ("tiny train folder", r"missing folder \S+/train/n00000001/images for the class n00000001"),
+    ("tiny val_annotations.txt", r"\S+/val/val_annotations.txt; tiny-ImageNet's labelled split"),
+])
+def test_an_incomplete_data_set_folder_names_the_file_it_lacks(tmp_path, damage, message):
+    import shutil
+
+    split = "test" if "val" in damage else "train"
+    if damage.startswith("stl10"):
+        folder = write_stl10(tmp_path, random_images(2, 96, seed=0), [0, 1])
+    else:
+        folder = write_tiny_imagenet(tmp_path, random_images(4, 8, seed=0), [0, 1, 0, 1])
+    name = damage.split()[1]
+    if damage == "tiny train folder":
+        shutil.rmtree(folder / "train" / "n00000001")
+    elif damage.endswith("binary") or name == "class_names.txt":
+        (folder / name).write_bytes(b"\xff\xfe\x00\x81 not text")
+    else:
+        next(folder.rglob(name)).unlink()
+    with pytest.raises(DataError, match=message):
+        load_images(tmp_path, split, cache=False)
+
+
+def test_a_decode_cache_temporary_left_by_a_killed_run_is_swept_once_stale(tmp_path, images32, labels20):
+    write_class_folders(tmp_path, images32, labels20)
+    cache = tmp_path / ".spatialssl-cache"
+    cache.mkdir()
+    # Named as atomic_write names its temporaries: ".<final name>.<8 random characters>.tmp".
+    stale, fresh = cache / ".images-0.npz.abcd1234.tmp", cache / ".images-1.npz.efgh5678.tmp"
+    for temporary in (stale, fresh):
+        temporary.write_bytes(b"half a cache")
+    two_hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    load_images(tmp_path)
+    assert not stale.exists()
+    assert fresh.exists()  # possibly a concurrent run's write in progress
+    assert len(_cached_files(tmp_path)) == 1

@@ -177,6 +177,36 @@ def test_npz_signals_round_trip_and_subject_split(tmp_path):
         load_signals(tmp_path / "bad.npz")
 
 
+def with_one_inf(signals: np.ndarray) -> np.ndarray:
+    signals = signals.copy()
+    signals[7, 2, 150] = np.inf
+    return signals
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"labels": np.arange(30) * 0.5}, r"eeg.npz:labels holds float64 values, not integers"),
+    ({"labels": np.arange(30) - 1}, r"eeg.npz:labels holds the negative label -1"),
+    ({"subjects": np.arange(5)}, r"eeg.npz:subjects has shape \(5,\), not one value per epoch \(30\)"),
+    ({"subjects": np.arange(30) / 3}, r"eeg.npz:subjects holds float64 values"),
+    ({"sampling_rate": "fast"}, r"eeg.npz:sampling_rate must be one positive number of Hz"),
+    ({"sampling_rate": 0.0}, r"eeg.npz:sampling_rate must be one positive number of Hz"),
+    ({"signals": with_one_inf}, r"eeg.npz:signals holds 1 NaN or infinite values \(the first in epoch 7, channel 2"),
+    ({"signals": lambda s: s + 1j}, r"eeg.npz:signals must be a real-valued N x C x T array"),
+    ({"signals": lambda s: s[:0], "labels": np.zeros(0, int), "subjects": np.zeros(0, int)},
+     r"eeg.npz:signals holds no epochs"),
+    ({"train_signals": lambda s: s, "train_labels": np.zeros(3, int)}, r"eeg.npz:train_labels has shape \(3,\)"),
+])
+def test_a_bad_signal_npz_gives_one_data_error_naming_the_array(tmp_path, change, message):
+    signals = np.random.default_rng(0).normal(size=(30, 3, 200)).astype(np.float32)
+    arrays = {"signals": signals, "labels": np.arange(30) % 5, "subjects": np.arange(30) // 3, "sampling_rate": 100}
+    if "train_signals" in change:
+        arrays = {}
+    arrays.update({key: value(signals) if callable(value) else value for key, value in change.items()})
+    np.savez(tmp_path / "eeg.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_signals(tmp_path / "eeg.npz", "train")
+
+
 def test_low_label_picks_whole_subjects_and_refuses_shared_ones():
     train, test = demo_signal_splits(8, 2, 5)
     few = low_label(train, test, 3, seed=0)

@@ -1,4 +1,8 @@
-"""Decode image files once into a uint8 array, with a content-keyed cache on disk."""
+"""Decode image files once into a uint8 array, with a content-keyed cache on disk.
+
+Every image becomes 8-bit RGB: grey and palette images are expanded, alpha is dropped, 16-bit grey keeps
+its top 8 bits (x >> 8, the whole range scaled rather than clipped), and images of floats or of signed or
+32-bit integers, which have no fixed range to scale from, are refused with a DataError naming the file."""
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +15,17 @@ from typing import Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError, warn
-from ..files import atomic_write
+from ..errors import DataError, first_line, warn
+from ..files import atomic_write, sweep_temporaries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-CACHE_FORMAT = "1"  # bump when decoding changes, so old caches are not reused
+CACHE_FORMAT = "2"  # bump when decoding changes, so old caches are not reused
+# A cache write killed midway leaves its temporary; one untouched this long is no live writer's (the folder
+# is shared by concurrent runs without a lock).
+STALE_TEMPORARY_S = 3600
+# Unsigned 16-bit grey as Pillow opens it; Pillow < 10 opens 16-bit grey PNGs as 32-bit "I", and a PNG holds
+# no wider integers, so an "I" PNG is 16-bit too.
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
 def is_image(path: Path) -> bool:
@@ -29,12 +39,26 @@ def list_images(folder: Path) -> list:
 def _decode(path: Path, data: bytes, size: Optional[int]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
-            img = img.convert("RGB")
+            img = _to_rgb(img, path)
             if size is not None and img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
             return np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
     except Exception as err:  # Pillow raises many types for corrupt files
         raise DataError(f"cannot decode image {path}: {_decode_failure(err, data)}. Remove or replace the file.") from None
+
+
+def _to_rgb(img: Image.Image, path: Path) -> Image.Image:
+    """8-bit RGB (see the module's note): Pillow's own convert("RGB") clips every wider grey value to 0..255,
+    turning a 16-bit image white and a float image black."""
+    if img.mode in SIXTEEN_BIT_MODES or (img.mode == "I" and img.format == "PNG"):
+        return Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8)).convert("RGB")
+    if img.mode.startswith(("I", "F")):
+        kind = "floating-point" if img.mode.startswith("F") else "signed or 32-bit integer"
+        raise DataError(f"cannot decode image {path}: its pixels are {kind} values (Pillow mode {img.mode}), which "
+                        "have no fixed range to scale to 0..255; save it as 8- or 16-bit unsigned, or remove it")
+    return img.convert("RGB")
 
 
 def _decode_failure(err: Exception, data: bytes) -> str:
@@ -44,15 +68,7 @@ def _decode_failure(err: Exception, data: bytes) -> str:
         return "the file is empty"
     if isinstance(err, UnidentifiedImageError):
         return "not an image format Pillow recognises, or its header is damaged"
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
-
-
-def open_npz(path: Path):
-    """The arrays of an .npz file, or one DataError naming it."""
-    try:
-        return np.load(path)
-    except Exception as err:
-        raise DataError(f"cannot read {path}: {err}") from None
+    return first_line(err)
 
 
 def _read(path: Path) -> bytes:
@@ -71,16 +87,20 @@ def _cache_dir(root: Path) -> Optional[Path]:
         probe = beside / ".write-test"
         probe.touch()
         probe.unlink()
-        return beside
+        folder = beside
     except OSError:
-        home = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spatialssl"
+        folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spatialssl"
         try:
-            home.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            warn(f"no decode cache: neither {beside} nor {home} can be written ({err.strerror}); "
+            warn(f"no decode cache: neither {beside} nor {folder} can be written ({err.strerror}); "
                  "decoding without it (set XDG_CACHE_HOME to a writable folder to cache)")
             return None
-        return home
+    try:
+        sweep_temporaries(folder, idle_for=STALE_TEMPORARY_S)
+    except OSError:  # tidying only: a folder we cannot tidy still caches, or its write warns
+        pass
+    return folder
 
 
 def _read_cache(path: Path, count: int) -> Optional[np.ndarray]:
@@ -115,7 +135,7 @@ def save_npz_atomic(path: Path, **arrays) -> None:
 
 
 def decode_files(files: list, root: Path, size: Optional[int], cache: bool = True) -> np.ndarray:
-    """Decode ``files`` into an N x H x W x 3 uint8 array.
+    """Decode ``files`` into an N x H x W x 3 uint8 array (8-bit RGB, as the module's note says).
 
     The cache key hashes every file's relative name and bytes (and the resize option), so
     a changed, added or removed file gives a new key, and a copied data set hits the cache.

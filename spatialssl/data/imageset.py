@@ -16,6 +16,7 @@ class ImageSet:
     layout: str = ""  # the data set it was read as (readers.detect_layout); "" when built in memory
 
     def __post_init__(self):
+        # ValueError: a caller's mistake. Readers check the files first and name them in a DataError.
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
             raise ValueError(f"ImageSet needs uint8 N x 3 x H x W images, got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels is not None and len(self.labels) != len(self.images):

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .decode import decode_files, is_image, list_images, open_npz
+from .arrays import check_labels, npz_array, open_npz
+from .decode import decode_files, is_image, list_images
 from .imageset import ImageSet
 
 Arrays = tuple  # (images N x H x W x 3 or N x 3 x H x W uint8, labels or None, class names)
+REDOWNLOAD = "the data set folder is incomplete or damaged (download or extract it again)"
 
 
 def _numpy_pickle_globals() -> dict:
@@ -84,14 +86,14 @@ def _entry(batch: dict, key: bytes, path: Path):
     return batch[key]
 
 
-def _cifar_batch(path: Path, label_key: bytes) -> tuple:
-    """(N x 3 x 32 x 32 uint8 images, N labels) of one batch file, its shapes checked."""
+def _cifar_batch(path: Path, label_key: bytes, classes: list) -> tuple:
+    """(N x 3 x 32 x 32 uint8 images, N labels, each one of ``classes``) of one batch file, checked."""
     batch = _unpickle(path)
     data, labels = np.asarray(_entry(batch, b"data", path)), np.asarray(_entry(batch, label_key, path))
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or labels.shape != (len(data),) \
-            or labels.dtype.kind not in "iu":
-        raise DataError(f"{path} is not a CIFAR batch: expected N x 3072 uint8 images and N integer labels, got "
-                        f"{data.dtype} {data.shape} images and {labels.dtype} {labels.shape} labels (re-download it)")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path} is not a CIFAR batch: expected N x 3072 uint8 images, got {data.dtype} {data.shape} "
+                        "(re-download it)")
+    labels = check_labels(labels, len(data), classes, f"{path} '{label_key.decode()}'", fix=REDOWNLOAD)
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -103,26 +105,46 @@ def _class_names(path: Path, key: bytes) -> list:
 
 
 def read_cifar10(root: Path, split: str, labels: str) -> Arrays:
+    classes = _class_names(root / "batches.meta", b"label_names")
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    batches = [_cifar_batch(root / n, b"labels") for n in names]
+    batches = [_cifar_batch(root / n, b"labels", classes) for n in names]
     images = np.concatenate([images for images, _ in batches])
     targets = np.concatenate([targets for _, targets in batches])
-    return images, targets, _class_names(root / "batches.meta", b"label_names")
-
-
-def read_cifar100(root: Path, split: str, labels: str) -> Arrays:
-    images, targets = _cifar_batch(root / split, b"fine_labels" if labels == "fine" else b"coarse_labels")
-    classes = _class_names(root / "meta", b"fine_label_names" if labels == "fine" else b"coarse_label_names")
     return images, targets, classes
 
 
-def _read_binary(path: Path, dtype=np.uint8) -> np.ndarray:
+def read_cifar100(root: Path, split: str, labels: str) -> Arrays:
+    classes = _class_names(root / "meta", b"fine_label_names" if labels == "fine" else b"coarse_label_names")
+    images, targets = _cifar_batch(root / split, b"fine_labels" if labels == "fine" else b"coarse_labels", classes)
+    return images, targets, classes
+
+
+def _read_binary(path: Path) -> np.ndarray:
+    """The bytes of one of a data set's files as uint8, or one DataError naming it."""
     if not path.is_file():
-        raise DataError(f"missing file {path}; the STL-10 folder is incomplete (re-download it with --download)")
-    return np.fromfile(path, dtype=dtype)
+        raise DataError(f"missing file {path}; {REDOWNLOAD}")
+    try:
+        return np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def _read_text(path: Path, why: str = "") -> str:
+    """The UTF-8 text of one of a data set's index files (class names, annotations), or one DataError naming it."""
+    if not path.is_file():
+        raise DataError(f"missing file {path}; {why or REDOWNLOAD}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path} is not UTF-8 text (byte {err.start} is {err.object[err.start]:#04x}); "
+                        f"{REDOWNLOAD}") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def read_stl10(root: Path, split: str, labels: str) -> Arrays:
+    names_file = root / "class_names.txt"
+    classes = _read_text(names_file).split() if names_file.is_file() else [str(i) for i in range(10)]
     raw = _read_binary(root / f"{split}_X.bin")
     if raw.size % (3 * 96 * 96):
         raise DataError(f"{root / f'{split}_X.bin'} is truncated: its size is not a multiple of one 96x96 image")
@@ -130,27 +152,29 @@ def read_stl10(root: Path, split: str, labels: str) -> Arrays:
     images = raw.reshape(-1, 3, 96, 96).transpose(0, 1, 3, 2)
     targets = None
     if split != "unlabeled":
-        targets = _read_binary(root / f"{split}_y.bin").astype(np.int64) - 1
-    names_file = root / "class_names.txt"
-    classes = names_file.read_text().split() if names_file.is_file() else [str(i) for i in range(10)]
+        stored = root / f"{split}_y.bin"
+        targets = check_labels(_read_binary(stored).astype(np.int64) - 1, len(images), classes,
+                               f"{stored} (less 1: STL-10 counts labels from 1)", fix=REDOWNLOAD)
     return images, targets, classes
 
 
 def read_tiny_imagenet(root: Path, split: str, labels: str, size: Optional[int], cache: bool) -> Arrays:
-    wnids = (root / "wnids.txt").read_text().split()
+    wnids = _read_text(root / "wnids.txt").split()
     index = {w: i for i, w in enumerate(wnids)}
     if split == "train":
         files, targets = [], []
         for wnid in wnids:
-            found = list_images(root / "train" / wnid / "images")
+            folder = root / "train" / wnid / "images"
+            if not folder.is_dir():
+                raise DataError(f"missing folder {folder} for the class {wnid} in {root / 'wnids.txt'}; {REDOWNLOAD}")
+            found = list_images(folder)
             files += found
             targets += [index[wnid]] * len(found)
     else:
         annotations = root / "val" / "val_annotations.txt"
-        if not annotations.is_file():
-            raise DataError(f"missing {annotations}; tiny-ImageNet's labelled split is its val folder")
         files, targets = [], []
-        for line_no, line in enumerate(annotations.read_text().splitlines(), 1):
+        lines = _read_text(annotations, "tiny-ImageNet's labelled split is its val folder").splitlines()
+        for line_no, line in enumerate(lines, 1):
             parts = line.split("\t")
             if len(parts) < 2 or parts[1] not in index:
                 raise DataError(f"{annotations} line {line_no} is not 'file<TAB>wnid' with a known wnid: {line!r}")
@@ -209,11 +233,15 @@ def read_npz(path: Path, split: str) -> Arrays:
         raise DataError(f"{path} has no '{split}_images' array (it has {sorted(keys)}); "
                         "store 'images' [+ 'labels'] or 'train_images'/'test_images' [+ '_labels']")
     label_key = image_key.replace("images", "labels")
-    images = arrays[image_key]
+    images = npz_array(arrays, image_key, path)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise DataError(f"{path}:{image_key} must be uint8 N x H x W x C or N x C x H x W, "
                         f"got {images.dtype} {images.shape}")
-    labels = arrays[label_key].astype(np.int64) if label_key in keys else None
+    if not len(images):
+        raise DataError(f"{path}:{image_key} holds no images")
+    labels = None
+    if label_key in keys:
+        labels = check_labels(npz_array(arrays, label_key, path), len(images), [], f"{path}:{label_key}")
     return images, labels, []
 
 
@@ -291,10 +319,11 @@ def _split_folder(root: Path, split: str) -> Path:
 
 
 def _to_tensor(images: np.ndarray, source: str, size: Optional[int]) -> torch.Tensor:
-    if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
-        images = images.transpose(0, 3, 1, 2)
+    if images.shape[1] not in (1, 3) and images.shape[-1] not in (1, 3):
+        raise DataError(f"the images in {source} are {images.shape}: neither N x C x H x W nor N x H x W x C with "
+                        "C = 1 (grey) or 3 (RGB) channels")
     if images.shape[1] not in (1, 3):
-        raise DataError(f"images in {source} have {images.shape[1]} channels; 1 (grey) or 3 (RGB) are supported")
+        images = images.transpose(0, 3, 1, 2)
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1).contiguous()

@@ -25,7 +25,7 @@ import torch
 
 from ..config import SignalConfig as SignalOptions
 from ..errors import ConfigError, DataError
-from .decode import open_npz
+from .arrays import check_labels, check_per_item, npz_array, open_npz
 from .signalset import SignalSet
 
 SLEEP_STAGES = ["W", "N1", "N2", "N3", "R"]
@@ -228,14 +228,22 @@ def read_signal_npz(path: Path, split: str, test_fraction: float) -> SignalSet:
     if key is None:
         raise DataError(f"{path} has no '{split}_signals' or 'signals' array (it has {sorted(keys)}); store "
                         "'signals' (N x C x T) [+ 'labels', 'subjects'] or 'train_signals'/'test_signals'")
-    signals = arrays[key]
-    if signals.ndim != 3 or not np.issubdtype(signals.dtype, np.number):
-        raise DataError(f"{path}:{key} must be a numeric N x C x T array, got {signals.dtype} {signals.shape}")
+    signals = npz_array(arrays, key, path)
+    if signals.ndim != 3 or signals.dtype.kind not in "iuf":
+        raise DataError(f"{path}:{key} must be a real-valued N x C x T array, got {signals.dtype} {signals.shape}")
+    if not len(signals):
+        raise DataError(f"{path}:{key} holds no epochs")
+    _check_finite(signals, f"{path}:{key}")
     prefix = key[: -len("signals")]
-    get = lambda name: torch.from_numpy(arrays[prefix + name].astype(np.int64)) if prefix + name in keys else None  # noqa: E731
-    rate = float(arrays["sampling_rate"]) if "sampling_rate" in keys else 0.0
-    data = SignalSet(torch.from_numpy(signals.astype(np.float32)), get("labels"), get("subjects"),
-                     source=f"{path}:{key}", sampling_rate=rate)
+    labels = subjects = None
+    if prefix + "labels" in keys:
+        labels = check_labels(npz_array(arrays, prefix + "labels", path), len(signals), [], f"{path}:{prefix}labels",
+                              item="epoch")
+    if prefix + "subjects" in keys:
+        subjects = check_per_item(npz_array(arrays, prefix + "subjects", path), len(signals),
+                                  f"{path}:{prefix}subjects", "epoch", "store one integer subject id per epoch")
+    data = SignalSet(torch.from_numpy(signals.astype(np.float32)), _tensor(labels), _tensor(subjects),
+                     source=f"{path}:{key}", sampling_rate=_sampling_rate(arrays, path))
     if key == f"{split}_signals":
         return data
     if data.subjects is not None:
@@ -244,6 +252,30 @@ def read_signal_npz(path: Path, split: str, test_fraction: float) -> SignalSet:
         raise DataError(f"{path} has no '{split}_signals' and no 'subjects' to split by; store "
                         f"'{split}_signals' or 'subjects'")
     return data
+
+
+def _tensor(values: Optional[np.ndarray]) -> Optional[torch.Tensor]:
+    return None if values is None else torch.from_numpy(values)
+
+
+def _check_finite(signals: np.ndarray, where: str) -> None:
+    """NaN or infinity in one sample spreads through filtering and training and ends a run with a NaN loss."""
+    finite = np.isfinite(signals)
+    if not finite.all():
+        epoch, channel, sample = np.argwhere(~finite)[0]
+        raise DataError(f"{where} holds {finite.size - finite.sum()} NaN or infinite values (the first in epoch "
+                        f"{epoch}, channel {channel}, sample {sample}); repair or drop those epochs")
+
+
+def _sampling_rate(arrays, path: Path) -> float:
+    """The stored sampling rate in Hz; 0.0 (unknown) when none is stored."""
+    if "sampling_rate" not in arrays.files:
+        return 0.0
+    rate = npz_array(arrays, "sampling_rate", path)
+    if rate.size != 1 or rate.dtype.kind not in "iuf" or not np.isfinite(rate).all() or rate.item() <= 0:
+        raise DataError(f"{path}:sampling_rate must be one positive number of Hz, got {rate.dtype} {rate.shape} "
+                        f"{rate.ravel()[:3].tolist()}{' ...' if rate.size > 3 else ''}")
+    return float(rate.item())
 
 
 def split_by_subject(data: SignalSet, split: str, test_fraction: float) -> SignalSet:

@@ -19,6 +19,7 @@ class SignalSet:
     source: str = ""
 
     def __post_init__(self):
+        # ValueError: a caller's mistake. Readers check the files first and name them in a DataError.
         if self.signals.dtype != torch.float32 or self.signals.ndim != 3:
             raise ValueError(f"SignalSet needs float32 N x C x T signals, got {self.signals.dtype} "
                              f"{tuple(self.signals.shape)}")

@@ -13,11 +13,19 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .decode import _decode, _read
 from .readers import list_image_files
 
 PREFETCH = 2
+
+
+class _Unreadable:
+    """What a worker hands back for an image it cannot decode: DataLoader would re-raise the worker's DataError
+    with the worker's traceback as its message, and the user is owed the one line that names the file."""
+
+    def __init__(self, message: str):
+        self.message = message
 
 
 class _Files(torch.utils.data.Dataset):
@@ -27,9 +35,19 @@ class _Files(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple:
-        image = torch.from_numpy(_decode(self.files[index], _read(self.files[index]), self.size).copy()).permute(2, 0, 1)
+    def __getitem__(self, index: int):
+        path = self.files[index]
+        try:
+            image = torch.from_numpy(_decode(path, _read(path), self.size).copy()).permute(2, 0, 1)
+        except DataError as err:
+            return _Unreadable(str(err))
         return image, -1 if self.labels is None else int(self.labels[index])
+
+
+def _collate(items: list):
+    """The batch, or the first _Unreadable among its items."""
+    unreadable = [item for item in items if isinstance(item, _Unreadable)]
+    return unreadable[0] if unreadable else torch.utils.data.default_collate(items)
 
 
 @dataclass
@@ -63,8 +81,11 @@ class ImageStream:
         """uint8 (B x 3 x S x S) and label batches in ``order``, decoded by ``workers`` processes."""
         loader = torch.utils.data.DataLoader(_Files(self.files, self.labels_array, self.size), batch_size=batch,
                                              sampler=order, num_workers=workers, pin_memory=pin, drop_last=True,
-                                             prefetch_factor=PREFETCH if workers else None)
-        return iter(loader)
+                                             prefetch_factor=PREFETCH if workers else None, collate_fn=_collate)
+        for batch_or_error in loader:
+            if isinstance(batch_or_error, _Unreadable):
+                raise DataError(batch_or_error.message)
+            yield batch_or_error
 
     def mean_std(self, sample: int = 1000) -> tuple:
         """Per-channel statistics measured on a fixed random sample of the images."""
