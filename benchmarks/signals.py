@@ -12,10 +12,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from spatialssl.demo import FINETUNE_EPOCHS, SIGNAL_SETTINGS, run_signal_demo
-from spatialssl.runlog import read_metrics
-
 from speed import machine, write_section
+
+from spatialssl.commands.demo import FINETUNE_EPOCHS, SIGNAL_SETTINGS, run_signal_demo
+from spatialssl.engine.runlog import read_metrics
 
 BEGIN, END = "<!-- signals:begin -->", "<!-- signals:end -->"
 

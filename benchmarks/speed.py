@@ -15,10 +15,10 @@ from pathlib import Path
 
 import torch
 
-from spatialssl.bench import machine as describe_machine
-from spatialssl.bench import run_ours
-from spatialssl.bench import write_section as write_marked_section
 from spatialssl.data import load_images, make_demo_images
+from spatialssl.studies.bench import machine as describe_machine
+from spatialssl.studies.bench import run_ours
+from spatialssl.studies.bench import write_section as write_marked_section
 
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
 

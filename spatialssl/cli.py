@@ -132,15 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> None:
     if args.command == "demo":
-        from .demo import run_demo, run_signal_demo
+        from .commands.demo import run_demo, run_signal_demo
 
         if args.modality == "timeseries":
             run_signal_demo(args.out or "runs/demo-timeseries", args.overrides, progress=not args.no_progress)
         else:
             run_demo(args.out or "runs/demo", args.overrides, progress=not args.no_progress)
     elif args.command == "pretrain":
-        from .config import load_config
-        from .train import pretrain
+        from .engine.config import load_config
+        from .engine.train import pretrain
 
         overrides = list(args.overrides)
         if args.data:
@@ -157,8 +157,7 @@ def run(args: argparse.Namespace) -> None:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
             print(f"checkpoint: {path}")
     elif args.command == "linear-eval":
-        from .evaluate import format_results
-        from .evaluate_checkpoint import evaluate_checkpoint, write_report
+        from .commands.linear_eval import evaluate_checkpoint, format_results, write_report
 
         overrides = list(args.overrides)
         if args.epochs is not None:
@@ -172,7 +171,7 @@ def run(args: argparse.Namespace) -> None:
                   flush=True)  # shown before the report is written: a failed write cannot lose them
         print(f"report: {write_report(results)}")
     elif args.command == "finetune":
-        from .finetuning import finetune
+        from .commands.finetune import finetune
 
         if not args.resume and (not args.checkpoint or not args.data):
             raise ConfigError("finetune needs --checkpoint and --data (or --resume with --out)")
@@ -182,11 +181,11 @@ def run(args: argparse.Namespace) -> None:
             print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
                   f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
     elif args.command == "bench":
-        from .bench import run_bench
+        from .studies.bench import run_bench
 
         print(run_bench(args))
     elif args.command == "reproduce":
-        from .reproduce import run_reproduce
+        from .studies.reproduce import run_reproduce
 
         if not (args.dry_run or args.report_only or args.data):
             raise ConfigError("reproduce needs --data (CIFAR-10; see --help), --dry-run to list the runs, "
@@ -195,12 +194,12 @@ def run(args: argparse.Namespace) -> None:
             raise ConfigError("--report-only writes a report; add --write RESULTS.md")
         print(run_reproduce(args))
     elif args.command == "export":
-        from .export import export
+        from .commands.export import export
 
         described = export(args.checkpoint, args.out)
         print(f"wrote {described['path']}; load it into {described['class']}(**{described['kwargs']})")
     elif args.command in ("reconstruct", "symmetry", "uncertainty"):
-        from .analysis import run_analysis
+        from .commands.analysis import run_analysis
 
         result = run_analysis(args.command, args.checkpoint, args.data, args.out, args.split, args.images,
                               args.seed, args.sampling)
@@ -209,8 +208,8 @@ def run(args: argparse.Namespace) -> None:
 
 def _resume_overrides(out: str, overrides: list):
     """A resumed run's own config with the given overrides on top (e.g. more epochs)."""
-    from .checkpoint import read_checkpoint
-    from .config import load_config
+    from .engine.checkpoint import read_checkpoint
+    from .engine.config import load_config
 
     _, info = read_checkpoint(Path(out) / "last.ckpt")
     return load_config(base=info["config"], overrides=overrides)

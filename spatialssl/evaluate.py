@@ -152,25 +152,3 @@ def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_lab
     return results
 
 
-def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:
-    """Patch features make sense for plain Spatial Reasoning; other methods use the image alone."""
-    if requested is not None:
-        return sorted(set(requested))
-    if cfg.method.name == "sr" and not cfg.method.additive:
-        return sorted(set(cfg.eval.patches))
-    return [0]
-
-
-def format_results(rows: dict) -> str:
-    """A plain-text table: one row per model, columns kNN (and its k) and linear top-1 per patch
-    count on the test split, and under it the probes' accuracy on their own training features."""
-    counts = sorted({n for r in rows.values() for n in r["linear"]})
-    header = f"{'model':<24}{'kNN':>8}{'k':>5}" + "".join(f"{f'lin+{n}p' if n else 'linear':>9}" for n in counts)
-    lines = [header, "-" * len(header)]
-    for name, r in rows.items():
-        rows_of = ((name, f"{100 * r['knn']:>8.2f}{r['knn_k']:>5}", "test_acc"), ("  (probe train acc.)", " " * 13, "train_acc"))
-        for label, knn, field in rows_of:
-            cells = "".join(f"{100 * getattr(r['linear'][n], field):>9.2f}" if n in r["linear"] else f"{'-':>9}"
-                            for n in counts)
-            lines.append(f"{label:<24}{knn}{cells}")
-    return "\n".join(lines)

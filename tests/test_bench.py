@@ -1,10 +1,10 @@
 """The conventional comparison path: same layouts as our samplers, and the bench runs."""
 import torch
 
-from spatialssl.bench import bench, format_rows
-from spatialssl.conventional import ConventionalDataset, collate
 from spatialssl.data import make_demo_images
 from spatialssl.samplers import BoxSampler, PatchSampler, ViewSampler
+from spatialssl.studies.bench import bench, format_rows
+from spatialssl.studies.conventional import ConventionalDataset, collate
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

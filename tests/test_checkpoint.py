@@ -8,12 +8,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from spatialssl import checkpoint
 from spatialssl.cli import main
-from spatialssl.config import load_config
 from spatialssl.data import make_demo_images
+from spatialssl.engine import build
+from spatialssl.engine.config import load_config
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import DataError
-from spatialssl.train import pretrain
 
 
 def labelled_npz(path, size: int, seed: int = 0):
@@ -76,7 +76,7 @@ def damaged(good, folder, damage):
 def test_a_damaged_checkpoint_is_refused_by_the_library_naming_the_file(good, tmp_path, damage):
     path = damaged(good, tmp_path, damage)
     with pytest.raises(DataError) as refused:
-        checkpoint.load_backbone(path)
+        build.load_backbone(path)
     message = str(refused.value)
     assert str(path) in message and DAMAGES[damage][1] in message and "\n" not in message
 

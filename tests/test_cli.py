@@ -43,7 +43,7 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
 def test_every_recipe_loads(tmp_path):
     from pathlib import Path
 
-    from spatialssl.config import load_config
+    from spatialssl.engine.config import load_config
 
     recipes = sorted(Path("recipes").glob("*.yaml"))
     assert len(recipes) == 29  # 5 methods x 5 data sets of the SR paper, 3 PART image settings, 1 PART 1-D
@@ -96,12 +96,12 @@ def test_linear_eval_refuses_an_unwritable_report_folder_before_evaluating(tmp_p
 def test_linear_eval_prints_its_results_before_a_failing_report_write(random_run, capsys, monkeypatch):
     import errno
 
-    from spatialssl import evaluate_checkpoint
+    from spatialssl.commands import linear_eval as command
 
     def disk_full(path, write):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(evaluate_checkpoint, "atomic_write", disk_full)
+    monkeypatch.setattr(command, "atomic_write", disk_full)
     capsys.readouterr()
     assert linear_eval(*random_run) == 2
     captured = capsys.readouterr()

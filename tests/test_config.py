@@ -1,6 +1,6 @@
 import pytest
 
-from spatialssl.config import BUNDLED_RECIPES, Config, load_config, parse_overrides
+from spatialssl.engine.config import BUNDLED_RECIPES, Config, load_config, parse_overrides
 from spatialssl.errors import ConfigError
 
 
@@ -115,7 +115,7 @@ def test_cross_attention_heads_must_divide_the_vit_width():
 
 
 def test_configs_of_older_checkpoints_keep_the_method_they_were_trained_with():
-    from spatialssl.checkpoint import migrate_config
+    from spatialssl.engine.checkpoint import migrate_config
 
     old = Config().to_dict()
     del old["method"]["additive_placement"], old["part"]["encoder_heads"]

@@ -5,8 +5,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import (random_images, write_cifar10, write_cifar100, write_class_folders, write_stl10,
-                      write_tiny_imagenet)
+from conftest import random_images, write_cifar10, write_cifar100, write_class_folders, write_stl10, write_tiny_imagenet
 from PIL import Image
 
 from spatialssl.data import decode, detect_layout, load_images

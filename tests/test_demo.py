@@ -1,4 +1,4 @@
-from spatialssl.demo import run_demo, verdicts
+from spatialssl.commands.demo import run_demo, verdicts
 from spatialssl.evaluate import ProbeResult
 
 

@@ -7,10 +7,10 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from spatialssl.config import load_config
 from spatialssl.data import make_demo_images
-from spatialssl.runlog import read_metrics
-from spatialssl.train import pretrain
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
 
 # Deterministic augmentation (full-image crops, no flip or colour), so only the split of the
 # batch differs; a ViT (LayerNorm, no batch statistics: PyTorch's SyncBatchNorm is GPU-only);
@@ -47,7 +47,7 @@ def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
 
 
 def test_each_process_takes_its_own_share_of_the_global_batch():
-    from spatialssl.distributed import Distributed
+    from spatialssl.engine.distributed import Distributed
 
     shares = [Distributed(rank, 4).shard(torch.arange(8)).tolist() for rank in range(4)]
     assert shares == [[0, 1], [2, 3], [4, 5], [6, 7]]  # disjoint, covering: each image once per epoch

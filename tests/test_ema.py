@@ -7,13 +7,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import nn
 
-from spatialssl import checkpoint, train
-from spatialssl.config import load_config
+from spatialssl.commands.export import export
 from spatialssl.data import make_demo_images
 from spatialssl.ema import WeightEMA
+from spatialssl.engine import build, train
+from spatialssl.engine.config import load_config
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import ConfigError
-from spatialssl.export import export
-from spatialssl.train import pretrain
 
 # Supervised: the cheapest method with BatchNorm buffers and a head; the loop is the same for all.
 TINY = {"model": {"backbone": "resnet8"}, "method": {"name": "supervised"},
@@ -81,11 +81,11 @@ def test_a_resumed_run_keeps_live_and_averaged_weights_exactly(tmp_path, demo_sm
 def test_evaluation_export_and_backbone_file_use_the_averaged_weights(ema_run, tmp_path):
     stored = load_file(ema_run)
     averaged, live = prefixed(stored, "ema.backbone."), prefixed(stored, "method.backbone.")
-    backbone, _ = checkpoint.load_backbone(ema_run)
+    backbone, _ = build.load_backbone(ema_run)
     loaded = backbone.state_dict()
     assert all(torch.equal(loaded[k], averaged[k]) for k in averaged)
     assert not torch.equal(loaded["conv1.weight"], live["conv1.weight"])
-    for weights in (load_file(ema_run.with_name("backbone.safetensors")), checkpoint.pretrained_state(ema_run)):
+    for weights in (load_file(ema_run.with_name("backbone.safetensors")), build.pretrained_state(ema_run)):
         assert weights.keys() == averaged.keys() and all(torch.equal(weights[k], averaged[k]) for k in averaged)
     info = json.loads(ema_run.with_name("last.json").read_text())
     assert (info["weights"], info["ema_decay"]) == ("ema", 0.9)
@@ -103,7 +103,7 @@ def test_without_ema_checkpoints_hold_the_live_weights_only(tmp_path, demo_small
     assert not any(k.startswith("ema.") for k in stored)
     assert "weights" not in json.loads((tmp_path / "last.json").read_text())
     live = prefixed(stored, "method.backbone.")
-    backbone, _ = checkpoint.load_backbone(last)
+    backbone, _ = build.load_backbone(last)
     for weights in (load_file(tmp_path / "backbone.safetensors"), backbone.state_dict()):
         assert weights.keys() == live.keys() and all(torch.equal(weights[k], live[k]) for k in live)
     assert "weights" not in export(last, tmp_path / "exported")
@@ -120,8 +120,8 @@ def test_the_knn_monitor_scores_the_averaged_backbone(tmp_path, demo_small, monk
 
 
 def test_part_figures_read_the_averaged_method_and_finetuning_starts_without_an_average(tmp_path):
-    from spatialssl.analysis import load_part
-    from spatialssl.finetuning import finetune_config
+    from spatialssl.commands.analysis import load_part
+    from spatialssl.commands.finetune import finetune_config
 
     cfg = load_config(overrides=["method.name=part", "model.backbone=vit_tiny", "model.depth=2", "part.num_pairs=16",
                                  "train.knn_monitor=0", "train.batch_size=16", "train.epochs=1", "train.ema=0.5"])

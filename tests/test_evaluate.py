@@ -54,7 +54,8 @@ def test_standardized_probe_fits_features_whose_scale_defeats_the_raw_probe():
 
 
 def test_knn_k_is_chosen_from_the_training_set_unless_given():
-    from spatialssl.evaluate import format_results, knn_neighbours
+    from spatialssl.commands.linear_eval import format_results
+    from spatialssl.evaluate import knn_neighbours
 
     assert [knn_neighbours(n) for n in (50_000, 2000, 64, 1)] == [200, 45, 8, 1]
     assert (knn_neighbours(64, 10), knn_neighbours(64, 500)) == (10, 64)
@@ -63,7 +64,8 @@ def test_knn_k_is_chosen_from_the_training_set_unless_given():
 
 
 def test_the_table_shows_each_probes_training_accuracy_under_its_test_accuracy():
-    from spatialssl.evaluate import ProbeResult, format_results
+    from spatialssl.commands.linear_eval import format_results
+    from spatialssl.evaluate import ProbeResult
 
     row = {"knn": 0.5, "knn_k": 45, "linear": {0: ProbeResult(0.40, 0.75), 9: ProbeResult(0.45, 0.90)}}
     model, fitted = format_results({"m": row}).splitlines()[2:4]
@@ -83,7 +85,7 @@ def test_float_images_are_refused_by_the_evaluators_not_read_as_signals():
     """4-D float images (ToTensor's [0, 1]) would become near-black features without an error."""
     import pytest
 
-    from spatialssl.config import load_config
+    from spatialssl.engine.config import load_config
     from spatialssl.methods.finetune import Finetune
 
     backbone = create_backbone("resnet8")
@@ -102,12 +104,12 @@ def test_a_1d_checkpoint_on_signals_with_other_channels_is_refused_before_work(t
     import numpy as np
     import pytest
 
-    from spatialssl.config import load_config
+    from spatialssl.commands.finetune import finetune
+    from spatialssl.commands.linear_eval import evaluate_checkpoint
     from spatialssl.data.demo_signals import demo_signal_splits
+    from spatialssl.engine.config import load_config
+    from spatialssl.engine.train import pretrain
     from spatialssl.errors import DataError
-    from spatialssl.evaluate_checkpoint import evaluate_checkpoint
-    from spatialssl.finetuning import finetune
-    from spatialssl.train import pretrain
 
     train, _ = demo_signal_splits(2, 1, 8)  # 2 channels
     cfg = load_config(overrides=["method.name=part", "model.backbone=vit1d_tiny", "model.depth=1",

@@ -7,14 +7,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spatialssl import checkpoint, regularize
+from spatialssl import regularize
 from spatialssl.cli import main
-from spatialssl.config import OptimConfig, load_config
+from spatialssl.commands.export import export
 from spatialssl.data import make_demo_images
+from spatialssl.engine import build, checkpoint
+from spatialssl.engine.config import OptimConfig, load_config
+from spatialssl.engine.optim import learning_rate
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import DataError
-from spatialssl.export import export
 from spatialssl.models import create_backbone, embed
-from spatialssl.train import learning_rate, pretrain
 
 VIT = ["model.backbone=vit_tiny", "model.depth=2", "train.knn_monitor=0", "train.batch_size=16"]
 
@@ -33,7 +35,7 @@ def test_export_round_trip_through_timm(part_run, tmp_path, timm):
     theirs = timm.models.vision_transformer.VisionTransformer(**described["kwargs"]).eval()
     state = load_file(tmp_path / "vit.safetensors")
     theirs.load_state_dict(state, strict=True)  # same keys and shapes
-    ours, _ = checkpoint.load_backbone(part_run)
+    ours, _ = build.load_backbone(part_run)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(embed(ours.eval(), x), theirs.forward_head(theirs.forward_features(x), pre_logits=True),
@@ -53,8 +55,8 @@ def test_finetuned_vit_with_position_embedding_and_class_token_matches_timm(timm
 
 
 def test_finetuning_starts_from_the_pretrained_weights_and_adds_position_embedding(part_run, tmp_path):
-    from spatialssl.finetuning import finetune_config
-    from spatialssl.methods import build_method
+    from spatialssl.commands.finetune import finetune_config
+    from spatialssl.engine.build import build_method
 
     cfg = finetune_config(part_run, None, ["model.input_size=[32,32]"])
     assert cfg.model.pos_embed and cfg.model.class_token and cfg.method.name == "finetune"
@@ -66,7 +68,7 @@ def test_finetuning_starts_from_the_pretrained_weights_and_adds_position_embeddi
 
 
 def test_pretrained_weights_that_do_not_fit_are_named(part_run):
-    from spatialssl.checkpoint import load_pretrained
+    from spatialssl.engine.build import load_pretrained
 
     with pytest.raises(DataError, match="do not fit.*blocks.2"):
         load_pretrained(create_backbone("vit_tiny", depth=3), part_run)
@@ -159,13 +161,13 @@ def test_resnet_export_names_a_constructor_that_rebuilds_it(tmp_path, capsys, ov
     assert f"{described['class']}(**{described['kwargs']})" in capsys.readouterr().out  # what is printed
     theirs = build_from_export(described).eval()
     theirs.load_state_dict(load_file(tmp_path / "resnet.safetensors"), strict=True)
-    ours = checkpoint.load_backbone(ckpt)[0].eval()
+    ours = build.load_backbone(ckpt)[0].eval()
     x = torch.randn(2, 3, size, size)
     assert torch.equal(theirs(x), ours(x))
 
 
 def test_resnet_export_keeps_a_classifier():
-    from spatialssl.export import timm_constructor
+    from spatialssl.commands.export import timm_constructor
 
     model = create_backbone("resnet20", num_classes=10)
     rebuilt = build_from_export(timm_constructor(model))

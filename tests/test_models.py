@@ -40,9 +40,9 @@ def test_relation_head_shapes(outputs):
 
 
 def test_adamw_keeps_what_the_model_names_and_1d_parameters_out_of_weight_decay():
-    from spatialssl.config import load_config
+    from spatialssl.engine.config import load_config
+    from spatialssl.engine.optim import build_optimizer
     from spatialssl.methods import Supervised
-    from spatialssl.train import build_optimizer
 
     backbone = create_backbone("vit_tiny", num_classes=10, pos_embed=True, class_token=True, depth=1)
     assert backbone.no_weight_decay() == {"pos_embed", "cls_token"}

@@ -5,16 +5,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spatialssl.analysis import antisymmetry_error, paste_boxes, placed_boxes, uncertainty, Sample
-from spatialssl.config import load_config
+from spatialssl.commands.analysis import Sample, antisymmetry_error, paste_boxes, placed_boxes, uncertainty
 from spatialssl.data import ImageSet
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import ConfigError
 from spatialssl.losses import RelativePositionLoss
 from spatialssl.models import CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder, build_encoder
-from spatialssl.runlog import read_metrics
-from spatialssl.samplers.boxes import (all_pairs, check_box_geometry, cut_boxes, grid_boxes, relative_targets,
-                                       sample_boxes, sample_pairs)
-from spatialssl.train import pretrain
+from spatialssl.samplers.boxes import (
+    all_pairs,
+    check_box_geometry,
+    cut_boxes,
+    grid_boxes,
+    relative_targets,
+    sample_boxes,
+    sample_pairs,
+)
 
 
 def boxes_of(*rows):

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 from conftest import write_class_folders
 
-from spatialssl import reproduce
 from spatialssl.cli import main
 from spatialssl.data import make_demo_images
+from spatialssl.engine.checks import check_against_data
 from spatialssl.errors import ConfigError, DataError
-from spatialssl.reproduce import BUDGETS, plan, run_config, run_suite
-from spatialssl.results import FINDINGS, Measure, findings_table, mean_std, sweep_findings, verdict
-from spatialssl.train import check_against_data
+from spatialssl.metrics import mean_std, verdict
+from spatialssl.studies import reproduce
+from spatialssl.studies.reproduce import BUDGETS, plan, run_config, run_suite
+from spatialssl.studies.results import FINDINGS, Measure, findings_table, sweep_findings
 
 TINY = dataclasses.replace(
     BUDGETS["cpu"], name="tiny", train_images=None, test_images=None, seeds=(0,),

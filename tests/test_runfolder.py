@@ -12,14 +12,14 @@ import pytest
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from spatialssl import checkpoint, runfolder
-from spatialssl.config import load_config
 from spatialssl.data import make_demo_images
-from spatialssl.distributed import writes
+from spatialssl.engine import checkpoint, runfolder
+from spatialssl.engine.config import load_config
+from spatialssl.engine.distributed import writes
+from spatialssl.engine.runfolder import claimed, locked
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import ConfigError, DataError
-from spatialssl.runfolder import claimed, locked
-from spatialssl.runlog import read_metrics
-from spatialssl.train import pretrain
 
 TINY = {"model": {"backbone": "resnet8"}, "method": {"patch_size": 12},
         "train": {"batch_size": 32, "epochs": 1, "knn_monitor": 0}}
@@ -204,7 +204,7 @@ def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_
 
 
 def test_a_full_disk_at_the_metrics_log_is_one_line_and_resume_rebuilds_the_row(tmp_path, demo_small, monkeypatch):
-    from spatialssl.runlog import RunLog
+    from spatialssl.engine.runlog import RunLog
 
     def disk_full(self, row):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -229,7 +229,7 @@ def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path, demo_small):
 
 
 def test_export_into_an_unwritable_place_or_a_full_disk_is_one_line(tmp_path, demo_small, monkeypatch):
-    from spatialssl.export import export
+    from spatialssl.commands.export import export
 
     run = untrained(tmp_path / "run", demo_small)
     blocker = tmp_path / "a-file"

@@ -5,13 +5,13 @@ import warnings
 
 import numpy as np
 import pytest
-
 from conftest import random_images, write_class_folders
-from spatialssl.config import load_config
+
+from spatialssl.commands.finetune import RECIPE
+from spatialssl.engine.config import load_config
+from spatialssl.engine.safeguards import warn_about_short_finetune
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import SpatialSSLWarning
-from spatialssl.finetuning import RECIPE
-from spatialssl.safeguards import warn_about_short_finetune
-from spatialssl.train import pretrain
 
 CIFAR10_MEAN = [0.491, 0.482, 0.447]  # recipes/rr_cifar10.yaml
 TINY = ["model.backbone=resnet8", "train.epochs=0", "train.knn_monitor=0", "train.batch_size=8"]

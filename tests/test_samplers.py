@@ -1,8 +1,16 @@
 import pytest
 import torch
 
-from spatialssl.samplers import (GRID_ORDER, BoxSampler, PatchSampler, ViewSampler, grid_patches, patch_pairs,
-                                 relation_pairs, sample_positions)
+from spatialssl.samplers import (
+    GRID_ORDER,
+    BoxSampler,
+    PatchSampler,
+    ViewSampler,
+    grid_patches,
+    patch_pairs,
+    relation_pairs,
+    sample_positions,
+)
 from spatialssl.samplers.patches import grid_positions, resize_patches
 
 IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)

@@ -4,17 +4,18 @@ import numpy as np
 import pytest
 import torch
 
-from spatialssl.config import SignalConfig, load_config
+from spatialssl.commands.linear_eval import low_label
 from spatialssl.data import SignalSet, load_signals
 from spatialssl.data.demo_signals import demo_signal_splits
+from spatialssl.data.signals import SignalOptions
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import DataError
-from spatialssl.evaluate_checkpoint import low_label
 from spatialssl.metrics import classification_report, cohen_kappa, confusion_matrix, macro_f1
 from spatialssl.models import create_backbone
-from spatialssl.runlog import read_metrics
 from spatialssl.samplers.boxes import relative_targets, sample_pairs
 from spatialssl.samplers.windows import check_window_geometry, cut_windows, sample_windows
-from spatialssl.train import pretrain
 
 STAGES = ["W", "N1", "N2", "N3", "R"]
 
@@ -107,7 +108,7 @@ def write_wfdb(folder, name, rate=200, seconds=150, stages=("W", "N2", "R"), sta
 def test_wfdb_records_become_labelled_epochs_split_by_subject(tmp_path):
     for i in range(5):
         write_wfdb(tmp_path, f"tr0{i}")
-    options = SignalConfig(sampling_rate=100, epoch_seconds=30, bandpass=[0.3, 30.0], test_fraction=0.2)
+    options = SignalOptions(sampling_rate=100, epoch_seconds=30, bandpass=[0.3, 30.0], test_fraction=0.2)
     train = load_signals(tmp_path, "train", options)
     test = load_signals(tmp_path, "test", options)
     assert train.signals.shape[1:] == (2, 3000) and len(train) == 4 * 5 and len(test) == 5  # 150 s: 5 epochs
@@ -116,16 +117,16 @@ def test_wfdb_records_become_labelled_epochs_split_by_subject(tmp_path):
     assert train.channels == ["C3-M2", "C4-M1"] and train.sampling_rate == 100
     assert torch.allclose(train.signals.mean(-1), torch.zeros(20, 2), atol=1e-4)  # instance-normalised
     assert torch.allclose(train.signals.std(-1), torch.ones(20, 2), atol=1e-3)
-    one = load_signals(tmp_path, "all", SignalConfig(channels=["C4-M1"], bandpass=None, sampling_rate=None))
+    one = load_signals(tmp_path, "all", SignalOptions(channels=["C4-M1"], bandpass=None, sampling_rate=None))
     assert one.signals.shape[1:] == (1, 6000)
 
 
 def test_wfdb_errors_name_the_file(tmp_path):
     write_wfdb(tmp_path, "rec1")
     with pytest.raises(DataError, match=r"rec1.hea has no channel O1-M2; it has C3-M2, C4-M1"):
-        load_signals(tmp_path, "all", SignalConfig(channels=["O1-M2"]))
+        load_signals(tmp_path, "all", SignalOptions(channels=["O1-M2"]))
     with pytest.raises(DataError, match=r"rec1.hea is sampled at 200 Hz, expected 100 Hz"):
-        load_signals(tmp_path, "all", SignalConfig(expected_rate=100))
+        load_signals(tmp_path, "all", SignalOptions(expected_rate=100))
     short = tmp_path / "short"
     short.mkdir()
     write_wfdb(short, "tiny", seconds=20, stage_starts=(0,), stages=("W",))
@@ -152,7 +153,7 @@ def write_edf(path, rate=128, seconds=120, annotations=((0, 30, "Sleep stage W")
 
 def test_edf_with_annotations_is_resampled_and_labelled(tmp_path):
     write_edf(tmp_path / "SC4001E0-PSG.edf")
-    data = load_signals(tmp_path, "all", SignalConfig(sampling_rate=100, bandpass=[0.3, 30.0]))
+    data = load_signals(tmp_path, "all", SignalOptions(sampling_rate=100, bandpass=[0.3, 30.0]))
     assert data.signals.shape == (4, 2, 3000) and data.labels.tolist() == [0, 2, 2, 4]
     assert data.classes == STAGES
 
@@ -170,7 +171,7 @@ def test_npz_signals_round_trip_and_subject_split(tmp_path):
     train, test = load_signals(path, "train"), load_signals(path, "test")
     assert len(train) + len(test) == 30 and len(test) == 6  # 2 of 10 subjects held out
     assert not set(train.subject_ids()) & set(test.subject_ids())
-    raw = load_signals(path, "all", SignalConfig(instance_norm=False))
+    raw = load_signals(path, "all", SignalOptions(instance_norm=False))
     assert torch.equal(raw.signals, torch.from_numpy(signals)) and raw.labels.tolist() == list(np.arange(30) % 5)
     np.savez(tmp_path / "bad.npz", signals=np.zeros((3, 200)))
     with pytest.raises(DataError, match="N x C x T"):
@@ -233,7 +234,7 @@ def test_tiny_1d_pretraining_loss_falls(tmp_path):
 
 
 def test_finetuning_a_1d_checkpoint_reports_kappa(tmp_path):
-    from spatialssl.finetuning import finetune
+    from spatialssl.commands.finetune import finetune
 
     train, test = demo_signal_splits(6, 2, 8)
     path = tmp_path / "demo.npz"
@@ -257,7 +258,7 @@ def test_signal_set_checks_its_shape():
 def test_exported_1d_vit_rebuilds_from_its_description(tmp_path):
     from safetensors.torch import load_file
 
-    from spatialssl.export import export
+    from spatialssl.commands.export import export
     from spatialssl.models import VisionTransformer1D
 
     train, _ = demo_signal_splits(2, 1, 8)

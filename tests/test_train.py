@@ -1,18 +1,18 @@
-import math
 import json
+import math
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from spatialssl import checkpoint
-from spatialssl.config import load_config
 from spatialssl.data import make_demo_images
+from spatialssl.engine import build, checkpoint
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
 from spatialssl.errors import ConfigError, SpatialSSLWarning, TrainingDiverged
 from spatialssl.evaluate import linear_evaluation
 from spatialssl.methods import SpatialReasoning
-from spatialssl.runlog import read_metrics
-from spatialssl.train import pretrain
 
 TINY = {"model": {"backbone": "resnet8"}, "method": {"patch_size": 12},
         "train": {"batch_size": 32, "epochs": 2, "knn_monitor": 0}}
@@ -104,7 +104,7 @@ def test_tiny_pretraining_loss_falls_and_probe_beats_chance(tmp_path, method, dr
     ckpt = pretrain(cfg, tmp_path, train_set=train_set, progress=False)
     losses = [float(r["loss"]) for r in read_metrics(tmp_path)]
     assert losses[-1] < drop * losses[0], losses
-    backbone, saved = checkpoint.load_backbone(ckpt)
+    backbone, saved = build.load_backbone(ckpt)
     results = linear_evaluation(backbone, train_set.images, train_set.labels, test_set.images, test_set.labels, 10,
                                 saved.data.mean, saved.data.std, 12, (0, 3), epochs=100)
     assert results["linear"][3].test_acc > 0.16  # chance is 0.1; 0.16 is 3 sigma above it on 256 images
@@ -148,8 +148,8 @@ def test_bf16_autocast_and_channels_last_keep_fp32_weights(tmp_path, demo_small)
 
 def test_streamed_folder_trains_with_each_image_once_per_epoch(tmp_path, monkeypatch):
     import numpy as np
-
     from conftest import random_images, write_class_folders
+
     from spatialssl.data import stream
 
     folder = write_class_folders(tmp_path / "data", random_images(40, 32, seed=3), np.arange(40) % 4)
@@ -178,8 +178,8 @@ def test_deterministic_runs_are_bit_identical_and_restore_the_global_settings(tm
 
 
 def test_a_warmup_as_long_as_the_run_is_cut_to_a_tenth_of_it(tmp_path, demo_small):
+    from spatialssl.engine.optim import learning_rate
     from spatialssl.errors import SpatialSSLWarning
-    from spatialssl.train import learning_rate
 
     optim = tiny_config("optim.warmup_epochs=20").optim
     assert learning_rate(optim, 0, 5 * 10, 10) == optim.lr / 5  # 0.5 epochs = 5 steps of warm-up

@@ -16,6 +16,7 @@ split, so no subject is in both. Each recording is band-pass filtered and resamp
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
@@ -23,7 +24,6 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..config import SignalConfig as SignalOptions
 from ..errors import ConfigError, DataError
 from .arrays import check_labels, check_per_item, npz_array, open_npz
 from .signalset import SignalSet
@@ -33,6 +33,20 @@ _STAGE_NAMES = {"w": "W", "wake": "W", "sleep stage w": "W", "n1": "N1", "sleep 
                 "n2": "N2", "sleep stage 2": "N2", "sleep stage n2": "N2", "n3": "N3", "n4": "N3",
                 "sleep stage 3": "N3", "sleep stage 4": "N3", "sleep stage n3": "N3", "r": "R", "rem": "R",
                 "sleep stage r": "R"}
+
+
+@dataclass
+class SignalOptions:
+    """How recordings (WFDB, EDF, npz) become epochs; used by the 1-D backbones (vit1d_*). The ``signal``
+    section of a run's config."""
+    sampling_rate: Optional[float] = 100.0  # resample every recording to this (Hz); None keeps it
+    channels: Optional[list] = None  # channel names to keep, in this order; None: all
+    bandpass: Optional[list] = field(default_factory=lambda: [0.1, 30.0])  # Hz, before resampling; None: off
+    epoch_seconds: float = 30.0
+    expected_rate: Optional[float] = None  # refuse recordings recorded at another rate
+    annotation: str = "arousal"  # WFDB annotation extension holding the sleep stages
+    test_fraction: float = 0.2  # share of recordings (subjects) held out as the test split
+    instance_norm: bool = True  # normalise each epoch per channel (mean 0, std 1)
 
 
 def stage_of(text: str) -> Optional[str]:

@@ -8,8 +8,14 @@ import torch
 from torch import nn
 
 from .heads import RelationHead
-from .relative import (ENCODERS, CrossAttentionBlockEncoder, CrossAttentionEncoder, FullMLPEncoder, PairwiseMLPEncoder,
-                       build_encoder)
+from .relative import (
+    ENCODERS,
+    CrossAttentionBlockEncoder,
+    CrossAttentionEncoder,
+    FullMLPEncoder,
+    PairwiseMLPEncoder,
+    build_encoder,
+)
 from .resnet import ResNet, resnet8, resnet18, resnet20, resnet32, resnet34, resnet56
 from .vit import SIZES, VisionTransformer, vision_transformer
 from .vit1d import VisionTransformer1D, vision_transformer_1d
@@ -75,13 +81,6 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
     return BACKBONES[name](**options)
 
 
-def backbone_from_config(model, num_classes: int = 0) -> nn.Module:
-    """``create_backbone`` with the options of a ``ModelConfig``."""
-    return create_backbone(model.backbone, model.cifar_stem, num_classes, model.input_size, model.patch_size,
-                           model.pos_embed, model.class_token, model.global_pool, model.drop_path, model.depth,
-                           model.in_chans, model.num_tokens)
-
-
 def input_channels(backbone: nn.Module) -> int:
     """The channels a backbone takes: its first convolution's (a ResNet's stem, a ViT's patch embedding)."""
     return next(m.in_channels for m in backbone.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
@@ -94,5 +93,5 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
-           "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "backbone_from_config", "embed",
+           "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
            "BACKBONES", "modality", "is_vit", "input_channels", *RESNETS]

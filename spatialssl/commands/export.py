@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import checkpoint
-from .files import atomic_write, write_or_explain
-from .models import VisionTransformer, VisionTransformer1D
-from .runfolder import check_writable
+from ..engine import build, checkpoint
+from ..engine.runfolder import check_writable
+from ..files import atomic_write, write_or_explain
+from ..models import VisionTransformer, VisionTransformer1D
 
 
 def timm_constructor(backbone) -> dict:
@@ -38,7 +38,7 @@ def export(path, out) -> dict:
         out = out.with_suffix(".safetensors")
     check_writable(out.parent, "the export folder", "choose another --out or fix its permissions")
     tensors, info = checkpoint.read_checkpoint(path)
-    backbone, cfg = checkpoint.backbone_from(tensors, info, path)
+    backbone, cfg = build.backbone_from(tensors, info, path)
     described = {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path),
                  "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info)}
     advice = f"free space in (or fix the permissions of) {out.parent} and export again"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
+from ..engine.build import build_method
+from ..engine.config import load_config
+from ..engine.distributed import resolve_device
+from ..engine.optim import build_optimizer
 from .conventional import ConventionalDataset, collate
-from .methods import build_method
-from .distributed import resolve_device
-from .train import build_optimizer
 
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
 SETTINGS = {
@@ -210,8 +210,8 @@ def run_bench(args) -> str:
     import shlex
     import sys
 
-    from .data import load_images, make_demo_images
-    from .errors import ConfigError
+    from ..data import load_images, make_demo_images
+    from ..errors import ConfigError
 
     kinds = [k.strip() for k in args.methods.split(",")]
     unknown = [k for k in kinds if k not in SETTINGS]

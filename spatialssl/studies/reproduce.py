@@ -12,15 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import checkpoint
-from .analysis import load_part, position_error
-from .config import load_config
-from .data import load_images
-from .errors import ConfigError, DataError
-from .evaluate_checkpoint import evaluate_sets
-from .files import atomic_write
-from .finetuning import finetune
-from .train import check_against_data, pretrain
+from ..commands.analysis import load_part, position_error
+from ..commands.finetune import finetune
+from ..commands.linear_eval import evaluate_sets
+from ..data import load_images
+from ..engine import build
+from ..engine.checks import check_against_data
+from ..engine.config import BUNDLED_RECIPES, load_config
+from ..engine.train import pretrain
+from ..errors import ConfigError, DataError
+from ..files import atomic_write
+from .results import headline, plot, write_markdown
 
 # Bumped when a method or the evaluation changes meaning, so stored results of the old one are
 # not reused: 2 = SR additive patches at random positions, the published PART encoder and
@@ -127,7 +129,7 @@ def plan(budget: Budget) -> list:
 
 def run_config(run: Run, budget: Budget, seed: int, data, overrides: Sequence[str] = ()):
     shared = budget.resnet if run.study == "sr" else budget.vit
-    return load_config(f"{Path(__file__).parent / 'recipes' / run.recipe}.yaml",
+    return load_config(BUNDLED_RECIPES / f"{run.recipe}.yaml",
                        [*shared, *run.overrides, f"train.seed={seed}", "train.knn_monitor=0", f"data.path={data}",
                         *overrides])
 
@@ -149,7 +151,7 @@ def load_splits(data, budget: Budget) -> tuple:
 def evaluate_resnet(run: Run, last: Path, budget: Budget, train, test) -> dict:
     """The SR paper's protocol: linear probes on the image + 0-9 patch features (and, for the
     Fig. 4 run, the same with affine-augmented probe training)."""
-    backbone, cfg = checkpoint.load_backbone(last)
+    backbone, cfg = build.load_backbone(last)
     cfg.eval.epochs = budget.probe_epochs
     plain = evaluate_sets(backbone, cfg, train, test, PATCH_COUNTS)
     scores = {"knn": plain["knn"], "linear": {str(n): r.test_acc for n, r in plain["linear"].items()},
@@ -164,7 +166,7 @@ def evaluate_resnet(run: Run, last: Path, budget: Budget, train, test) -> dict:
 def evaluate_vit(last: Path, folder: Path, budget: Budget, train, test, progress: bool) -> dict:
     """PART's measures: position error (off-grid fixed-size boxes for every variant, and the
     variant's own sampling), a linear probe of the frozen encoder, and a finetuning."""
-    backbone, cfg = checkpoint.load_backbone(last)
+    backbone, cfg = build.load_backbone(last)
     cfg.eval.epochs = budget.probe_epochs
     probe = evaluate_sets(backbone, cfg, train, test, [0])
     scores = {"knn": probe["knn"], "linear": {"0": probe["linear"][0].test_acc},
@@ -270,17 +272,6 @@ def run_suite(budget: Budget, data, out, only: Optional[Sequence[str]] = None, s
     return results
 
 
-def headline(result: dict) -> str:
-    parts = [f"linear {100 * result['linear']['0']:.1f}%"]
-    if "9" in result["linear"]:
-        parts.append(f"+9 patches {100 * result['linear']['9']:.1f}%")
-    if "finetune" in result:
-        parts.append(f"finetuned {100 * result['finetune']:.1f}%")
-    if "position_error" in result:
-        parts.append(f"position error {result['position_error']:.3f}")
-    return ", ".join(parts)
-
-
 def commit() -> str:
     """The checkout's commit (and whether it has uncommitted changes), for RESULTS.md."""
     import subprocess
@@ -296,9 +287,8 @@ def commit() -> str:
 
 def report(results: dict, budget: Budget, write: Path, command: str, wall_s: float) -> str:
     """Write the budget's section of ``write`` (RESULTS.md) and its plots beside it."""
+    from ..engine.distributed import resolve_device
     from .bench import machine
-    from .distributed import resolve_device
-    from .results import plot, write_markdown
 
     labels = {r.key: r.label for r in plan(budget)}
     seeds = sorted({r["seed"] for runs in results.values() for r in runs})

@@ -5,8 +5,8 @@ import csv
 import io
 from pathlib import Path
 
-from .errors import warn
-from .files import atomic_write, write_or_explain
+from ..errors import warn
+from ..files import atomic_write, write_or_explain
 
 
 def metrics_row(epoch: int, metrics: dict) -> dict:

@@ -3,10 +3,11 @@ seeds), each expected finding with whether it reproduced, the papers' numbers be
 ours, PNG plots, and every run listed."""
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
+
+from ..metrics import cell, mean_std, verdict
 
 # Published numbers to set beside ours. CIFAR-10 linear evaluation, ResNet-32, 200 epochs
 # (Patacchiola & Storkey 2020, as the SR paper's baselines); SR Table 1 has no CIFAR-10 column.
@@ -90,37 +91,6 @@ def sweep_findings(results: dict) -> list:
             for pairs, key in sorted({swept[0], swept[-1]}) if pairs != default]
 
 
-def mean_std(values: list) -> tuple:
-    """Mean and sample standard deviation (0 for a single value); None for no values."""
-    if not values:
-        return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def verdict(better: list, worse: list, lower_is_better: bool = False) -> str:
-    """Whether ``better`` beat ``worse``: by more than the larger seed spread ("yes"), in the
-    expected direction but within it, against it within it, or against it beyond it ("no")."""
-    (b, b_std), (w, w_std) = mean_std(better), mean_std(worse)
-    if b is None or w is None:
-        return "not run"
-    gain = (w - b) if lower_is_better else (b - w)
-    if min(len(better), len(worse)) < 2:  # no spread to compare with: never a "yes"
-        return "one seed only: " + ("expected direction" if gain > 0 else "opposite direction")
-    spread = max(b_std, w_std)
-    if gain > spread:
-        return "yes"
-    if gain > 0:
-        return "direction only (within seed spread)"
-    if gain >= -spread:
-        return "no (opposite, within seed spread)"
-    return "no"
-
-
-def cell(values: list, digits: int = 1) -> str:
-    mean, std = mean_std(values)
-    return "-" if mean is None else f"{mean:.{digits}f} ± {std:.{digits}f}"
-
-
 def findings_table(results: dict) -> list:
     lines = ["| expected finding | paper | ours: better side | ours: worse side | reproduced? |", "|---|---|---|---|---|"]
     for f in FINDINGS + sweep_findings(results):
@@ -169,7 +139,6 @@ def part_table(results: dict, labels: dict) -> list:
 
 def runs_table(results: dict, labels: dict) -> list:
     """Every run and seed, so nothing is hidden."""
-    from .reproduce import headline
     lines = ["| run | seed | pretraining s | run s | scores |", "|---|---|---|---|---|"]
     for k, runs in results.items():
         for r in runs:
@@ -280,3 +249,14 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
         figure.suptitle("PART: number of patch pairs (Fig. 8)")
         save(figure, "part_pairs.png")
     return written
+
+
+def headline(result: dict) -> str:
+    parts = [f"linear {100 * result['linear']['0']:.1f}%"]
+    if "9" in result["linear"]:
+        parts.append(f"+9 patches {100 * result['linear']['9']:.1f}%")
+    if "finetune" in result:
+        parts.append(f"finetuned {100 * result['finetune']:.1f}%")
+    if "position_error" in result:
+        parts.append(f"position error {result['position_error']:.3f}")
+    return ", ".join(parts)

@@ -10,13 +10,14 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import augment, checkpoint
-from .config import load_config
-from .data import load_images
-from .models import modality
-from .errors import ConfigError
-from .methods import build_method
-from .samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
+from .. import augment
+from ..data import load_images
+from ..engine import checkpoint
+from ..engine.build import build_method
+from ..engine.config import load_config
+from ..errors import ConfigError
+from ..models import modality
+from ..samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
 
 def load_part(path):

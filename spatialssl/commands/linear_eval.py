@@ -7,15 +7,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import checkpoint
-from .config import load_config
-from .errors import DataError
-from .files import atomic_write, write_or_explain
-from .models import VisionTransformer, VisionTransformer1D, input_channels
-from .evaluate import linear_evaluation, patch_counts_for
-from .distributed import resolve_device
-from .runfolder import check_writable
-from .train import load_data
+from ..data.load import load_data
+from ..engine import build, checkpoint
+from ..engine.checks import check_input_size
+from ..engine.config import load_config
+from ..engine.distributed import resolve_device
+from ..engine.runfolder import check_writable
+from ..errors import DataError
+from ..evaluate import linear_evaluation
+from ..files import atomic_write, write_or_explain
 
 
 def low_label(train, test, subjects: int, seed: int = 0):
@@ -47,7 +47,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     tensors, info = checkpoint.read_checkpoint(path)
     report_path = Path(report_path) if report_path else default_report_path(path, data)
     check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
-    backbone, saved = checkpoint.backbone_from(tensors, info, path)
+    backbone, saved = build.backbone_from(tensors, info, path)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
     train = load_data(cfg, "train", data)
     test = load_data(cfg, cfg.data.test_split, data)
@@ -72,28 +72,6 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     return results
 
 
-def check_input_size(backbone, path, data, sizes) -> None:
-    """A backbone takes the channels it was trained on; an image ViT takes inputs that are a multiple of its
-    patch size and, with a position embedding, only as many patches as it was trained with; anything else
-    would fail deep in its forward pass."""
-    channels, theirs = input_channels(backbone), data.tensor.shape[1]
-    if channels != theirs:
-        raise DataError(f"{path} holds a backbone that takes {channels}-channel inputs; {data.source} has {theirs} "
-                        "channels (for signals, signal.channels picks which, in order)")
-    if not isinstance(backbone, VisionTransformer) or isinstance(backbone, VisionTransformer1D):
-        return  # the 1-D ViT's signal lengths are checked when signals are read; its embedding resamples
-    patch = backbone.patch_size
-    for height, width in sizes:
-        if height % patch or width % patch:
-            raise DataError(f"{path} holds a ViT with {patch}-pixel patches, which cannot tile the {height}x{width} "
-                            f"inputs of {data.source}; set data.image_size to a multiple of {patch}")
-        tokens = (height // patch) * (width // patch)
-        if backbone.pos_embed is not None and tokens != backbone.num_tokens:
-            raise DataError(f"{path} holds a ViT whose position embedding is sized for {backbone.num_tokens} patches; "
-                            f"the {height}x{width} inputs of {data.source} give {tokens}: set data.image_size to "
-                            "the size it was trained on")
-
-
 def default_report_path(checkpoint_path, data) -> Path:
     return Path(checkpoint_path).with_name(f"linear_eval-{Path(data).name or 'data'}.json")
 
@@ -116,3 +94,27 @@ def evaluate_sets(backbone, cfg, train, test, patch_counts) -> dict:
         cfg.data.mean, cfg.data.std, cfg.method.patch_size, patch_counts, e.epochs, e.lr, e.batch_size,
         e.affine_augment, e.augment_copies, e.knn_k, cfg.train.seed, str(resolve_device(cfg.train.device)),
         e.standardize)
+
+
+def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:
+    """Patch features make sense for plain Spatial Reasoning; other methods use the image alone."""
+    if requested is not None:
+        return sorted(set(requested))
+    if cfg.method.name == "sr" and not cfg.method.additive:
+        return sorted(set(cfg.eval.patches))
+    return [0]
+
+
+def format_results(rows: dict) -> str:
+    """A plain-text table: one row per model, columns kNN (and its k) and linear top-1 per patch
+    count on the test split, and under it the probes' accuracy on their own training features."""
+    counts = sorted({n for r in rows.values() for n in r["linear"]})
+    header = f"{'model':<24}{'kNN':>8}{'k':>5}" + "".join(f"{f'lin+{n}p' if n else 'linear':>9}" for n in counts)
+    lines = [header, "-" * len(header)]
+    for name, r in rows.items():
+        rows_of = ((name, f"{100 * r['knn']:>8.2f}{r['knn_k']:>5}", "test_acc"), ("  (probe train acc.)", " " * 13, "train_acc"))
+        for label, knn, field in rows_of:
+            cells = "".join(f"{100 * getattr(r['linear'][n], field):>9.2f}" if n in r["linear"] else f"{'-':>9}"
+                            for n in counts)
+            lines.append(f"{label:<24}{knn}{cells}")
+    return "\n".join(lines)

@@ -9,16 +9,18 @@ from typing import Optional
 
 import torch
 
-from . import augment, checkpoint
-from .config import Config, load_config
-from .errors import DataError
-from .evaluate_checkpoint import low_label
-from .files import atomic_write
-from .metrics import classification_report
-from .models import is_vit, modality
-from .safeguards import warn_about_short_finetune
-from .distributed import resolve_device
-from .train import load_data, pretrain
+from .. import augment
+from ..data.load import load_data
+from ..engine import build, checkpoint
+from ..engine.config import Config, load_config
+from ..engine.distributed import resolve_device
+from ..engine.safeguards import warn_about_short_finetune
+from ..engine.train import pretrain
+from ..errors import DataError
+from ..files import atomic_write
+from ..metrics import classification_report
+from ..models import is_vit, modality
+from .linear_eval import low_label
 
 # DeiT's recipe as PART finetunes with it (warm-up 5 epochs, AdamW 5e-4 * batch / 512, wd 0.05,
 # RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing 0.1, random erasing 0.25). Colour
@@ -84,7 +86,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress)
-    backbone, saved = checkpoint.load_backbone(last)
+    backbone, saved = build.load_backbone(last)
     predicted = predict(backbone, test.tensor, saved.data.mean, saved.data.std, str(resolve_device(saved.train.device)))
     scores = classification_report(predicted, test.labels, max(test.num_classes, int(predicted.max()) + 1))
     report = {"pretrained": str(saved.model.init_from), "data": str(saved.data.path), "epochs": saved.train.epochs,

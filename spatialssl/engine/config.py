@@ -14,11 +14,13 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .errors import ConfigError
-from .models import BACKBONES, ENCODERS, is_vit, modality
-from .models.vit import POOLS, SIZES as VIT_SIZES
-from .samplers.boxes import MODES as SAMPLING
-from .samplers.patches import PLACEMENTS
+from ..data.signals import SignalOptions
+from ..errors import ConfigError
+from ..models import BACKBONES, ENCODERS, is_vit, modality
+from ..models.vit import POOLS
+from ..models.vit import SIZES as VIT_SIZES
+from ..samplers.boxes import MODES as SAMPLING
+from ..samplers.patches import PLACEMENTS
 
 
 @dataclass
@@ -35,19 +37,6 @@ class DataConfig:
     cache: bool = True
     stream: bool = False  # image folders too large for memory: decode batches in DataLoader workers
     workers: Optional[int] = None  # decoding processes when streaming; None: all cores
-
-
-@dataclass
-class SignalConfig:
-    """How recordings (WFDB, EDF, npz) become epochs; used by the 1-D backbones (vit1d_*)."""
-    sampling_rate: Optional[float] = 100.0  # resample every recording to this (Hz); None keeps it
-    channels: Optional[list] = None  # channel names to keep, in this order; None: all
-    bandpass: Optional[list] = field(default_factory=lambda: [0.1, 30.0])  # Hz, before resampling; None: off
-    epoch_seconds: float = 30.0
-    expected_rate: Optional[float] = None  # refuse recordings recorded at another rate
-    annotation: str = "arousal"  # WFDB annotation extension holding the sleep stages
-    test_fraction: float = 0.2  # share of recordings (subjects) held out as the test split
-    instance_norm: bool = True  # normalise each epoch per channel (mean 0, std 1)
 
 
 @dataclass
@@ -161,7 +150,7 @@ class EvalConfig:
 @dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
-    signal: SignalConfig = field(default_factory=SignalConfig)
+    signal: SignalOptions = field(default_factory=SignalOptions)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -246,7 +235,7 @@ def _yaml_reason(err: yaml.YAMLError) -> str:
     return str(err).splitlines()[0]
 
 
-BUNDLED_RECIPES = Path(__file__).parent / "recipes"
+BUNDLED_RECIPES = Path(__file__).parents[1] / "recipes"
 
 
 def resolve_recipe(path: Union[str, Path]) -> Path:

@@ -17,11 +17,11 @@ from typing import Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from .ema import WeightEMA
-from .errors import ConfigError, DataError
-from .files import atomic_write, write_or_explain
+from ..ema import WeightEMA
+from ..errors import ConfigError, DataError
+from ..files import atomic_write, write_or_explain
 
 FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
 LIVE, EMA = "method.", "ema."
@@ -167,10 +167,10 @@ def _check_config(path: Path, config: dict) -> None:
     try:
         load_config(base=config)
     except ConfigError as err:
-        raise _invalid_config(path, err) from None
+        raise invalid_config(path, err) from None
 
 
-def _invalid_config(path: Path, err: ConfigError) -> DataError:
+def invalid_config(path: Path, err: ConfigError) -> DataError:
     return DataError(f"the config inside checkpoint {path} is not valid ({err}); it is damaged or from an "
                      "incompatible spatialssl: use another checkpoint")
 
@@ -274,55 +274,5 @@ def weights_record(info: dict) -> dict:
     return {k: info[k] for k in ("weights", "ema_decay") if k in info}
 
 
-def load_backbone(path) -> tuple:
-    """(backbone with the checkpoint's evaluated weights, its Config) from a ``last.ckpt``; a
-    finetuned backbone comes with its classification head. Non-finite weights are refused."""
-    return backbone_from(*read_checkpoint(path), path)
 
 
-def backbone_from(tensors: dict, info: dict, path) -> tuple:
-    """``load_backbone`` of a checkpoint already read from ``path``."""
-    from .config import load_config
-    from .models import backbone_from_config
-
-    cfg = load_config(base=info["config"])
-    state = backbone_state(tensors)
-    check_finite(state, path)
-    head = next((state[k] for k in ("head.weight", "fc.weight") if k in state), None)
-    try:
-        backbone = backbone_from_config(cfg.model, 0 if head is None or not head.dim() else head.shape[0])
-    except ConfigError as err:  # no option of the user's can mend a checkpoint's own config
-        raise _invalid_config(path, err) from None
-    load_exactly(backbone, state, path)
-    return backbone, cfg
-
-
-ADDED_AT_FINETUNING = ("cls_token", "pos_embed")
-CLASSIFIERS = ("head.", "fc.")
-
-
-def pretrained_state(path) -> dict:
-    """Backbone weights from a ``last.ckpt`` or a ``backbone.safetensors``."""
-    path = Path(path)
-    if path.suffix == ".ckpt":
-        return backbone_state(read_checkpoint(path)[0])
-    if not path.is_file():
-        raise DataError(f"pretrained weights {path} do not exist")
-    try:
-        return load_file(str(path))
-    except Exception as err:
-        raise DataError(f"cannot read pretrained weights {path}: {err}") from None
-
-
-def load_pretrained(backbone: torch.nn.Module, path) -> None:
-    """Copy pretrained weights into ``backbone``. A classifier of the pretraining task is
-    dropped; the [CLS] token and position embedding may be missing or sized for another
-    sequence (finetuning then starts them freshly initialised). Anything else that does not match is an error naming the keys."""
-    own = backbone.state_dict()
-    state = {k: v for k, v in pretrained_state(path).items() if not k.startswith(CLASSIFIERS)
-             and not (k in ADDED_AT_FINETUNING and k in own and v.shape != own[k].shape)}  # resized: fresh
-    problems = mismatch(own, state, may_miss=lambda k: k.startswith(CLASSIFIERS) or k in ADDED_AT_FINETUNING)
-    if problems:
-        raise DataError(f"the weights in {path} do not fit model.backbone ({problems}); "
-                        "use the backbone and model.patch_size the checkpoint was trained with")
-    backbone.load_state_dict(state, strict=False)

@@ -7,8 +7,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import ConfigError, warn
-from .files import sweep_temporaries
+from ..errors import ConfigError, warn
+from ..files import sweep_temporaries
 
 try:
     import fcntl

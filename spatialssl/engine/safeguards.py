@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-from .errors import warn
+from ..errors import warn
 
 WARMUP_SHARE = 0.1  # a warm-up that would fill the run is cut to this share of it
 SHORT_FINETUNE_EPOCHS = 30  # mixup/cutmix/RandAugment are DeiT's regularisation for 100+ epoch runs

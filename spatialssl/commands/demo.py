@@ -6,12 +6,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import checkpoint
-from .config import load_config
-from .data import demo_splits
-from .evaluate_checkpoint import evaluate_sets
-from .results import cell, verdict
-from .train import pretrain
+from ..data import demo_splits
+from ..engine import build
+from ..engine.config import load_config
+from ..engine.train import pretrain
+from ..metrics import cell, verdict
+from .linear_eval import evaluate_sets
 
 DEMO_SETTINGS = {
     "model": {"backbone": "resnet8"},
@@ -44,7 +44,7 @@ def run_demo(out_dir="runs/demo", overrides=None, progress: bool = True, seeds=D
             print(f"== seed {seed}, {label}: pretraining {cfg.model.backbone} for {epochs} epochs, "
                   f"then a linear probe ({cfg.eval.epochs} epochs, image + {max(cfg.eval.patches)} patch features)")
             ckpt = pretrain(cfg, run_dir, train_set=train_set, progress=progress)
-            backbone, saved = checkpoint.load_backbone(ckpt)
+            backbone, saved = build.load_backbone(ckpt)
             rows[label].append(evaluate_sets(backbone, saved, train_set, test_set, cfg.eval.patches))
     print(f"\nTest accuracy (%) on the demo data, mean ± std over {len(seeds)} seeds:")
     print(seed_table(rows))
@@ -104,8 +104,8 @@ FINETUNE_EPOCHS = 30
 def run_signal_demo(out_dir="runs/demo-timeseries", overrides=None, progress: bool = True) -> dict:
     """PART on generated multichannel signals: pretrain a 1-D ViT, then finetune it and a
     randomly initialised twin with the same budget, and probe both linearly."""
-    from .data.demo_signals import demo_signal_splits
-    from .finetuning import finetune
+    from ..data.demo_signals import demo_signal_splits
+    from .finetune import finetune
 
     train_set, test_set = demo_signal_splits()
     print(f"demo signals: {len(train_set)} train / {len(test_set)} test epochs from {len(train_set.subject_ids())} / "
@@ -121,7 +121,7 @@ def run_signal_demo(out_dir="runs/demo-timeseries", overrides=None, progress: bo
         print(f"\n== {label}: pretraining {cfg.model.backbone} ({cfg.model.depth} blocks) for "
               f"{cfg.train.epochs if method != 'random' else 0} epochs")
         ckpt = pretrain(cfg, run_dir, train_set=train_set, progress=progress)
-        backbone, saved = checkpoint.load_backbone(ckpt)
+        backbone, saved = build.load_backbone(ckpt)
         print(f"== {label}: linear probe ({cfg.eval.epochs} epochs)")
         probe = evaluate_sets(backbone, saved, train_set, test_set, [0])["linear"][0]
         print(f"== {label}: finetuning {FINETUNE_EPOCHS} epochs")

@@ -1,0 +1,1 @@
+"""What the CLI's subcommands do, as functions a script can call."""

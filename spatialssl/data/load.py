@@ -1,0 +1,43 @@
+"""The data a run reads, as its config names it: images (ImageSet, or ImageStream when streaming) or
+signals (SignalSet) for 1-D backbones, and the labelled subsets of the per-epoch kNN monitor."""
+from __future__ import annotations
+
+from typing import Optional
+
+from ..errors import ConfigError, SpatialSSLError
+from ..models import modality
+from .imageset import ImageSet
+from .readers import load_images
+from .signals import load_signals
+from .stream import stream_images
+
+
+def load_data(cfg, split: str, path=None):
+    """``split`` of ``path`` (default ``data.path``): an ImageSet, or a SignalSet for 1-D backbones."""
+    d = cfg.data
+    path = path or d.path
+    if path is None:
+        raise ConfigError("no data: pass --data PATH (or data.path=PATH)")
+    if modality(cfg.model.backbone) == "signals":
+        return load_signals(path, split, cfg.signal)
+    if d.stream:
+        return stream_images(path, split, d.image_size)
+    return load_images(path, split, d.labels, d.image_size, d.cache)
+
+
+def load_training_data(cfg):
+    return load_data(cfg, cfg.data.split)
+
+
+def load_monitor_data(cfg, train_set: ImageSet) -> Optional[tuple]:
+    """(train subset, test subset) with labels for the kNN monitor, or None if unavailable."""
+    if cfg.train.knn_monitor <= 0 or train_set.labels is None or cfg.data.path is None or cfg.data.stream:
+        return None
+    try:
+        test_set = load_data(cfg, cfg.data.test_split)
+    except SpatialSSLError:
+        return None
+    if test_set.labels is None:
+        return None
+    n = cfg.train.knn_monitor
+    return train_set.subset(n, seed=1), test_set.subset(n, seed=2)

@@ -1,0 +1,1 @@
+"""The engine: config, checks, the one loop, optimiser, checkpoints, run folders."""

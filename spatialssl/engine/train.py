@@ -1,0 +1,281 @@
+"""The one training loop. It never asks which method it runs.
+
+Three phases, each small: ``setup`` (data, checks, the method on its device, optimiser, resume),
+``train_epoch`` (the steps) and ``end_epoch`` (means over processes, the kNN monitor, the
+checkpoint and the log)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+from tqdm import tqdm
+
+from ..data import ImageSet
+from ..data.load import load_monitor_data, load_training_data
+from ..data.stream import ImageStream
+from ..ema import WeightEMA
+from ..errors import ConfigError, TrainingDiverged
+from ..evaluate import extract_features, knn_accuracy, knn_neighbours
+from . import checkpoint
+from .build import build_method
+from .checks import check_against_data, data_channels
+from .config import Config
+from .determinism import algorithms
+from .distributed import Distributed, from_environment, writes
+from .optim import build_optimizer, set_learning_rate
+from .resume import recommit, resume_config
+from .runfolder import claimed
+from .runlog import RunLog
+from .safeguards import choose_statistics, warn_about_ema, warn_about_warmup
+
+
+def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Optional[ImageSet] = None,
+             monitor: Optional[tuple] = None, progress: bool = True, stop_after_epoch: Optional[int] = None) -> Path:
+    """Pretrain ``cfg.method`` and write checkpoints to ``out_dir`` every epoch.
+
+    ``train_set``/``monitor`` may be given directly (e.g. the demo); otherwise they are read
+    from ``cfg.data``. With ``resume`` the run continues from ``out_dir/last.ckpt`` exactly:
+    weights, optimiser, data order and augmentation randomness. ``stop_after_epoch`` ends
+    this call early, as an interruption would (the run stays resumable).
+    """
+    out_dir = Path(out_dir)
+    with claimed(out_dir, writes()):  # held to the end: a second run on out_dir is refused meanwhile
+        state = None
+        if resume:
+            cfg, *state = resume_config(out_dir, cfg)
+            if writes():
+                recommit(out_dir, *state)
+        elif (out_dir / "last.ckpt").exists():
+            raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
+        with algorithms(cfg.train.deterministic):
+            run = setup(cfg, out_dir, state, train_set, monitor, progress)
+            return run.train(stop_after_epoch)
+
+
+@dataclasses.dataclass
+class Run:
+    """One run's state between its phases."""
+    cfg: Config
+    out_dir: Path
+    method: torch.nn.Module  # what is checkpointed
+    model: torch.nn.Module  # what steps: the method, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    ema: Optional[WeightEMA]
+    generators: dict  # checkpointed: the data order
+    sample: torch.Generator  # augmentation randomness, reseeded every epoch (sample_seed)
+    ranks: Distributed
+    device: torch.device
+    train_set: object  # an ImageSet, SignalSet or ImageStream
+    on_device: tuple  # (images, labels or None) moved to the device once; (None, None) when streamed
+    monitor: Optional[tuple]
+    start_epoch: int
+    progress: bool
+    log: Optional[RunLog] = None
+
+    @property
+    def last(self) -> Path:
+        return self.out_dir / "last.ckpt"
+
+    @property
+    def steps(self) -> int:
+        return len(self.train_set) // self.cfg.train.batch_size  # full batches only: relation pairs want them
+
+    def train(self, stop_after_epoch: Optional[int] = None) -> Path:
+        if not self.method.trains:
+            if self.ranks.main:
+                checkpoint.save_checkpoint(self.out_dir, self.method, None, self.generators, self.cfg.to_dict(), 0, {})
+            return self.last
+        self.log = RunLog(self.out_dir) if self.ranks.main else None
+        try:
+            for epoch in range(self.start_epoch, self.cfg.train.epochs):
+                if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                    break
+                end_epoch(self, epoch, *train_epoch(self, epoch))
+        finally:
+            if self.log is not None:
+                self.log.close()
+        if self.ranks.main and not self.last.exists():  # zero epochs asked: still leave a usable checkpoint
+            checkpoint.save_checkpoint(self.out_dir, self.method, self.optimizer, self.generators, self.cfg.to_dict(),
+                                       0, {}, self.ema)
+        self.ranks.barrier()
+        return self.last
+
+
+def prepare_data(cfg: Config, resumed: bool, train_set, monitor: Optional[tuple]) -> tuple:
+    """(cfg completed from the data, training data, monitor data, a note on the normalisation or None):
+    the data read when not given, checked against the options, its statistics chosen (a resumed run
+    keeps its own), the model's input size and channels measured."""
+    if train_set is None:
+        train_set = load_training_data(cfg)
+        if monitor is None:
+            monitor = load_monitor_data(cfg, train_set)
+    check_against_data(cfg, train_set)
+    warn_about_warmup(cfg)
+    note = None
+    if isinstance(train_set, (ImageSet, ImageStream)) and not resumed:
+        cfg, note = choose_statistics(cfg, train_set)
+    measured = {"input_size": list(train_set.input_size), "in_chans": data_channels(train_set)}
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        cfg.model, **{k: v for k, v in measured.items() if getattr(cfg.model, k) is None}))
+    return cfg, train_set, monitor, note
+
+
+def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor: Optional[tuple],
+          progress: bool) -> Run:
+    """Everything before the first step: data, checks, the method on its device, optimiser, resume."""
+    cfg, train_set, monitor, note = prepare_data(cfg, state is not None, train_set, monitor)
+    ranks, device = from_environment(cfg.train.device)
+    if cfg.train.batch_size % ranks.world:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide evenly among "
+                          f"{ranks.world} processes")
+    torch.manual_seed(cfg.train.seed)
+    method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
+    if cfg.train.sync_bn and ranks.world > 1:
+        if device.type != "cuda":
+            raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
+                              "turn it off for CPU processes")
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    method.to(device)
+    if cfg.train.channels_last:
+        method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optim, method, fused=device.type == "cuda")
+    # Only the writing process keeps the average: every process steps the same weights, and
+    # rank 0 alone checkpoints and monitors. Copied before compile and DDP wrap the method.
+    ema = WeightEMA(method, cfg.train.ema) if cfg.train.ema > 0 and method.trains and ranks.main else None
+    generators = {"order": torch.Generator().manual_seed(cfg.train.seed)}
+    start_epoch = 0
+    if state is not None:
+        tensors, info = state
+        checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators, ema,
+                           out_dir / "last.ckpt")
+        start_epoch = info["epoch"]
+    if cfg.train.compile and method.trains:
+        method.backbone.compile()  # in place: the state dict keeps its keys
+    model = method
+    if ranks.world > 1 and method.trains:
+        model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
+    on_device = (None, None)
+    if method.trains and not isinstance(train_set, ImageStream):
+        on_device = (train_set.tensor.to(device), None if train_set.labels is None else train_set.labels.to(device))
+    run = Run(cfg, out_dir, method, model, optimizer, ema, generators, torch.Generator(device=device), ranks, device,
+              train_set, on_device, monitor, start_epoch, progress and ranks.main)
+    announce(run, note)
+    return run
+
+
+def announce(run: Run, note: Optional[str]) -> None:
+    """What a user should know before the first step: the normalisation, an EMA horizon longer than the
+    run, the memory a stream keeps in flight."""
+    cfg, data = run.cfg, run.train_set
+    if run.ema is not None:
+        warn_about_ema(cfg.train.ema, run.steps * cfg.train.epochs)
+    if not run.progress:
+        return
+    if note:
+        tqdm.write(note)
+    if isinstance(data, ImageStream):
+        in_flight = data.memory_bound(cfg.train.batch_size // run.ranks.world, workers(cfg))
+        tqdm.write(f"streaming {len(data)} images from {data.source}: at most {in_flight / 2**20:.0f} MiB of batches "
+                   "in flight")
+
+
+def workers(cfg: Config) -> int:
+    return (os.cpu_count() or 1) if cfg.data.workers is None else cfg.data.workers
+
+
+def batches(run: Run):
+    """This process's (images, labels or None) for each step of an epoch. Every process draws the same
+    global order and takes its shard of each global batch."""
+    data, batch, ranks, device = run.train_set, run.cfg.train.batch_size, run.ranks, run.device
+    order = torch.randperm(len(data), generator=run.generators["order"])
+    if isinstance(data, ImageStream):
+        mine = [i for s in range(run.steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
+        for x, y in data.batches(mine, batch // ranks.world, workers(run.cfg), device.type == "cuda"):
+            yield x.to(device, non_blocking=True), None if data.labels is None else y.to(device, non_blocking=True)
+        return
+    images, labels = run.on_device
+    order = order.to(device)
+    for step in range(run.steps):
+        index = ranks.shard(order[step * batch:(step + 1) * batch])
+        yield images[index], None if labels is None else labels[index]
+
+
+def train_epoch(run: Run, epoch: int) -> tuple:
+    """The steps of one epoch; returns (the sums of the logged metrics, seconds)."""
+    cfg, steps = run.cfg, run.steps
+    run.method.train()
+    # Seeded per epoch and process: a run resumed at an epoch boundary continues exactly, under torchrun too.
+    run.sample.manual_seed(sample_seed(cfg.train.seed, epoch, run.ranks.rank))
+    totals: dict = {}
+    started = time.perf_counter()
+    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not run.progress, unit="step",
+               leave=False, dynamic_ncols=True)
+    for step, (x, y) in enumerate(batches(run)):
+        set_learning_rate(run.optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+            loss, metrics = run.model(x, y, run.sample)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.method)
+        for key, value in {"loss": loss.detach(), **metrics}.items():
+            totals[key] = totals.get(key, 0) + value
+        if step % cfg.train.log_every == 0 or step == steps - 1:
+            current = run.ranks.mean(loss.detach()).item()
+            if not math.isfinite(current):
+                raise diverged(f"the loss became {current} at epoch {epoch + 1}, step {step + 1}", cfg, run.last)
+            rate = (step + 1) * cfg.train.batch_size / (time.perf_counter() - started)
+            bar.set_postfix(loss=f"{current:.4f}", img_s=f"{rate:.0f}")
+        bar.update()
+    bar.close()
+    return totals, time.perf_counter() - started
+
+
+def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
+    """Means over steps and processes, the kNN monitor, the checkpoint (the commit point), the log."""
+    cfg, steps = run.cfg, run.steps
+    summary = {k: float(run.ranks.mean(torch.as_tensor(v, device=run.device, dtype=torch.float32))) / steps
+               for k, v in totals.items()}
+    if not math.isfinite(summary["loss"]):
+        raise diverged(f"the loss became non-finite in epoch {epoch + 1}", cfg, run.last)
+    summary["images_per_s"] = steps * cfg.train.batch_size / seconds
+    if run.ranks.main:  # one writer: checkpoints, logs and the kNN monitor
+        if run.monitor is not None:  # the backbone that will be evaluated
+            evaluated = (run.method if run.ema is None else run.ema.module).backbone
+            summary["knn_acc"], summary["knn_k"] = monitor_knn(evaluated, run.monitor, cfg, run.device)
+        checkpoint.save_checkpoint(run.out_dir, run.method, run.optimizer, run.generators, cfg.to_dict(), epoch + 1,
+                                   summary, run.ema)
+        run.log.write(epoch + 1, summary)
+    if run.progress:
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
+        tqdm.write(f"epoch {epoch + 1}/{cfg.train.epochs}: {shown}")
+    run.ranks.barrier()
+
+
+def diverged(what: str, cfg: Config, last: Path) -> TrainingDiverged:
+    """The NaN stop, with advice that can be followed: optim.* may change on --resume."""
+    if not last.exists():
+        return TrainingDiverged(f"{what}; stopped before the first checkpoint. Lower optim.lr "
+                                f"(e.g. optim.lr={cfg.optim.lr / 10:g}) or check the data")
+    return TrainingDiverged(f"{what}; stopped. The last good checkpoint is kept at {last}; continue from it with a "
+                            f"lower learning rate (--resume optim.lr={cfg.optim.lr / 10:g}) or check the data")
+
+
+def sample_seed(seed: int, epoch: int, rank: int) -> int:
+    """The augmentation seed of one epoch in one process."""
+    return (seed + 1) * 1_000_003 + epoch * 1_009 + rank
+
+
+def monitor_knn(backbone, monitor: tuple, cfg: Config, device) -> tuple:
+    """(kNN accuracy, the k it used) on the monitor's subsets."""
+    train_set, test_set = monitor
+    train = extract_features(backbone, train_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
+    test = extract_features(backbone, test_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
+    k = knn_neighbours(len(train), cfg.eval.knn_k)
+    return knn_accuracy(train[:, 0], train_set.labels, test[:, 0], test_set.labels, k), k

@@ -1,0 +1,1 @@
+"""Research tooling: benchmarks and the reproduction of the papers' comparisons."""
