@@ -14,7 +14,8 @@ from pathlib import Path
 
 from speed import machine, write_section
 
-from spatialssl.commands.demo import FINETUNE_EPOCHS, SIGNAL_SETTINGS, run_signal_demo
+from spatialssl.commands.demo import FINETUNE_EPOCHS, run_signal_demo
+from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics
 
 BEGIN, END = "<!-- signals:begin -->", "<!-- signals:end -->"
@@ -29,14 +30,15 @@ def main() -> None:
         rows = run_signal_demo(out, progress=False)
         seconds = time.perf_counter() - started
         epochs = [float(r["images_per_s"]) for r in read_metrics(Path(out) / "part")][1:]  # first epoch warms up
-    tokens = SIGNAL_SETTINGS["part"]["num_tokens"]
+    settings = load_config("demo_timeseries")
+    tokens = settings.part.num_tokens
     rate = sum(epochs) / len(epochs)
-    m, t = SIGNAL_SETTINGS["model"], SIGNAL_SETTINGS["train"]
+    m, t = settings.model, settings.train
     lines = [BEGIN, "## PART for time series (generated demo signals)", "",
              f"Machine: {machine()}.  ",
-             f"Setting: `spatialssl demo --modality timeseries` -- {m['backbone']} with {m['depth']} blocks, windows of "
-             f"{m['patch_size']} samples, {tokens} windows and {SIGNAL_SETTINGS['part']['num_pairs']} pairs per epoch, "
-             f"{t['epochs']} pretraining epochs (batch {t['batch_size']}); then {FINETUNE_EPOCHS} finetuning epochs for "
+             f"Setting: `spatialssl demo --modality timeseries` -- {m.backbone} with {m.depth} blocks, windows of "
+             f"{m.patch_size} samples, {tokens} windows and {settings.part.num_pairs} pairs per epoch, "
+             f"{t.epochs} pretraining epochs (batch {t.batch_size}); then {FINETUNE_EPOCHS} finetuning epochs for "
              f"both models; 640 training epochs from 16 subjects, 160 test epochs from 4 held-out subjects. "
              f"Whole run: {seconds / 60:.1f} min.  ",
              f"Command: `python benchmarks/signals.py {' '.join(sys.argv[1:])}`", "",

@@ -46,13 +46,14 @@ def test_every_recipe_loads(tmp_path):
     from spatialssl.engine.config import load_config
 
     recipes = sorted(Path("recipes").glob("*.yaml"))
-    assert len(recipes) == 29  # 5 methods x 5 data sets of the SR paper, 3 PART image settings, 1 PART 1-D
+    # 5 methods x 5 data sets of the SR paper, 3 PART image settings, 1 PART 1-D, the 2 demos
+    assert len(recipes) == 31
     for recipe in recipes:
         cfg = load_config(recipe)
-        assert cfg.method.name in recipe.name or recipe.name.startswith("sr_additive")
+        assert cfg.method.name in recipe.name or recipe.name.startswith(("sr_additive", "demo"))
         if cfg.method.name == "part" and cfg.model.backbone.startswith("vit_"):
             assert not cfg.model.pos_embed  # images: no position embedding in pretraining
-        if cfg.model.backbone.startswith("vit1d_"):
+        if cfg.model.backbone.startswith("vit1d_") and not recipe.name.startswith("demo"):
             assert cfg.part.pos_embed_mask == 0.2 and cfg.part.num_tokens == 40
 
 

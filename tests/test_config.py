@@ -15,8 +15,8 @@ def test_overrides_are_typed_and_nested():
 @pytest.mark.parametrize("override, message", [
     ("train.batch_size=1", "batch_size must be >= 2"),
     ("augment.scale=[0.5, 0.1]", "augment.scale"),
-    ("eval.patches=[0, 2]", "may hold 0, 1, 3, 5, 7 or 9"),
-    ("data.labels=medium", "'fine' or 'coarse'"),
+    ("eval.patches=[0, 2]", "may hold 0, 1, 3, 5, 7, 9"),
+    ("data.labels=medium", "data.labels 'medium' is unknown; choose one of fine, coarse"),
     ("data.mean=[0.5]", "needs 3 values"),
     ("method=3", "is a section"),
     ("nonsense", "not of the form"),

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import random_images, write_class_folders
 
-from spatialssl.commands.finetune import RECIPE
-from spatialssl.engine.config import load_config
+from spatialssl.commands.finetune import OVERLAYS
+from spatialssl.engine.config import load_config, read_recipe
 from spatialssl.engine.safeguards import warn_about_short_finetune
 from spatialssl.engine.train import pretrain
 from spatialssl.errors import SpatialSSLWarning
@@ -45,7 +45,8 @@ def test_on_other_data_they_are_measured_with_a_warning_unless_the_data_set_is_u
 
 
 def finetune_config(*overrides):
-    return load_config(base={**RECIPE, "model": {"init_from": "pretrained.ckpt"}}, overrides=list(overrides))
+    recipe = read_recipe(OVERLAYS / "finetune.yaml")
+    return load_config(base={**recipe, "model": {"init_from": "pretrained.ckpt"}}, overrides=list(overrides))
 
 
 def test_a_short_finetuning_with_heavy_regularisation_is_warned_about_once_per_setting():

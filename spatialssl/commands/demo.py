@@ -13,12 +13,6 @@ from ..engine.train import pretrain
 from ..metrics import cell, verdict
 from .linear_eval import evaluate_sets
 
-DEMO_SETTINGS = {
-    "model": {"backbone": "resnet8"},
-    "method": {"augmentations": 4, "num_patches": 2, "patch_size": 16},
-    "train": {"epochs": 3, "batch_size": 32, "knn_monitor": 0},
-    "eval": {"epochs": 30, "patches": [0, 9]},
-}
 DEMO_SEEDS = (0, 1, 2)
 DEMO_IMAGES = (1000, 1000)  # train, test
 RUNS = (("random weights", "random"), ("relational reasoning", "rr"), ("spatial reasoning", "sr"))
@@ -35,8 +29,7 @@ def run_demo(out_dir="runs/demo", overrides=None, progress: bool = True, seeds=D
     rows: dict = {label: [] for label, _ in RUNS}
     for seed in seeds:
         for label, method in RUNS:
-            cfg = load_config(base=DEMO_SETTINGS,
-                              overrides=[f"method.name={method}", f"train.seed={seed}", *(overrides or [])])
+            cfg = load_config("demo", [f"method.name={method}", f"train.seed={seed}", *(overrides or [])])
             run_dir = Path(out_dir) / method / f"seed{seed}"
             if (run_dir / "last.json").is_file():  # a previous demo: start afresh
                 shutil.rmtree(run_dir)
@@ -90,14 +83,6 @@ def verdicts(rows: dict) -> list:
     return lines
 
 
-SIGNAL_SETTINGS = {
-    "model": {"backbone": "vit1d_tiny", "depth": 3, "patch_size": 25},
-    "method": {"name": "part"},
-    "part": {"sampling": "offgrid", "num_tokens": 24, "num_pairs": 256, "encoder": "cross_attention"},
-    "optim": {"name": "adamw", "lr": 1e-3, "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1},
-    "train": {"epochs": 30, "batch_size": 32, "knn_monitor": 0},
-    "eval": {"epochs": 50},
-}
 FINETUNE_EPOCHS = 30
 
 
@@ -113,7 +98,7 @@ def run_signal_demo(out_dir="runs/demo-timeseries", overrides=None, progress: bo
           f"samples, {train_set.num_classes} classes (order and timing of two motifs), generated")
     rows = {}
     for label, method in (("random init", "random"), ("PART", "part")):
-        cfg = load_config(base=SIGNAL_SETTINGS, overrides=[f"method.name={method}", *(overrides or [])])
+        cfg = load_config("demo_timeseries", [f"method.name={method}", *(overrides or [])])
         run_dir = Path(out_dir) / method
         for folder in (run_dir, Path(f"{run_dir}-finetuned")):
             if (folder / "last.json").is_file():  # a previous demo: start afresh

@@ -12,7 +12,7 @@ import torch
 from .. import augment
 from ..data.load import load_data
 from ..engine import build, checkpoint
-from ..engine.config import Config, load_config
+from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
 from ..engine.distributed import resolve_device
 from ..engine.safeguards import warn_about_short_finetune
 from ..engine.train import pretrain
@@ -22,30 +22,19 @@ from ..metrics import classification_report
 from ..models import is_vit, modality
 from .linear_eval import low_label
 
-# DeiT's recipe as PART finetunes with it (warm-up 5 epochs, AdamW 5e-4 * batch / 512, wd 0.05,
-# RandAugment m9, mixup 0.8, cutmix 1.0, label smoothing 0.1, random erasing 0.25). Colour
-# jitter is left to RandAugment. The pretraining's weight EMA is not inherited: finetune with
-# train.ema=DECAY to keep one.
-RECIPE = {"method": {"name": "finetune"},
-          "optim": {"name": "adamw", "lr": 5e-4 * 128 / 512, "weight_decay": 0.05, "schedule": "cosine",
-                    "warmup_epochs": 5, "min_lr": 1e-6},
-          "augment": {"scale": [0.08, 1.0], "jitter_p": 0.0, "gray_p": 0.0},
-          "train": {"epochs": 100, "batch_size": 128, "ema": 0.0}}
-VIT = {"pos_embed": True, "class_token": True, "global_pool": "token", "drop_path": 0.1}
-SIGNALS = {"mixup": 0.0, "cutmix": 0.0, "randaugment_ops": 0, "random_erasing": 0.0}
+OVERLAYS = BUNDLED_RECIPES / "overlays"  # finetune.yaml (DeiT's recipe), then finetune_vit / finetune_signals
 
 
 def finetune_config(path, data: Optional[str], overrides: Optional[list] = None) -> Config:
-    """The pretrained run's config turned into a finetuning one: the recipe above, position
-    embedding and [CLS] token for ViTs, the model's input size taken from the new data."""
+    """The pretrained run's config turned into a finetuning one: the recipe overlays/finetune.yaml, then
+    position embedding and [CLS] token for ViTs (overlays/finetune_vit.yaml) or no image augmentation for
+    signals (overlays/finetune_signals.yaml), the model's input size taken from the new data."""
     _, info = checkpoint.read_checkpoint(path)
-    base = load_config(base=info["config"]).to_dict()
-    for section, values in RECIPE.items():
-        base[section].update(values)
+    base = overlay(load_config(base=info["config"]).to_dict(), read_recipe(OVERLAYS / "finetune.yaml"))
     if is_vit(base["model"]["backbone"]):
-        base["model"].update(VIT)
-    if modality(base["model"]["backbone"]) == "signals":  # no image augmentation
-        base["finetune"].update(SIGNALS)
+        base = overlay(base, read_recipe(OVERLAYS / "finetune_vit.yaml"))
+    if modality(base["model"]["backbone"]) == "signals":
+        base = overlay(base, read_recipe(OVERLAYS / "finetune_signals.yaml"))
     base["model"].update({"init_from": str(path), "input_size": None, "num_tokens": None})
     if data is not None:
         base["data"].update({"path": str(data), "split": "train"})

@@ -25,6 +25,7 @@ from .arrays import check_labels, npz_array, open_npz
 from .decode import decode_files, is_image, list_images
 from .imageset import ImageSet
 
+CIFAR100_LABELS = ("fine", "coarse")  # the 100 classes or the 20 super-classes
 Arrays = tuple  # (images N x H x W x 3 or N x 3 x H x W uint8, labels or None, class names)
 REDOWNLOAD = "the data set folder is incomplete or damaged (download or extract it again)"
 

@@ -14,13 +14,16 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..data.readers import CIFAR100_LABELS
 from ..data.signals import SignalOptions
 from ..errors import ConfigError
+from ..methods import METHODS
 from ..models import BACKBONES, ENCODERS, is_vit, modality
 from ..models.vit import POOLS
 from ..models.vit import SIZES as VIT_SIZES
 from ..samplers.boxes import MODES as SAMPLING
 from ..samplers.patches import PLACEMENTS
+from .optim import OPTIMIZERS, SCHEDULES
 
 
 @dataclass
@@ -260,6 +263,29 @@ def resolve_recipe(path: Union[str, Path]) -> Path:
     return bundled
 
 
+def read_recipe(path: Union[str, Path]) -> dict:
+    """A recipe's sections as written (``resolve_recipe`` finds the file): YAML read safely, never executed."""
+    path = resolve_recipe(path)
+    try:
+        recipe = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"recipe {path} is not valid YAML ({_yaml_reason(err)}); fix it or name a bundled "
+                          "recipe") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read recipe {path} ({getattr(err, 'strerror', None) or err}); "
+                          "pass a YAML text file") from None
+    if not isinstance(recipe, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of sections")
+    return recipe
+
+
+def overlay(config: dict, recipe: dict) -> dict:
+    """``config`` (a ``Config.to_dict()``) with ``recipe``'s sections written over it, key by key."""
+    for section, values in recipe.items():
+        config[section].update(values)
+    return config
+
+
 def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[list[str]] = None,
                 base: Optional[dict] = None) -> Config:
     """Build a validated Config from defaults, an optional base dict, a recipe and overrides."""
@@ -267,24 +293,14 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     if base:
         _apply(cfg, base, "")
     if path is not None:
-        path = resolve_recipe(path)
-        try:
-            recipe = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"recipe {path} is not valid YAML ({_yaml_reason(err)}); fix it or name a bundled "
-                              "recipe") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"cannot read recipe {path} ({getattr(err, 'strerror', None) or err}); "
-                              "pass a YAML text file") from None
-        if not isinstance(recipe, dict):
-            raise ConfigError(f"recipe {path} must be a mapping of sections")
-        _apply(cfg, recipe, "")
+        _apply(cfg, read_recipe(path), "")
     _apply(cfg, parse_overrides(overrides or []), "")
     validate(cfg)
     return cfg
 
 
-METHODS = ("rr", "sr", "part", "supervised", "finetune", "random")
+PRECISIONS = ("fp32", "bf16")
+EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
 
 
 def _choice(value: str, options: tuple, key: str) -> None:
@@ -405,9 +421,9 @@ def validate(cfg: Config) -> None:
     _choice(cfg.model.global_pool, POOLS, "model.global_pool")
     if cfg.model.global_pool == "token" and not cfg.model.class_token:
         raise ConfigError("model.global_pool=token needs model.class_token=true")
-    _choice(o.name, ("adam", "adamw", "sgd"), "optim.name")
-    _choice(o.schedule, ("constant", "cosine"), "optim.schedule")
-    _choice(t.precision, ("fp32", "bf16"), "train.precision")
+    _choice(o.name, OPTIMIZERS, "optim.name")
+    _choice(o.schedule, SCHEDULES, "optim.schedule")
+    _choice(t.precision, PRECISIONS, "train.precision")
     signals = modality(cfg.model.backbone) == "signals"
     if m.name == "part" and not is_vit(cfg.model.backbone):
         raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
@@ -439,14 +455,13 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.batch_size must be >= 2, got {t.batch_size}")
     if t.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0, got {t.epochs}")
-    if cfg.data.labels not in ("fine", "coarse"):
-        raise ConfigError(f"data.labels must be 'fine' or 'coarse', got '{cfg.data.labels}'")
+    _choice(cfg.data.labels, CIFAR100_LABELS, "data.labels")
     lo, hi = cfg.augment.scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
     for n in cfg.eval.patches:
-        if n not in (0, 1, 3, 5, 7, 9):
-            raise ConfigError(f"eval.patches may hold 0, 1, 3, 5, 7 or 9, got {n}")
+        if n not in EVAL_PATCH_COUNTS:
+            raise ConfigError(f"eval.patches may hold {', '.join(map(str, EVAL_PATCH_COUNTS))}, got {n}")
     for name in ("mean", "std"):
         value = getattr(cfg.data, name)
         if value is not None and len(value) != 3 and not signals:

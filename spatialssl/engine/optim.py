@@ -7,6 +7,9 @@ import torch
 
 from .safeguards import warmup_epochs
 
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine")
+
 
 def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
     """Adam, SGD (momentum 0.9), or AdamW with no weight decay on biases, norms (1-D parameters) and what
