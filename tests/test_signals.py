@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from spatialssl.commands.linear_eval import low_label
 from spatialssl.data import SignalSet, load_signals
 from spatialssl.data.demo_signals import demo_signal_splits
+from spatialssl.data.load import low_label
 from spatialssl.data.signals import SignalOptions
 from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics

@@ -10,7 +10,7 @@ from spatialssl.engine import build, checkpoint
 from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics
 from spatialssl.engine.train import pretrain
-from spatialssl.errors import ConfigError, SpatialSSLWarning, TrainingDiverged
+from spatialssl.errors import ConfigError, DataError, SpatialSSLWarning, TrainingDiverged
 from spatialssl.evaluate import linear_evaluation
 from spatialssl.methods import SpatialReasoning
 
@@ -112,7 +112,7 @@ def test_tiny_pretraining_loss_falls_and_probe_beats_chance(tmp_path, method, dr
 
 def test_supervised_needs_labels_and_learns(tmp_path, demo_small):
     unlabelled = type(demo_small)(demo_small.images, None, [], "unlabelled")
-    with pytest.raises(Exception, match="needs labelled data"):
+    with pytest.raises(DataError, match="method supervised .split 'train'. needs labels; unlabelled has none"):
         pretrain(tiny_config("method.name=supervised"), tmp_path / "a", train_set=unlabelled, progress=False)
     pretrain(tiny_config("method.name=supervised", "train.epochs=3"), tmp_path / "b", train_set=demo_small, progress=False)
     accuracies = [float(r["train_acc"]) for r in read_metrics(tmp_path / "b")]

@@ -10,17 +10,16 @@ from typing import Optional
 import torch
 
 from .. import augment
-from ..data.load import load_data
+from ..data.load import load_data, low_label
 from ..engine import build, checkpoint
+from ..engine.checks import require_labels
 from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
 from ..engine.distributed import resolve_device
 from ..engine.safeguards import warn_about_short_finetune
 from ..engine.train import pretrain
-from ..errors import DataError
 from ..files import atomic_write
 from ..metrics import classification_report
 from ..models import is_vit, modality
-from .linear_eval import low_label
 
 OVERLAYS = BUNDLED_RECIPES / "overlays"  # finetune.yaml (DeiT's recipe), then finetune_vit / finetune_signals
 
@@ -69,8 +68,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
         cfg = load_config(base=info["config"], overrides=overrides)
     warn_about_short_finetune(cfg)
     test = test_set if test_set is not None else load_data(cfg, cfg.data.test_split)
-    if test.labels is None:
-        raise DataError(f"finetuning needs a labelled test split; {test.source} has none")
+    require_labels(test, "finetuning's test split")
     train = train_set if train_set is not None else load_data(cfg, cfg.data.split)
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)

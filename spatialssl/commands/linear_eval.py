@@ -5,34 +5,14 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
-from ..data.load import load_data
+from ..data.load import load_data, low_label
 from ..engine import build, checkpoint
-from ..engine.checks import check_input_size
+from ..engine.checks import check_input_size, require_labels
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
 from ..engine.runfolder import check_writable
-from ..errors import DataError
 from ..evaluate import linear_evaluation
 from ..files import atomic_write, write_or_explain
-
-
-def low_label(train, test, subjects: int, seed: int = 0):
-    """The epochs of ``subjects`` randomly chosen training subjects (the paper's low-label
-    regime); refuses when a subject is in both splits."""
-    if getattr(train, "subjects", None) is None or getattr(test, "subjects", None) is None:
-        raise DataError(f"a subject-limited run needs subject ids; {train.source} has none "
-                        "(store 'subjects' in the .npz, or read WFDB/EDF folders)")
-    shared = set(train.subject_ids()) & set(test.subject_ids())
-    if shared:
-        raise DataError(f"subjects {sorted(shared)[:5]} are in both the training and the test split of "
-                        f"{train.source}; a low-label evaluation must hold them out")
-    ids = train.subject_ids()
-    if subjects > len(ids):
-        raise DataError(f"finetune.subjects={subjects} but {train.source} has only {len(ids)} training subjects")
-    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
-    return train.of_subjects([ids[i] for i in order[:subjects]])
 
 
 def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
@@ -52,8 +32,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     train = load_data(cfg, "train", data)
     test = load_data(cfg, cfg.data.test_split, data)
     for split in (train, test):
-        if split.labels is None:
-            raise DataError(f"linear evaluation needs labels; {split.source} has none")
+        require_labels(split, "linear evaluation")
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with

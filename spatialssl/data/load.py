@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..errors import ConfigError, SpatialSSLError
+import torch
+
+from ..errors import ConfigError, DataError, SpatialSSLError
 from ..models import modality
 from .imageset import ImageSet
 from .readers import load_images
@@ -41,3 +43,20 @@ def load_monitor_data(cfg, train_set: ImageSet) -> Optional[tuple]:
         return None
     n = cfg.train.knn_monitor
     return train_set.subset(n, seed=1), test_set.subset(n, seed=2)
+
+
+def low_label(train, test, subjects: int, seed: int = 0):
+    """The epochs of ``subjects`` randomly chosen training subjects (the paper's low-label
+    regime); refuses when a subject is in both splits."""
+    if getattr(train, "subjects", None) is None or getattr(test, "subjects", None) is None:
+        raise DataError(f"a subject-limited run needs subject ids; {train.source} has none "
+                        "(store 'subjects' in the .npz, or read WFDB/EDF folders)")
+    shared = set(train.subject_ids()) & set(test.subject_ids())
+    if shared:
+        raise DataError(f"subjects {sorted(shared)[:5]} are in both the training and the test split of "
+                        f"{train.source}; a low-label evaluation must hold them out")
+    ids = train.subject_ids()
+    if subjects > len(ids):
+        raise DataError(f"finetune.subjects={subjects} but {train.source} has only {len(ids)} training subjects")
+    order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed)).tolist()
+    return train.of_subjects([ids[i] for i in order[:subjects]])

@@ -30,8 +30,7 @@ def build_method(cfg, mean, std, num_classes: int = 0) -> Method:
     ``model.init_from``, one holding a pretrained checkpoint's weights)."""
     cls = METHODS[cfg.method.name]
     if cls.needs_labels and num_classes < 2:
-        raise DataError(f"method '{cfg.method.name}' needs labelled data; --data {cfg.data.path} "
-                        f"split '{cfg.data.split}' has no labels")
+        raise ValueError(f"method {cfg.method.name} classifies: num_classes must be >= 2, got {num_classes}")
     backbone = backbone_from_config(cfg.model, num_classes if cls.classifies else 0)
     if cfg.model.init_from:
         load_pretrained(backbone, cfg.model.init_from)

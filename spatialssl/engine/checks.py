@@ -7,6 +7,7 @@ import re
 from contextlib import contextmanager
 
 from ..errors import ConfigError, DataError
+from ..methods import METHODS
 from ..methods.part import part_tokens
 from ..models import VisionTransformer, VisionTransformer1D, input_channels, is_vit, modality
 from ..samplers.boxes import check_box_geometry
@@ -37,9 +38,26 @@ def data_channels(data) -> int:
     return data.tensor.shape[1] if hasattr(data, "tensor") else 3
 
 
+def require_labels(data, purpose: str) -> None:
+    if data.labels is None:
+        raise DataError(f"{purpose} needs labels; {data.source} has none")
+
+
+def check_processes(cfg: Config, world: int, device) -> None:
+    """Options that depend on the processes torchrun started and their device."""
+    if cfg.train.batch_size % world:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide evenly among "
+                          f"{world} processes")
+    if cfg.train.sync_bn and world > 1 and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
+                          "turn it off for CPU processes")
+
+
 def check_against_data(cfg: Config, data) -> None:
     """Checks of the options against the images or signals, before any work."""
     m, p, patch = cfg.method, cfg.part, cfg.model.patch_size
+    if METHODS[m.name].needs_labels:
+        require_labels(data, f"method {m.name} (split '{cfg.data.split}')")
     size = data.input_size
     tokens = part_tokens(cfg, size)
     if is_signal_model(cfg):

@@ -23,7 +23,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
 from . import checkpoint
 from .build import build_method
-from .checks import check_against_data, data_channels
+from .checks import check_against_data, check_processes, data_channels
 from .config import Config
 from .determinism import algorithms
 from .distributed import Distributed, from_environment, writes
@@ -130,15 +130,10 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     """Everything before the first step: data, checks, the method on its device, optimiser, resume."""
     cfg, train_set, monitor, note = prepare_data(cfg, state is not None, train_set, monitor)
     ranks, device = from_environment(cfg.train.device)
-    if cfg.train.batch_size % ranks.world:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide evenly among "
-                          f"{ranks.world} processes")
+    check_processes(cfg, ranks.world, device)
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
     if cfg.train.sync_bn and ranks.world > 1:
-        if device.type != "cuda":
-            raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
-                              "turn it off for CPU processes")
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device)
     if cfg.train.channels_last:

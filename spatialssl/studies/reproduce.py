@@ -17,7 +17,7 @@ from ..commands.finetune import finetune
 from ..commands.linear_eval import evaluate_sets
 from ..data import load_images
 from ..engine import build
-from ..engine.checks import check_against_data
+from ..engine.checks import check_against_data, require_labels
 from ..engine.config import BUNDLED_RECIPES, load_config
 from ..engine.train import pretrain
 from ..errors import ConfigError, DataError
@@ -139,8 +139,7 @@ def load_splits(data, budget: Budget) -> tuple:
     splits = []
     for split, count in (("train", budget.train_images), ("test", budget.test_images)):
         images = load_images(data, split)
-        if images.labels is None:
-            raise DataError(f"the reproduction suite needs labels; the {split} split of {data} has none")
+        require_labels(images, "the reproduction suite")
         if tuple(images.image_size) != (IMAGE_SIZE, IMAGE_SIZE):
             raise DataError(f"the reproduction suite's recipes are for {IMAGE_SIZE} px images (CIFAR-10); {data} "
                             f"holds {images.image_size[0]}x{images.image_size[1]} images")
