@@ -219,7 +219,19 @@ def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, param_gr
     own = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict({"state": _optimizer_state(tensors), "param_groups": param_groups})
     for group, settings in zip(optimizer.param_groups, own):
-        group.update(settings)
+        group.update(settings)  # fused/foreach too: the kernels of this machine, not of the one that saved
+    _restride_like_parameters(optimizer)
+
+
+def _restride_like_parameters(optimizer: torch.optim.Optimizer) -> None:
+    """Moments were saved contiguous; a channels_last parameter needs channels_last moments (CUDA's fused
+    Adam refuses mismatched layouts, and a fused kernel would pair the wrong elements)."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            for key, value in state.items():
+                if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _optimizer_state(tensors: dict) -> dict:
