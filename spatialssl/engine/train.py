@@ -21,6 +21,7 @@ from ..data.stream import ImageStream
 from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
+from ..models import use_generator
 from . import checkpoint
 from .build import build_method
 from .checks import check_against_data, check_processes, data_channels
@@ -67,7 +68,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     ema: Optional[WeightEMA]
     generators: dict  # checkpointed: the data order
-    sample: torch.Generator  # augmentation randomness, reseeded every epoch (sample_seed)
+    sample: torch.Generator  # augmentation and drop-path randomness, reseeded every epoch (sample_seed)
     ranks: Distributed
     device: torch.device
     train_set: object  # an ImageSet, SignalSet or ImageStream
@@ -157,7 +158,9 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     on_device = (None, None)
     if method.trains and not isinstance(train_set, ImageStream):
         on_device = (train_set.tensor.to(device), None if train_set.labels is None else train_set.labels.to(device))
-    run = Run(cfg, out_dir, method, model, optimizer, ema, generators, torch.Generator(device=device), ranks, device,
+    sample = torch.Generator(device=device)
+    use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
+    run = Run(cfg, out_dir, method, model, optimizer, ema, generators, sample, ranks, device,
               train_set, on_device, monitor, start_epoch, progress and ranks.main)
     announce(run, note)
     return run

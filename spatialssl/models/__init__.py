@@ -17,7 +17,7 @@ from .relative import (
     build_encoder,
 )
 from .resnet import ResNet, resnet8, resnet18, resnet20, resnet32, resnet34, resnet56
-from .vit import SIZES, VisionTransformer, vision_transformer
+from .vit import SIZES, DropPath, VisionTransformer, vision_transformer
 from .vit1d import VisionTransformer1D, vision_transformer_1d
 
 RESNETS = {"resnet8": resnet8, "resnet20": resnet20, "resnet32": resnet32, "resnet56": resnet56,
@@ -81,6 +81,13 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
     return BACKBONES[name](**options)
 
 
+def use_generator(module: nn.Module, generator: torch.Generator) -> None:
+    """Draw the random masks of ``module``'s stochastic-depth layers from ``generator``."""
+    for layer in module.modules():
+        if isinstance(layer, DropPath):
+            layer.generator = generator
+
+
 def input_channels(backbone: nn.Module) -> int:
     """The channels a backbone takes: its first convolution's (a ResNet's stem, a ViT's patch embedding)."""
     return next(m.in_channels for m in backbone.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
@@ -94,4 +101,4 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
-           "BACKBONES", "modality", "is_vit", "input_channels", *RESNETS]
+           "BACKBONES", "modality", "is_vit", "input_channels", "use_generator", *RESNETS]

@@ -15,16 +15,19 @@ POOLS = ("avg", "token")  # mean of the patch tokens | the [CLS] token
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample: drop a residual branch, rescale the survivors."""
+    """Stochastic depth per sample: drop a residual branch, rescale the survivors. Masks come from
+    ``generator`` when one is set (``use_generator``): the training loop's, seeded per epoch and process,
+    so resuming is exact and every process drops differently; else from torch's global generator."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
         self.p = p
+        self.generator = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
-        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p, generator=self.generator)
         return x * keep / (1 - self.p)
 
 
