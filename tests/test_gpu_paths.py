@@ -87,3 +87,34 @@ def test_drop_path_draws_from_the_generator_it_is_given():
         use_generator(model, torch.Generator().manual_seed(seed))
         masks.append(model.forward_features(x))
     assert torch.equal(masks[0], masks[1]) and not torch.equal(masks[0], masks[2])
+
+
+def counting_backend(graphs: list):
+    def backend(graph_module, example_inputs):
+        graphs.append(graph_module)
+        return graph_module.forward  # run eagerly: no compiler needed on this machine
+    return backend
+
+
+@pytest.mark.parametrize("overrides", [["method.name=rr"], [*PART_TINY, "model.input_size=[32, 32]"]])
+def test_compile_reaches_what_the_methods_call(overrides, demo_small, monkeypatch):
+    from spatialssl.engine.build import build_method
+    from spatialssl.models import compile_backbone
+
+    torch._dynamo.reset()
+    cfg = load_config(base=TINY, overrides=overrides)
+    method = build_method(cfg, [0.5] * 3, [0.25] * 3)
+    graphs = []
+    compile_backbone(method.backbone, backend=counting_backend(graphs))
+    loss, _ = method.training_step(demo_small.images[:16], None, torch.Generator().manual_seed(0))
+    loss.backward()
+    assert graphs, "nothing the method called was compiled"
+    assert set(method.backbone.state_dict()) == set(build_method(cfg, [0.5] * 3, [0.25] * 3).backbone.state_dict())
+
+
+def test_the_loop_compiles_with_train_compile(tmp_path, demo_small, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(train, "compile_backbone", lambda backbone: compiled.append(backbone))
+    pretrain(load_config(base=TINY, overrides=["train.compile=true", "train.epochs=1"]), tmp_path / "run",
+             train_set=demo_small, progress=False)
+    assert len(compiled) == 1

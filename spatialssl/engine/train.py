@@ -21,7 +21,7 @@ from ..data.stream import ImageStream
 from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
-from ..models import use_generator
+from ..models import compile_backbone, use_generator
 from . import checkpoint
 from .build import build_method
 from .checks import check_against_data, check_processes, data_channels
@@ -151,7 +151,7 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
                            out_dir / "last.ckpt")
         start_epoch = info["epoch"]
     if cfg.train.compile and method.trains:
-        method.backbone.compile()  # in place: the state dict keeps its keys
+        compile_backbone(method.backbone)
     model = method
     if ranks.world > 1 and method.trains:
         model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)

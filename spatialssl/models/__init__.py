@@ -81,6 +81,18 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
     return BACKBONES[name](**options)
 
 
+ENTRY_POINTS = ("forward", "forward_features", "forward_head", "patch_tokens")  # what the methods call
+
+
+def compile_backbone(backbone: nn.Module, **options) -> nn.Module:
+    """``torch.compile`` each entry point the methods call (``nn.Module.compile`` compiles only ``forward``,
+    which they do not call). In place, as instance attributes: the state dict keeps its keys."""
+    for name in ENTRY_POINTS:
+        if hasattr(backbone, name):
+            setattr(backbone, name, torch.compile(getattr(backbone, name), **options))
+    return backbone
+
+
 def use_generator(module: nn.Module, generator: torch.Generator) -> None:
     """Draw the random masks of ``module``'s stochastic-depth layers from ``generator``."""
     for layer in module.modules():
@@ -101,4 +113,4 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
-           "BACKBONES", "modality", "is_vit", "input_channels", "use_generator", *RESNETS]
+           "BACKBONES", "modality", "is_vit", "input_channels", "use_generator", "compile_backbone", *RESNETS]
