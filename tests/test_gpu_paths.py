@@ -118,3 +118,18 @@ def test_the_loop_compiles_with_train_compile(tmp_path, demo_small, monkeypatch)
     pretrain(load_config(base=TINY, overrides=["train.compile=true", "train.epochs=1"]), tmp_path / "run",
              train_set=demo_small, progress=False)
     assert len(compiled) == 1
+
+
+def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tmp_path, demo_small):
+    from spatialssl.engine import checkpoint
+
+    cfg = load_config(base=TINY, overrides=["train.precision=fp16", "method.name=supervised", "train.batch_size=16"])
+    few = demo_small.subset(32)  # fp16 kernels are slow on a CPU
+    pretrain(cfg, tmp_path / "whole", train_set=few, progress=False)
+    pretrain(cfg, tmp_path / "split", train_set=few, progress=False, stop_after_epoch=1)
+    _, info = checkpoint.read_checkpoint(tmp_path / "split" / "last.ckpt")
+    assert info["grad_scaler"]["scale"] > 0  # the scale travels with the checkpoint
+    assert "grad_scaler" not in json.loads((tmp_path / "split" / "last.json").read_text())
+    pretrain(cfg, tmp_path / "split", resume=True, train_set=few, progress=False)
+    assert_same_run(tmp_path / "whole", tmp_path / "split")
+    assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in read_metrics(tmp_path / "whole"))

@@ -49,7 +49,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
 
 
 def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
-                    generators: dict, config: dict, epoch: int, metrics: dict, ema: Optional[WeightEMA] = None) -> Path:
+                    generators: dict, config: dict, epoch: int, metrics: dict, ema: Optional[WeightEMA] = None,
+                    scaler: Optional[torch.amp.GradScaler] = None) -> Path:
     out_dir = Path(out_dir)
     tensors = {f"{LIVE}{k}": v for k, v in method.state_dict().items()}
     averaging = {}
@@ -63,7 +64,8 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
     for name, generator in generators.items():
         tensors[f"rng.{name}"] = generator.get_state()
     info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging}
-    metadata = {"spatialssl": json.dumps({**info, "param_groups": param_groups})}
+    resumption = {"param_groups": param_groups, **({"grad_scaler": scaler.state_dict()} if scaler else {})}
+    metadata = {"spatialssl": json.dumps({**info, **resumption})}
     path = out_dir / "last.ckpt"
     _write_or_explain(path, lambda: save_weights(path, tensors, metadata))
     write_companions(out_dir, tensors, info)
@@ -75,7 +77,7 @@ def write_companions(out_dir: Path, tensors: dict, info: dict) -> None:
     ``last.ckpt`` is written first and is the commit point: a run killed before these were written
     gets them re-derived from it on resume (``sync_companions``)."""
     out_dir = Path(out_dir)
-    info = {k: v for k, v in info.items() if k != "param_groups"}  # the optimiser's, not for people
+    info = {k: v for k, v in info.items() if k not in ("param_groups", "grad_scaler")}  # for resuming, not people
     backbone_metadata = {"spatialssl": json.dumps({"backbone": info["config"]["model"], "epoch": info["epoch"],
                                                    **weights_record(info)})}
     backbone = out_dir / "backbone.safetensors"
@@ -136,7 +138,7 @@ def read_checkpoint(path) -> tuple:
 
 # What every checkpoint's metadata holds (required) and may hold, with the type each must have.
 REQUIRED = {"epoch": int, "config": dict}
-OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float}
+OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float, "grad_scaler": dict}
 
 
 def _checked_info(path: Path, metadata: str) -> dict:
@@ -194,8 +196,9 @@ def _state(tensors: dict, prefix: str) -> dict:
 
 
 def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, generators=None,
-            ema: Optional[WeightEMA] = None, path="the checkpoint") -> None:
-    """Everything a resumed run needs: live weights, optimiser, generators and the weights' EMA."""
+            ema: Optional[WeightEMA] = None, path="the checkpoint", scaler: Optional[torch.amp.GradScaler] = None) -> None:
+    """Everything a resumed run needs: live weights, optimiser, generators, the weights' EMA and fp16's
+    gradient scale (a checkpoint of another precision has none: the scaler starts afresh)."""
     load_exactly(method, _state(tensors, LIVE), path)
     if ema is not None:
         averaged = _state(tensors, EMA)
@@ -207,6 +210,8 @@ def restore(tensors: dict, info: dict, method: torch.nn.Module, optimizer=None, 
             _restore_optimizer(optimizer, tensors, info["param_groups"])
         for name, generator in (generators or {}).items():
             generator.set_state(tensors[f"rng.{name}"])
+        if scaler is not None and "grad_scaler" in info:
+            scaler.load_state_dict(info["grad_scaler"])
     except (KeyError, ValueError, TypeError, RuntimeError) as err:  # what torch raises for a state that does not fit
         raise DataError(f"cannot resume from {path}: its optimiser or random-generator state is damaged "
                         f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "

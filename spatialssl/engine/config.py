@@ -131,7 +131,8 @@ class TrainConfig:
     knn_monitor: int = 2000  # images per split for the per-epoch kNN monitor; 0 turns it off
     log_every: int = 20
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
-    precision: str = "fp32"  # fp32 | bf16 (autocast; weights and optimiser stay fp32)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; weights and optimiser stay fp32; fp16 with a gradient
+    # scaler, for GPUs without bf16: T4, V100)
     channels_last: bool = False  # NHWC memory layout for convolutions (GPUs)
     compile: bool = False  # torch.compile the backbone
     ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off
@@ -299,7 +300,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
     return cfg
 
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
 
 

@@ -35,6 +35,9 @@ from .runlog import RunLog
 from .safeguards import choose_statistics, warn_about_ema, warn_about_warmup
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> autocast dtype
+
+
 def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Optional[ImageSet] = None,
              monitor: Optional[tuple] = None, progress: bool = True, stop_after_epoch: Optional[int] = None) -> Path:
     """Pretrain ``cfg.method`` and write checkpoints to ``out_dir`` every epoch.
@@ -76,6 +79,7 @@ class Run:
     monitor: Optional[tuple]
     start_epoch: int
     progress: bool
+    scaler: Optional[torch.amp.GradScaler] = None  # fp16 only: keeps small gradients from underflowing
     log: Optional[RunLog] = None
 
     @property
@@ -144,11 +148,12 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     # rank 0 alone checkpoints and monitors. Copied before compile and DDP wrap the method.
     ema = WeightEMA(method, cfg.train.ema) if cfg.train.ema > 0 and method.trains and ranks.main else None
     generators = {"order": torch.Generator().manual_seed(cfg.train.seed)}
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" and method.trains else None
     start_epoch = 0
     if state is not None:
         tensors, info = state
         checkpoint.restore(tensors, info, method, optimizer if method.trains else None, generators, ema,
-                           out_dir / "last.ckpt")
+                           out_dir / "last.ckpt", scaler)
         start_epoch = info["epoch"]
     if cfg.train.compile and method.trains:
         compile_backbone(method.backbone)
@@ -161,7 +166,7 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     sample = torch.Generator(device=device)
     use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
     run = Run(cfg, out_dir, method, model, optimizer, ema, generators, sample, ranks, device,
-              train_set, on_device, monitor, start_epoch, progress and ranks.main)
+              train_set, on_device, monitor, start_epoch, progress and ranks.main, scaler)
     announce(run, note)
     return run
 
@@ -209,17 +214,16 @@ def train_epoch(run: Run, epoch: int) -> tuple:
     run.method.train()
     # Seeded per epoch and process: a run resumed at an epoch boundary continues exactly, under torchrun too.
     run.sample.manual_seed(sample_seed(cfg.train.seed, epoch, run.ranks.rank))
+    precision = AUTOCAST.get(cfg.train.precision)  # None: fp32
     totals: dict = {}
     started = time.perf_counter()
     bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not run.progress, unit="step",
                leave=False, dynamic_ncols=True)
     for step, (x, y) in enumerate(batches(run)):
         set_learning_rate(run.optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
-        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16"):
+        with torch.autocast(run.device.type, dtype=precision, enabled=precision is not None):
             loss, metrics = run.model(x, y, run.sample)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        run.optimizer.step()
+        step_optimizer(run, loss)
         if run.ema is not None:
             run.ema.update(run.method)
         for key, value in {"loss": loss.detach(), **metrics}.items():
@@ -235,6 +239,17 @@ def train_epoch(run: Run, epoch: int) -> tuple:
     return totals, time.perf_counter() - started
 
 
+def step_optimizer(run: Run, loss: torch.Tensor) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    if run.scaler is None:
+        loss.backward()
+        run.optimizer.step()
+        return
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)  # skipped when the scaled gradients overflowed; the scale then shrinks
+    run.scaler.update()
+
+
 def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
     """Means over steps and processes, the kNN monitor, the checkpoint (the commit point), the log."""
     cfg, steps = run.cfg, run.steps
@@ -248,7 +263,7 @@ def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
             evaluated = (run.method if run.ema is None else run.ema.module).backbone
             summary["knn_acc"], summary["knn_k"] = monitor_knn(evaluated, run.monitor, cfg, run.device)
         checkpoint.save_checkpoint(run.out_dir, run.method, run.optimizer, run.generators, cfg.to_dict(), epoch + 1,
-                                   summary, run.ema)
+                                   summary, run.ema, run.scaler)
         run.log.write(epoch + 1, summary)
     if run.progress:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
