@@ -133,3 +133,17 @@ def test_fp16_trains_with_a_gradient_scaler_and_resumes_exactly(tmp_path, demo_s
     pretrain(cfg, tmp_path / "split", resume=True, train_set=few, progress=False)
     assert_same_run(tmp_path / "whole", tmp_path / "split")
     assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in read_metrics(tmp_path / "whole"))
+
+
+def test_signals_stay_in_host_memory_and_travel_a_batch_at_a_time():
+    """On a GPU a PhysioNet-scale signal set would not fit: only images go to the device whole."""
+    from spatialssl.data.demo_signals import demo_signal_splits
+    from spatialssl.engine.train import place, to_device
+
+    device = torch.device("meta")  # stands in for a GPU: tensors there are not on the CPU
+    signals, _ = demo_signal_splits(2, 1, 4)
+    inputs, labels = place(signals, device)
+    assert inputs.device.type == "cpu" and labels.device.type == "cpu"
+    assert to_device(inputs[:3], device).device == device
+    images, image_labels = place(make_demo_images(8, seed=0), device)
+    assert images.device == device and image_labels.device == device

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from ..data import ImageSet
+from ..data import ImageSet, SignalSet
 from ..data.load import load_monitor_data, load_training_data
 from ..data.stream import ImageStream
 from ..ema import WeightEMA
@@ -75,7 +75,7 @@ class Run:
     ranks: Distributed
     device: torch.device
     train_set: object  # an ImageSet, SignalSet or ImageStream
-    on_device: tuple  # (images, labels or None) moved to the device once; (None, None) when streamed
+    resident: tuple  # (inputs, labels or None) where they stay (see ``place``); (None, None) when streamed
     monitor: Optional[tuple]
     start_epoch: int
     progress: bool
@@ -160,13 +160,11 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     model = method
     if ranks.world > 1 and method.trains:
         model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
-    on_device = (None, None)
-    if method.trains and not isinstance(train_set, ImageStream):
-        on_device = (train_set.tensor.to(device), None if train_set.labels is None else train_set.labels.to(device))
+    resident = place(train_set, device) if method.trains and not isinstance(train_set, ImageStream) else (None, None)
     sample = torch.Generator(device=device)
     use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
     run = Run(cfg, out_dir, method, model, optimizer, ema, generators, sample, ranks, device,
-              train_set, on_device, monitor, start_epoch, progress and ranks.main, scaler)
+              train_set, resident, monitor, start_epoch, progress and ranks.main, scaler)
     announce(run, note)
     return run
 
@@ -201,11 +199,29 @@ def batches(run: Run):
         for x, y in data.batches(mine, batch // ranks.world, workers(run.cfg), device.type == "cuda"):
             yield x.to(device, non_blocking=True), None if data.labels is None else y.to(device, non_blocking=True)
         return
-    images, labels = run.on_device
-    order = order.to(device)
+    inputs, labels = run.resident
+    order = order.to(inputs.device)
     for step in range(run.steps):
         index = ranks.shard(order[step * batch:(step + 1) * batch])
-        yield images[index], None if labels is None else labels[index]
+        yield to_device(inputs[index], device), None if labels is None else to_device(labels[index], device)
+
+
+def place(data, device: torch.device) -> tuple:
+    """(inputs, labels) where they stay for the run: images (uint8, decoded once) on the device whole;
+    signal epochs (float, at PhysioNet scale larger than a GPU) in host memory, a batch at a time."""
+    tensors = (data.tensor, data.labels)
+    if isinstance(data, SignalSet):
+        return tensors
+    return tuple(None if t is None else t.to(device) for t in tensors)
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``batch`` on ``device``; from host memory through pinned memory, so the copy does not block."""
+    if batch.device == device:
+        return batch
+    if device.type == "cuda":
+        batch = batch.pin_memory()
+    return batch.to(device, non_blocking=True)
 
 
 def train_epoch(run: Run, epoch: int) -> tuple:
