@@ -147,3 +147,29 @@ def test_signals_stay_in_host_memory_and_travel_a_batch_at_a_time():
     assert to_device(inputs[:3], device).device == device
     images, image_labels = place(make_demo_images(8, seed=0), device)
     assert images.device == device and image_labels.device == device
+
+
+def test_a_stream_keeps_its_worker_processes_across_epochs(tmp_path):
+    import numpy as np
+    from conftest import random_images, write_class_folders
+
+    from spatialssl.data.stream import stream_images
+
+    folder = write_class_folders(tmp_path / "data", random_images(12, 16, seed=3), np.arange(12) % 2)
+    stream = stream_images(folder, "train", 16)
+    orders = ([*range(12)], [*range(12)][::-1])
+    epochs = [[y.tolist() for _, y in stream.batches(order, 4, 1, False)] for order in orders]
+    loader = stream._loader[2]
+    assert loader.persistent_workers and loader._iterator is not None  # one set of workers, kept
+    labels = stream.labels.tolist()
+    for order, batches in zip(orders, epochs):  # each epoch in its own order
+        assert batches == [[labels[i] for i in order[k:k + 4]] for k in (0, 4, 8)]
+    list(stream.batches([*range(8)], 4, 1, False))
+    assert stream._loader[2] is loader  # the next epoch reuses it
+
+
+def test_streaming_workers_are_shared_among_the_processes_of_a_machine(monkeypatch):
+    monkeypatch.setattr(train.os, "cpu_count", lambda: 16)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert train.workers(load_config()) == 4
+    assert train.workers(load_config(overrides=["data.workers=2"])) == 2

@@ -44,6 +44,19 @@ class _Files(torch.utils.data.Dataset):
         return image, -1 if self.labels is None else int(self.labels[index])
 
 
+class _EpochOrder(torch.utils.data.Sampler):
+    """The indices of the current epoch, set before each: a persistent loader reads them anew every epoch."""
+
+    def __init__(self):
+        self.indices: list = []
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def _collate(items: list):
     """The batch, or the first _Unreadable among its items."""
     unreadable = [item for item in items if isinstance(item, _Unreadable)]
@@ -59,6 +72,7 @@ class ImageStream:
     classes: list = field(default_factory=list)
     source: str = ""
     layout: str = ""  # readers.detect_layout's name for the folder
+    _loader: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)  # (settings, order, loader)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -78,10 +92,18 @@ class ImageStream:
         return len(self.classes)
 
     def batches(self, order: list, batch: int, workers: int, pin: bool):
-        """uint8 (B x 3 x S x S) and label batches in ``order``, decoded by ``workers`` processes."""
-        loader = torch.utils.data.DataLoader(_Files(self.files, self.labels_array, self.size), batch_size=batch,
-                                             sampler=order, num_workers=workers, pin_memory=pin, drop_last=True,
-                                             prefetch_factor=PREFETCH if workers else None, collate_fn=_collate)
+        """uint8 (B x 3 x S x S) and label batches in ``order``, decoded by ``workers`` processes. The loader
+        and its worker processes are made once and kept for every epoch (only the order changes)."""
+        settings = (batch, workers, pin)
+        if self._loader is None or self._loader[0] != settings:
+            epoch_order = _EpochOrder()
+            loader = torch.utils.data.DataLoader(
+                _Files(self.files, self.labels_array, self.size), batch_size=batch, sampler=epoch_order,
+                num_workers=workers, pin_memory=pin, drop_last=True, persistent_workers=workers > 0,
+                prefetch_factor=PREFETCH if workers else None, collate_fn=_collate)
+            self._loader = (settings, epoch_order, loader)
+        _, epoch_order, loader = self._loader
+        epoch_order.indices = order
         for batch_or_error in loader:
             if isinstance(batch_or_error, _Unreadable):
                 raise DataError(batch_or_error.message)

@@ -186,7 +186,11 @@ def announce(run: Run, note: Optional[str]) -> None:
 
 
 def workers(cfg: Config) -> int:
-    return (os.cpu_count() or 1) if cfg.data.workers is None else cfg.data.workers
+    """Decoding processes of a stream: data.workers, or this process's share of the machine's cores
+    (torchrun starts LOCAL_WORLD_SIZE training processes on it)."""
+    if cfg.data.workers is not None:
+        return cfg.data.workers
+    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def batches(run: Run):
