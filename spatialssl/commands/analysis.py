@@ -15,13 +15,15 @@ from ..data import load_images
 from ..engine import checkpoint
 from ..engine.build import build_method
 from ..engine.config import load_config
+from ..engine.distributed import resolve_device
 from ..errors import ConfigError
 from ..models import modality
 from ..samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
 
-def load_part(path):
-    """(PART method with the checkpoint's evaluated weights (their EMA when kept), in eval mode; its Config)."""
+def load_part(path, device: Optional[str] = None):
+    """(PART method with the checkpoint's evaluated weights (their EMA when kept), in eval mode on ``device``
+    (default: a GPU when there is one); its Config)."""
     tensors, info = checkpoint.read_checkpoint(path)
     cfg = load_config(base=info["config"])
     if cfg.method.name != "part":
@@ -32,7 +34,7 @@ def load_part(path):
     state = checkpoint.evaluated_state(tensors)
     checkpoint.check_finite(state, path)
     checkpoint.load_exactly(method, state, path)
-    return method.eval(), cfg
+    return method.eval().to(resolve_device(device or "auto")), cfg
 
 
 def paste_boxes(patches: torch.Tensor, boxes: torch.Tensor, height: int, width: int) -> tuple:
@@ -79,9 +81,17 @@ class Sample:
 
 @torch.no_grad()
 def analyse(method, cfg, images: torch.Tensor, seed: int = 0, sampling: Optional[str] = None) -> list:
-    """Sample boxes on un-augmented images (the checkpoint's mode, or ``sampling``) and predict all pairs."""
+    """Sample boxes on un-augmented images (the checkpoint's mode, or ``sampling``) and predict all pairs,
+    on the method's device; the samples come back on the CPU, for figures."""
+    device = next(method.parameters()).device
+    found = predict_pairs(method, images.to(device), torch.Generator(device=device).manual_seed(seed), sampling)
+    return [Sample(*(t[i].cpu() for t in found)) for i in range(len(images))]
+
+
+def predict_pairs(method, images: torch.Tensor, generator: torch.Generator, sampling: Optional[str] = None) -> tuple:
+    """(images in [0, 1], patches, boxes, predictions and targets of every ordered pair), batched, on the
+    images' device."""
     sampler = method.boxes
-    generator = torch.Generator().manual_seed(seed)
     x = images.float().div(255)
     batch, _, height, width = x.shape
     boxes = sample_boxes(batch, sampler.num_tokens, height, width, sampling or sampler.mode, sampler.patch_size,
@@ -89,10 +99,9 @@ def analyse(method, cfg, images: torch.Tensor, seed: int = 0, sampling: Optional
     raw = cut_boxes(x, boxes, sampler.patch_size)
     predictions = method.predict_all(augment.normalize(raw.flatten(0, 1), sampler.mean, sampler.std).view_as(raw))
     num = boxes.shape[1]
-    pairs = all_pairs(num).expand(batch, -1, -1)
+    pairs = all_pairs(num, x.device).expand(batch, -1, -1)
     targets = relative_targets(boxes, pairs, method.predict_scale, method.log_scale).view(batch, num, num, -1)
-    return [Sample(x[i], raw[i], boxes[i], predictions[i], targets[i]) for i in range(batch)]
-
+    return x, raw, boxes, predictions, targets
 
 
 @torch.no_grad()
