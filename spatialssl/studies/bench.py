@@ -61,7 +61,7 @@ def _method(kind: str, batch: int, vit: str, device: torch.device, size) -> tupl
         overrides.append(f"model.backbone={vit}")
     cfg = load_config(overrides=overrides)
     method = build_method(cfg, MEAN, STD).to(device)
-    return cfg, method, build_optimizer(cfg.optim, method)
+    return cfg, method, build_optimizer(cfg.optim, method, fused=device.type == "cuda")  # as the loop builds it
 
 
 def _step(method, optimizer, images, generator) -> None:

@@ -1,0 +1,85 @@
+"""Opt-in smoke suite for a machine with a GPU: ``pytest -m cuda`` (skipped without CUDA; the default
+run leaves it out). Two steps per method with bf16, channels_last and torch.compile, a resume, fp16,
+a step free of host syncs under CUDA's sync debug mode, and a 2-GPU torchrun run when there are two."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from spatialssl.data import make_demo_images
+from spatialssl.engine.build import build_method
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
+
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+IMAGES = ["model.backbone=resnet8", "method.patch_size=12"]
+VIT = ["model.backbone=vit_tiny", "model.depth=2", "model.patch_size=8", "part.num_pairs=64", "model.drop_path=0.1"]
+METHODS = {"rr": [*IMAGES, "method.name=rr"], "sr": [*IMAGES, "method.name=sr"],
+           "sr additive": [*IMAGES, "method.name=sr", "method.additive=true"],
+           "supervised": [*IMAGES, "method.name=supervised"], "part": [*VIT, "method.name=part"],
+           "part + scale": [*VIT, "method.name=part", "part.sampling=scale"]}
+FAST = ["train.batch_size=32", "train.epochs=1", "train.knn_monitor=0", "train.device=cuda"]
+
+
+@pytest.fixture(scope="module")
+def images():
+    return make_demo_images(64, seed=3)
+
+
+@pytest.mark.parametrize("case", METHODS)
+def test_two_steps_with_bf16_channels_last_and_compile_then_resume(case, images, tmp_path):
+    cfg = load_config(overrides=[*METHODS[case], *FAST, "train.precision=bf16", "train.channels_last=true",
+                                 "train.compile=true", "optim.name=adamw"])
+    pretrain(cfg, tmp_path, train_set=images, progress=False)
+    pretrain(load_config(overrides=[*METHODS[case], *FAST, "train.precision=bf16", "train.channels_last=true",
+                                    "train.compile=true", "optim.name=adamw", "train.epochs=2"]),
+             tmp_path, resume=True, train_set=images, progress=False)
+    losses = [float(r["loss"]) for r in read_metrics(tmp_path)]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+
+
+def test_fp16_with_a_gradient_scaler(images, tmp_path):
+    pretrain(load_config(overrides=[*METHODS["sr"], *FAST, "train.precision=fp16"]), tmp_path, train_set=images,
+             progress=False)
+    assert np.isfinite(float(read_metrics(tmp_path)[0]["loss"]))
+
+
+@pytest.mark.parametrize("case", METHODS)
+def test_a_step_does_not_wait_for_the_gpu(case, images):
+    """CUDA's sync debug mode raises on every host sync: the step (not the loop's periodic NaN check) has none."""
+    cfg = load_config(overrides=[*METHODS[case], "model.input_size=[32, 32]"])
+    method = build_method(cfg, [0.5] * 3, [0.25] * 3, num_classes=10).cuda()
+    batch = images.images[:16].cuda()
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    method.training_step(batch, None, generator)[0].backward()  # warm-up: caches and lazy initialisation
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        method.training_step(batch, None, generator)[0].backward()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_torchrun_on_two_gpus_matches_one_process(tmp_path):
+    data = tmp_path / "data.npz"
+    demo = make_demo_images(64, seed=3)
+    np.savez(data, images=demo.images.permute(0, 2, 3, 1).numpy(), labels=demo.labels.numpy())
+    settings = ["method.name=supervised", "model.backbone=vit_tiny", "model.depth=1", "train.batch_size=16",
+                "train.epochs=1", "train.knn_monitor=0", "optim.name=sgd", f"data.path={data}",
+                "augment.scale=[1.0,1.0]", "augment.ratio=[1.0,1.0]", "augment.flip_p=0", "augment.jitter_p=0",
+                "augment.gray_p=0"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "spatialssl", "pretrain",
+               "--no-progress", "--out", str(tmp_path / "two"), *settings]
+    subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    pretrain(load_config(overrides=settings), tmp_path / "one", progress=False)
+    one, two = load_file(tmp_path / "one" / "last.ckpt"), load_file(tmp_path / "two" / "last.ckpt")
+    for key in one:
+        if key.startswith("method."):
+            torch.testing.assert_close(one[key], two[key], rtol=1e-3, atol=1e-5)
