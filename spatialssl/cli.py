@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -45,6 +46,8 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="spatialssl", description="Self-supervised pretraining by spatial reasoning.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                        help="what the 'spatialssl' logger shows (progress lines when output is not a terminal)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="the whole path on embedded data in minutes on a CPU: RR and SR on "
@@ -225,8 +228,27 @@ def _show_warning(message, category, filename, lineno, file=None, line=None, sho
         shown(message, category, filename, lineno, file, line)
 
 
+class _ToStdout(logging.Handler):
+    """Log lines on standard output, in order with what the commands print; the stream is looked up at
+    every line, so tests that capture standard output see them too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout, flush=True)
+
+
+def _configure_logging(level: str) -> None:
+    logger = logging.getLogger("spatialssl")
+    logger.setLevel(level.upper())
+    if not any(isinstance(h, _ToStdout) for h in logger.handlers):
+        handler = _ToStdout()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False  # the root logger's handlers would print each line twice
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _configure_logging(args.log_level)
     try:
         with warnings.catch_warnings():  # restores the caller's showwarning (tests call main in-process)
             warnings.showwarning = _show_warning

@@ -204,14 +204,18 @@ def test_atomic_write_syncs_the_file_before_the_rename_and_the_folder_after(tmp_
 
 
 def test_a_full_disk_at_the_metrics_log_is_one_line_and_resume_rebuilds_the_row(tmp_path, demo_small, monkeypatch):
-    from spatialssl.engine.runlog import RunLog
+    from spatialssl.engine import runlog
 
-    def disk_full(self, row):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    append = runlog.append_csv
+
+    def disk_full(path, row):  # when the epoch's row is written, after its checkpoint
+        if path.name == "metrics.csv":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        append(path, row)
 
     cfg = load_config(base=TINY, overrides=["train.epochs=2"])
     with monkeypatch.context() as patched:
-        patched.setattr(RunLog, "_append_csv", disk_full)
+        patched.setattr(runlog, "append_csv", disk_full)
         with pytest.raises(DataError) as failed:
             pretrain(cfg, tmp_path, train_set=demo_small, progress=False)
     message = str(failed.value)

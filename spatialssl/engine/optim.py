@@ -38,7 +38,9 @@ def learning_rate(optim, step: int, total_steps: int, steps_per_epoch: int) -> f
     return optim.min_lr + (optim.lr - optim.min_lr) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, optim, step: int, total_steps: int, steps_per_epoch: int) -> None:
+def set_learning_rate(optimizer: torch.optim.Optimizer, optim, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Set the step's learning rate on every group; return it."""
     lr = learning_rate(optim, step, total_steps, steps_per_epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
+    return lr

@@ -1,4 +1,5 @@
-"""Per-epoch metrics to CSV and TensorBoard."""
+"""Metrics to CSV and TensorBoard: per epoch (metrics.csv, TensorBoard's plain names) and at every
+logged step (steps.csv with epoch, step, loss, lr, images/s; TensorBoard's ``step/*``)."""
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,13 @@ def metrics_row(epoch: int, metrics: dict) -> dict:
     return {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
 
 
+STEPS = "steps.csv"
+
+
 class RunLog:
     def __init__(self, out_dir: Path):
         self.csv_path = Path(out_dir) / "metrics.csv"
+        self.steps_path = Path(out_dir) / STEPS
         self.tb_dir = Path(out_dir) / "tensorboard"
         self._writer = None
 
@@ -24,24 +29,24 @@ class RunLog:
         ``--resume`` does not rebuild from it (``align_metrics``)."""
         advice = (f"the checkpoint of epoch {epoch} is saved; free space in (or fix the permissions of) "
                   f"{self.csv_path.parent} and continue with --resume")
-        write_or_explain(self.csv_path, lambda: self._append_csv(metrics_row(epoch, metrics)), advice)
-        write_or_explain(self.tb_dir, lambda: self._add_scalars(epoch, metrics), advice)
+        write_or_explain(self.csv_path, lambda: append_csv(self.csv_path, metrics_row(epoch, metrics)), advice)
+        write_or_explain(self.tb_dir, lambda: self._add_scalars(epoch, metrics, ""), advice)
 
-    def _append_csv(self, row: dict) -> None:
-        exists = self.csv_path.is_file()
-        with open(self.csv_path, "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(row))
-            if not exists:
-                writer.writeheader()
-            writer.writerow(row)
+    def write_step(self, epoch: int, step: int, scalars: dict) -> None:
+        """A logged step of 1-based ``epoch`` (``step`` counts from the run's start); TensorBoard gets
+        ``step/<name>``. Rows after the checkpoint a run resumes from are dropped then (``align_metrics``)."""
+        advice = f"free space in (or fix the permissions of) {self.steps_path.parent} and continue with --resume"
+        row = {"epoch": epoch, "step": step, **{k: round(float(v), 6) for k, v in scalars.items()}}
+        write_or_explain(self.steps_path, lambda: append_csv(self.steps_path, row), advice)
+        write_or_explain(self.tb_dir, lambda: self._add_scalars(step, scalars, "step/"), advice)
 
-    def _add_scalars(self, epoch: int, metrics: dict) -> None:
+    def _add_scalars(self, index: int, scalars: dict, prefix: str) -> None:
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter  # slow import: only when logging
 
             self._writer = SummaryWriter(str(self.tb_dir))
-        for key, value in metrics.items():
-            self._writer.add_scalar(key, float(value), epoch)
+        for key, value in scalars.items():
+            self._writer.add_scalar(prefix + key, float(value), index)
         self._writer.flush()
 
     def close(self) -> None:
@@ -52,16 +57,41 @@ class RunLog:
                 warn(f"could not finish the TensorBoard log in {self.tb_dir} ({err.strerror or err})")
 
 
-def read_metrics(out_dir: Path) -> list:
-    with open(Path(out_dir) / "metrics.csv", newline="") as f:
+def append_csv(path: Path, row: dict) -> None:
+    """Append ``row`` under the file's own header (a run resumed from an older version keeps its columns;
+    a value without a column is left out), or start the file with ``row``'s."""
+    header = _header(path)
+    with open(path, "a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=header or list(row), extrasaction="ignore")
+        if header is None:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _header(path: Path):
+    """The column names of an existing CSV file, else None (its first line only: steps.csv grows long)."""
+    try:
+        with open(path, newline="") as f:
+            return next(csv.reader([f.readline()]), None)
+    except FileNotFoundError:
+        return None
+
+
+def read_metrics(out_dir: Path, name: str = "metrics.csv") -> list:
+    with open(Path(out_dir) / name, newline="") as f:
         return list(csv.DictReader(f))
 
 
 def align_metrics(out_dir: Path, epoch: int, metrics: dict) -> None:
     """Make metrics.csv hold one row per epoch up to the checkpoint's ``epoch``, as a resumed run
     continues from it: rows after it (or a line torn by a kill) are dropped, and the checkpoint's own
-    row, lost when a run was killed between the checkpoint and the log, is written from its ``metrics``."""
-    path = Path(out_dir) / "metrics.csv"
+    row, lost when a run was killed between the checkpoint and the log, is written from its ``metrics``.
+    steps.csv loses its rows of the epochs after the checkpoint, which the run will train again."""
+    _align(Path(out_dir) / "metrics.csv", epoch, metrics)
+    _align(Path(out_dir) / STEPS, epoch, {})
+
+
+def _align(path: Path, epoch: int, metrics: dict) -> None:
     text = _read_text(path)
     lines = [line for line in text.splitlines(keepends=True) if line.endswith("\n")]  # a torn last line ends without
     row = metrics_row(epoch, metrics)

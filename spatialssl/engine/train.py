@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from tqdm import tqdm
 
 from ..data import ImageSet, SignalSet
 from ..data.load import load_monitor_data, load_training_data
@@ -29,6 +28,7 @@ from .config import Config
 from .determinism import algorithms
 from .distributed import Distributed, from_environment, writes
 from .optim import build_optimizer, set_learning_rate
+from .progress import Progress
 from .resume import recommit, resume_config
 from .runfolder import claimed
 from .runlog import RunLog
@@ -78,7 +78,7 @@ class Run:
     resident: tuple  # (inputs, labels or None) where they stay (see ``place``); (None, None) when streamed
     monitor: Optional[tuple]
     start_epoch: int
-    progress: bool
+    progress: Progress
     scaler: Optional[torch.amp.GradScaler] = None  # fp16 only: keeps small gradients from underflowing
     log: Optional[RunLog] = None
 
@@ -164,7 +164,8 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     sample = torch.Generator(device=device)
     use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
     run = Run(cfg, out_dir, method, model, optimizer, ema, generators, sample, ranks, device,
-              train_set, resident, monitor, start_epoch, progress and ranks.main, scaler)
+              train_set, resident, monitor, start_epoch,
+              Progress(progress and ranks.main, cfg.train.epochs, len(train_set) // cfg.train.batch_size), scaler)
     announce(run, note)
     return run
 
@@ -175,14 +176,12 @@ def announce(run: Run, note: Optional[str]) -> None:
     cfg, data = run.cfg, run.train_set
     if run.ema is not None:
         warn_about_ema(cfg.train.ema, run.steps * cfg.train.epochs)
-    if not run.progress:
-        return
     if note:
-        tqdm.write(note)
+        run.progress.note(note)
     if isinstance(data, ImageStream):
         in_flight = data.memory_bound(cfg.train.batch_size // run.ranks.world, workers(cfg))
-        tqdm.write(f"streaming {len(data)} images from {data.source}: at most {in_flight / 2**20:.0f} MiB of batches "
-                   "in flight")
+        run.progress.note(f"streaming {len(data)} images from {data.source}: at most {in_flight / 2**20:.0f} MiB of "
+                          "batches in flight")
 
 
 def workers(cfg: Config) -> int:
@@ -237,10 +236,9 @@ def train_epoch(run: Run, epoch: int) -> tuple:
     precision = AUTOCAST.get(cfg.train.precision)  # None: fp32
     totals: dict = {}
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", disable=not run.progress, unit="step",
-               leave=False, dynamic_ncols=True)
+    run.progress.start_epoch(epoch)
     for step, (x, y) in enumerate(batches(run)):
-        set_learning_rate(run.optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
+        lr = set_learning_rate(run.optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
         with torch.autocast(run.device.type, dtype=precision, enabled=precision is not None):
             loss, metrics = run.model(x, y, run.sample)
         step_optimizer(run, loss)
@@ -248,14 +246,17 @@ def train_epoch(run: Run, epoch: int) -> tuple:
             run.ema.update(run.method)
         for key, value in {"loss": loss.detach(), **metrics}.items():
             totals[key] = totals.get(key, 0) + value
-        if step % cfg.train.log_every == 0 or step == steps - 1:
+        scalars = None
+        if step % cfg.train.log_every == 0 or step == steps - 1:  # the step's only wait for the device
             current = run.ranks.mean(loss.detach()).item()
             if not math.isfinite(current):
                 raise diverged(f"the loss became {current} at epoch {epoch + 1}, step {step + 1}", cfg, run.last)
             rate = (step + 1) * cfg.train.batch_size / (time.perf_counter() - started)
-            bar.set_postfix(loss=f"{current:.4f}", img_s=f"{rate:.0f}")
-        bar.update()
-    bar.close()
+            scalars = {"loss": current, "lr": lr, "images_per_s": rate}
+            if run.log is not None:
+                run.log.write_step(epoch + 1, epoch * steps + step + 1, scalars)
+        run.progress.step(step, scalars)
+    totals["lr"] = lr * steps  # summed like the others: the epoch's row shows its last learning rate
     return totals, time.perf_counter() - started
 
 
@@ -285,9 +286,7 @@ def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
         checkpoint.save_checkpoint(run.out_dir, run.method, run.optimizer, run.generators, cfg.to_dict(), epoch + 1,
                                    summary, run.ema, run.scaler)
         run.log.write(epoch + 1, summary)
-    if run.progress:
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in summary.items())
-        tqdm.write(f"epoch {epoch + 1}/{cfg.train.epochs}: {shown}")
+    run.progress.end_epoch(summary)
     run.ranks.barrier()
 
 

@@ -1,0 +1,51 @@
+"""What a run reports: bars on a terminal, plain lines on a cluster, per-step scalars in steps.csv."""
+import logging
+import re
+
+import pytest
+
+from spatialssl.data import make_demo_images
+from spatialssl.engine import progress as progress_module
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import append_csv, read_metrics
+from spatialssl.engine.train import pretrain
+
+TINY = ["model.backbone=resnet8", "method.patch_size=12", "train.batch_size=16", "train.epochs=2",
+        "train.knn_monitor=0", "train.log_every=2"]
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return make_demo_images(80, seed=1)  # 5 steps an epoch
+
+
+def test_without_a_terminal_progress_is_plain_log_lines_every_log_every_steps(tmp_path, demo, caplog, monkeypatch):
+    monkeypatch.setattr(progress_module, "is_interactive", lambda: False)
+    with caplog.at_level(logging.INFO, logger="spatialssl"):
+        pretrain(load_config(overrides=TINY), tmp_path, train_set=demo, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.name == "spatialssl"]
+    steps = [line for line in lines if " step " in line]
+    assert len(steps) == 2 * 3  # steps 1, 3 and the last (5) of each epoch
+    assert re.fullmatch(r"epoch 1/2 step 1/5 loss \d+\.\d{4} lr [\d.e-]+ images/s \d+ eta \d+:\d\d:\d\d", steps[0])
+    assert steps[-1].startswith("epoch 2/2 step 5/5") and steps[-1].endswith("eta 0:00:00")
+    assert [line.split(":")[0] for line in lines if not " step " in line][-2:] == ["epoch 1/2", "epoch 2/2"]
+    assert "\r" not in "".join(lines)
+
+
+def test_logged_steps_go_to_steps_csv_and_resume_drops_the_unfinished_epochs(tmp_path, demo):
+    cfg = load_config(overrides=TINY)
+    pretrain(cfg, tmp_path, train_set=demo, progress=False, stop_after_epoch=1)
+    append_csv(tmp_path / "steps.csv", {"epoch": 2, "step": 6, "loss": 9, "lr": 9, "images_per_s": 9})  # killed mid-epoch
+    pretrain(cfg, tmp_path, train_set=demo, progress=False, resume=True)
+    rows = read_metrics(tmp_path, "steps.csv")
+    assert [(int(r["epoch"]), int(r["step"])) for r in rows] == [(1, 1), (1, 3), (1, 5), (2, 6), (2, 8), (2, 10)]
+    assert float(rows[1]["lr"]) == cfg.optim.lr and float(rows[0]["images_per_s"]) > 0
+    assert all(float(r["loss"]) != 9 for r in rows)
+    assert [float(r["lr"]) for r in read_metrics(tmp_path)] == [cfg.optim.lr] * 2  # the epoch's last rate
+
+
+def test_a_row_joins_the_columns_the_file_already_has(tmp_path):
+    path = tmp_path / "metrics.csv"
+    append_csv(path, {"epoch": 1, "loss": 0.5})  # a run started by an older version
+    append_csv(path, {"epoch": 2, "loss": 0.4, "lr": 0.001})
+    assert path.read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.4"]
