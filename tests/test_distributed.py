@@ -1,16 +1,22 @@
 """torchrun-style training on CPU with gloo: two processes equal one on the same global batch."""
 import os
 import socket
+from functools import partial
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+import spatialssl.methods.part
 from spatialssl.data import make_demo_images
+from spatialssl.engine import distributed
+from spatialssl.engine.build import build_method
+from spatialssl.engine.checks import check_processes
 from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics
 from spatialssl.engine.train import pretrain
+from spatialssl.errors import ConfigError
 
 # Deterministic augmentation (full-image crops, no flip or colour), so only the split of the
 # batch differs; a ViT (LayerNorm, no batch statistics: PyTorch's SyncBatchNorm is GPU-only);
@@ -27,10 +33,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str) -> None:
+def _join(rank: int, world: int, port: int) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    _join(rank, world, port)
     pretrain(load_config(overrides=SETTINGS), out, train_set=make_demo_images(32, seed=4), progress=False)
     torch.distributed.destroy_process_group()
 
@@ -52,3 +62,128 @@ def test_each_process_takes_its_own_share_of_the_global_batch():
     shares = [Distributed(rank, 4).shard(torch.arange(8)).tolist() for rank in range(4)]
     assert shares == [[0, 1], [2, 3], [4, 5], [6, 7]]  # disjoint, covering: each image once per epoch
     assert Distributed(0, 1).shard(torch.arange(8)).tolist() == list(range(8))
+
+
+# RR, SR and PART: each of two processes on its share of a global batch (DistributedDataParallel averaging
+# the gradients) computes what one process computes on the whole batch. ViTs (LayerNorm): the backbone's
+# BatchNorm statistics are per process by design (README). Per-process images (also one, which RR and SR
+# allow since they pair over the global batch), and the settings of each method:
+PAIRED = {"rr": ["method.name=rr", "method.augmentations=3"],
+          "sr": ["method.name=sr", "method.augmentations=2", "method.num_patches=3", "method.patch_size=12"],
+          "part": ["method.name=part", "part.num_pairs=10"]}
+CASES = [("rr", 3), ("sr", 3), ("part", 3), ("rr", 1), ("sr", 1)]
+MODEL = ["model.backbone=vit_tiny", "model.depth=1", "model.patch_size=8", "model.input_size=[32,32]",
+         "model.in_chans=3"]
+
+
+def share(x: torch.Tensor, blocks: int, rank: int, world: int) -> torch.Tensor:
+    """Process ``rank``'s rows of a block-major tensor of the global batch (row ``k * B + b``; image-major: one
+    block): those of the contiguous share of the images that the loop gives it."""
+    return x.unflatten(0, (blocks, world, -1))[:, rank].flatten(0, 1)
+
+
+class GlobalDraw:
+    """A sampler in process ``rank``: draws for the whole global batch with the step's generator, as one process
+    does, and keeps this process's share, so both settings see the same views, patches and boxes."""
+
+    def __init__(self, sampler, images: torch.Tensor, keep):
+        self.sampler, self.images, self.keep = sampler, images, keep
+
+    def __getattr__(self, name):  # num_views, num_patches
+        return getattr(self.sampler, name)
+
+    def __call__(self, images, generator):
+        return self.keep(self.sampler(self.images, generator))
+
+
+def draw_globally(method, images: torch.Tensor, rank: int, world: int) -> None:
+    """The samplers of ``method`` (and PART's pair sampler) replaced by their GlobalDraw."""
+    mine = partial(share, rank=rank, world=world)
+    if hasattr(method, "views"):  # augmentation-major
+        views = method.views.num_views
+        method.views = GlobalDraw(method.views, images, lambda drawn: mine(drawn, views))
+    if hasattr(method, "patches"):  # patch-major, and their centres N x B x 2
+        patches = method.patches.num_patches
+        method.patches = GlobalDraw(method.patches, images, lambda drawn: (mine(drawn[0], patches),
+                                                                          mine(drawn[1].flatten(0, 1), patches)))
+    if hasattr(method, "boxes"):  # image-major, as PART's pairs
+        method.boxes = GlobalDraw(method.boxes, images, lambda drawn: tuple(mine(x, 1) for x in drawn))
+        pairs = spatialssl.methods.part.sample_pairs
+        spatialssl.methods.part.sample_pairs = lambda batch, *rest: mine(pairs(len(images), *rest), 1)
+
+
+def loss_and_gradients(name: str, per_process: int, rank: int = 0, world: int = 1) -> tuple:
+    """(loss as the loop logs it, i.e. the mean over processes; the parameters' gradients) of one step."""
+    images = torch.randint(0, 256, (2 * per_process, 3, 32, 32), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(4))
+    torch.manual_seed(0)
+    method = build_method(load_config(overrides=MODEL + PAIRED[name]), [0.5] * 3, [0.25] * 3)
+    model = method
+    if world > 1:
+        draw_globally(method, images, rank, world)
+        model = torch.nn.parallel.DistributedDataParallel(method)
+    loss, _ = model(share(images, 1, rank, world), None, torch.Generator().manual_seed(1))
+    loss.backward()
+    loss = loss.detach().clone()
+    if world > 1:
+        torch.distributed.all_reduce(loss)
+        loss /= world
+    return float(loss), {key: p.grad for key, p in method.named_parameters() if p.grad is not None}
+
+
+def _paired_worker(rank: int, world: int, port: int, per_process: int, out: str) -> None:
+    _join(rank, world, port)
+    torch.distributed.init_process_group("gloo")
+    results = {name: loss_and_gradients(name, per_process, rank, world) for name, n in CASES if n == per_process}
+    if rank == 0:
+        torch.save(results, out)
+    torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """(name, images per process) -> what two processes computed; one spawn per batch share, so the methods
+    that need no gather still answer when the others fail."""
+    spawned = {}
+
+    def results(name: str, per_process: int) -> tuple:
+        if per_process not in spawned:
+            out = tmp_path_factory.mktemp("paired") / "results.pt"
+            mp.spawn(_paired_worker, args=(2, _free_port(), per_process, str(out)), nprocs=2, join=True)
+            spawned[per_process] = torch.load(out)
+        return spawned[per_process][name]
+    return results
+
+
+@pytest.mark.parametrize("name,per_process", CASES, ids=[f"{name}-{n}-per-process" for name, n in CASES])
+def test_paired_methods_on_two_processes_equal_one_on_the_global_batch(two_processes, name, per_process):
+    one_loss, one = loss_and_gradients(name, per_process)
+    two_loss, two = two_processes(name, per_process)
+    assert two_loss == pytest.approx(one_loss, rel=1e-5)
+    assert one.keys() == two.keys()
+    difference = torch.cat([(one[k] - two[k]).flatten() for k in one]).norm()
+    assert difference <= 1e-5 * torch.cat([g.flatten() for g in one.values()]).norm()
+
+
+def test_a_process_may_train_on_one_image_but_not_on_none():
+    cpu = torch.device("cpu")
+    check_processes(load_config(overrides=["method.name=rr", "train.batch_size=8"]), 8, cpu)
+    with pytest.raises(ConfigError, match=r"^train.batch_size 4 \(the global batch\) must be a multiple of the 8 "
+                                          r"processes"):
+        check_processes(load_config(overrides=["method.name=rr", "train.batch_size=4"]), 8, cpu)
+
+
+def test_each_process_binds_its_gpu_before_joining_the_group(monkeypatch):
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group",
+                        lambda backend, **options: calls.append(("init_process_group", backend, options)))
+    ranks, device = distributed.from_environment("auto")
+    gpu = torch.device("cuda", 1)
+    assert (ranks.rank, ranks.world, device) == (1, 2, gpu)
+    assert calls == [("set_device", gpu), ("init_process_group", "nccl", {"device_id": gpu})]

@@ -45,9 +45,11 @@ def require_labels(data, purpose: str) -> None:
 
 def check_processes(cfg: Config, world: int, device) -> None:
     """Options that depend on the processes torchrun started and their device."""
+    # Each process takes an equal share, one image at least; RR and SR pair over the global batch, so a
+    # share of one image is enough (config.validate asks for two images in the global batch).
     if cfg.train.batch_size % world:
-        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must divide evenly among "
-                          f"{world} processes")
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must be a multiple of the "
+                          f"{world} processes, which take equal shares of it")
     if cfg.train.sync_bn and world > 1 and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                           "turn it off for CPU processes")

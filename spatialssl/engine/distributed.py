@@ -61,9 +61,9 @@ def from_environment(device_name: str) -> tuple:
         return Distributed(), resolve_device(device_name)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and not device_name.startswith("cpu")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    if cuda:
+    if cuda:  # before the group: NCCL's communicator and barriers then use this GPU, not GPU 0 in every process
         torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return Distributed(rank, world), device

@@ -8,6 +8,7 @@ from ..losses import FocalBCELoss
 from ..models import RelationHead, embed
 from ..samplers import ViewSampler, relation_pairs
 from .base import Method
+from .gather import global_batch
 
 
 def view_sampler(cfg, mean, std, num_views: int) -> ViewSampler:
@@ -30,8 +31,10 @@ class RelationalReasoning(Method):
                    RelationHead(backbone.num_features, 1, m.head_hidden), loss)
 
     def training_step(self, images, labels, generator):
-        z = embed(self.backbone, self.views(images, generator))
-        left, right, target = relation_pairs(images.shape[0], self.views.num_views, str(images.device))
+        views = self.views.num_views
+        # Pairs over the global batch under torchrun: negatives from every process's images.
+        z = global_batch(embed(self.backbone, self.views(images, generator)), views)
+        left, right, target = relation_pairs(len(z) // views, views, str(z.device))
         logits = self.head(z[left], z[right]).squeeze(1)
         loss = self.loss(logits, target)
         accuracy = ((logits > 0) == (target > 0.5)).float().mean()

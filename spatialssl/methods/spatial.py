@@ -8,6 +8,7 @@ from ..losses import SpatialRelationLoss
 from ..models import RelationHead, embed
 from ..samplers import PatchSampler, ViewSampler, patch_pairs, relation_pairs
 from .base import Method
+from .gather import global_batch
 from .relational import view_sampler
 
 
@@ -43,17 +44,20 @@ class SpatialReasoning(Method):
                    SpatialRelationLoss(bool(m.focal), m.position_weight))
 
     def training_step(self, images, labels, generator):
-        batch, device = images.shape[0], str(images.device)
+        num_views, num_patches = self.views.num_views, self.patches.num_patches
         views = self.views(images, generator)
         patches, centres = self.patches(images, generator)
-        # One forward pass for views and patches, as the published code (shared BN statistics).
-        z = embed(self.backbone, torch.cat([views, patches]))
-        z_views, z_patches = z[: len(views)], z[len(views):]
-        image_left, image_right, image_target = relation_pairs(batch, self.views.num_views, device)
-        patch_left, patch_right = patch_pairs(batch, self.patches.num_patches, device)
+        # One forward pass for views and patches, as the published code (shared BN statistics). Views then
+        # patches are K + N blocks of rows; under torchrun, those of the global batch.
+        z = global_batch(embed(self.backbone, torch.cat([views, patches])), num_views + num_patches)
+        centres = global_batch(centres.reshape(-1, 2), num_patches)
+        batch, device = len(z) // (num_views + num_patches), str(z.device)
+        z_views, z_patches = z[: num_views * batch], z[num_views * batch:]
+        image_left, image_right, image_target = relation_pairs(batch, num_views, device)
+        patch_left, patch_right = patch_pairs(batch, num_patches, device)
         outputs = self.head(torch.cat([z_views[image_left], z_patches[patch_left]]),
                             torch.cat([z_views[image_right], z_patches[patch_right]]))
-        targets = spatial_targets(image_target, centres.reshape(-1, 2), patch_left, patch_right)
+        targets = spatial_targets(image_target, centres, patch_left, patch_right)
         loss, parts = self.loss(outputs, targets)
         images_count = len(image_target)
         relation_acc = ((outputs[:images_count, 0] > 0) == (image_target > 0.5)).float().mean()
