@@ -386,3 +386,23 @@ def test_a_decode_cache_temporary_left_by_a_killed_run_is_swept_once_stale(tmp_p
     assert not stale.exists()
     assert fresh.exists()  # possibly a concurrent run's write in progress
     assert len(_cached_files(tmp_path)) == 1
+
+
+def test_a_resize_keeps_the_aspect_by_default_and_squashes_only_when_asked(tmp_path):
+    """A 2:1 image with a marked left half: short_side keeps the centre square, squash keeps everything."""
+    from spatialssl.data import load_images
+
+    wide = np.zeros((16, 32, 3), np.uint8)
+    wide[:, :8] = 255  # the leftmost quarter is white
+    folder = tmp_path / "images" / "only"
+    folder.mkdir(parents=True)
+    Image.fromarray(wide).save(folder / "wide.png")
+    Image.fromarray(wide).save(folder / "wide2.png")
+    cropped = load_images(tmp_path / "images", image_size=8, cache=False).images[0]
+    squashed = load_images(tmp_path / "images", image_size=8, cache=False, resize="squash").images[0]
+    assert cropped.shape == squashed.shape == (3, 8, 8)
+    assert cropped.float().mean() < 10  # the centre square holds none of the white quarter
+    assert squashed[:, :, :2].float().mean() > 200 and squashed[:, :, 3:].float().mean() < 10
+    arrays = tmp_path / "wide.npz"
+    np.savez(arrays, images=np.stack([wide, wide]))
+    assert torch.equal(load_images(arrays, image_size=8).images[0], cropped)  # arrays are fitted the same way

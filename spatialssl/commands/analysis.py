@@ -270,7 +270,7 @@ def run_analysis(kind: str, path, data: str, out, split: str = "test", count: in
     matplotlib.use("Agg")
     method, cfg = load_part(path)
     d = cfg.data
-    images = load_images(data, split, d.labels, d.image_size, d.cache)
+    images = load_images(data, split, d.labels, d.image_size, d.cache, d.resize)
     if tuple(images.image_size) != tuple(cfg.model.input_size):
         raise ConfigError(f"the images of {images.source} are {images.image_size}, the model was trained on "
                           f"{tuple(cfg.model.input_size)}; set data.image_size when reading them")

@@ -2,13 +2,16 @@
 
 Every image becomes 8-bit RGB: grey and palette images are expanded, alpha is dropped, 16-bit grey keeps
 its top 8 bits (x >> 8, the whole range scaled rather than clipped), and images of floats or of signed or
-32-bit integers, which have no fixed range to scale from, are refused with a DataError naming the file."""
+32-bit integers, which have no fixed range to scale from, are refused with a DataError naming the file.
+With a ``Resize`` every image becomes S x S: by default its short side is scaled to S and the long one
+centre-cropped, keeping the aspect; ``squash`` scales both sides to S."""
 from __future__ import annotations
 
 import hashlib
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -19,13 +22,48 @@ from ..errors import DataError, first_line, warn
 from ..files import atomic_write, sweep_temporaries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-CACHE_FORMAT = "2"  # bump when decoding changes, so old caches are not reused
+CACHE_FORMAT = "3"  # bump when decoding changes, so old caches are not reused
 # A cache write killed midway leaves its temporary; one untouched this long is no live writer's (the folder
 # is shared by concurrent runs without a lock).
 STALE_TEMPORARY_S = 3600
 # Unsigned 16-bit grey as Pillow opens it; Pillow < 10 opens 16-bit grey PNGs as 32-bit "I", and a PNG holds
 # no wider integers, so an "I" PNG is 16-bit too.
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
+
+
+RESIZE_MODES = ("short_side", "squash")
+
+
+@dataclass(frozen=True)
+class Resize:
+    """Every image to ``size`` x ``size``: short side scaled to it and the long one centre-cropped
+    (``short_side``, the aspect kept), or both sides scaled (``squash``)."""
+    size: int
+    mode: str = "short_side"
+
+    def __post_init__(self):
+        if self.mode not in RESIZE_MODES:
+            raise ValueError(f"mode '{self.mode}' is unknown; choose one of {', '.join(RESIZE_MODES)}")
+
+    def scaled(self, width: int, height: int) -> tuple:
+        """(width, height) before the centre crop."""
+        if self.mode == "squash":
+            return self.size, self.size
+        scale = self.size / min(width, height)
+        return max(self.size, round(width * scale)), max(self.size, round(height * scale))
+
+    def crop_box(self, width: int, height: int) -> tuple:
+        """(left, top) of the centred size x size window in a scaled image."""
+        return (width - self.size) // 2, (height - self.size) // 2
+
+
+def fit(img: Image.Image, resize: Resize) -> Image.Image:
+    if img.size == (resize.size, resize.size):
+        return img
+    width, height = resize.scaled(*img.size)
+    img = img.resize((width, height), Image.BILINEAR)
+    left, top = resize.crop_box(width, height)
+    return img.crop((left, top, left + resize.size, top + resize.size))
 
 
 def is_image(path: Path) -> bool:
@@ -36,13 +74,11 @@ def list_images(folder: Path) -> list:
     return sorted(p for p in folder.iterdir() if is_image(p))
 
 
-def _decode(path: Path, data: bytes, size: Optional[int]) -> np.ndarray:
+def _decode(path: Path, data: bytes, size: Optional[Resize]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             img = _to_rgb(img, path)
-            if size is not None and img.size != (size, size):
-                img = img.resize((size, size), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
+            return np.asarray(img if size is None else fit(img, size), dtype=np.uint8)
     except DataError:
         raise
     except Exception as err:  # Pillow raises many types for corrupt files
@@ -134,7 +170,7 @@ def save_npz_atomic(path: Path, **arrays) -> None:
     atomic_write(path, write)
 
 
-def decode_files(files: list, root: Path, size: Optional[int], cache: bool = True) -> np.ndarray:
+def decode_files(files: list, root: Path, size: Optional[Resize], cache: bool = True) -> np.ndarray:
     """Decode ``files`` into an N x H x W x 3 uint8 array (8-bit RGB, as the module's note says).
 
     The cache key hashes every file's relative name and bytes (and the resize option), so

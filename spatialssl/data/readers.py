@@ -22,7 +22,7 @@ import torch
 
 from ..errors import DataError
 from .arrays import check_labels, npz_array, open_npz
-from .decode import decode_files, is_image, list_images
+from .decode import Resize, decode_files, is_image, list_images
 from .imageset import ImageSet
 
 CIFAR100_LABELS = ("fine", "coarse")  # the 100 classes or the 20 super-classes
@@ -159,7 +159,7 @@ def read_stl10(root: Path, split: str, labels: str) -> Arrays:
     return images, targets, classes
 
 
-def read_tiny_imagenet(root: Path, split: str, labels: str, size: Optional[int], cache: bool) -> Arrays:
+def read_tiny_imagenet(root: Path, split: str, labels: str, size: Optional[Resize], cache: bool) -> Arrays:
     wnids = _read_text(root / "wnids.txt").split()
     index = {w: i for i, w in enumerate(wnids)}
     if split == "train":
@@ -201,7 +201,7 @@ def list_class_folder(root: Path) -> tuple:
     return files, np.asarray(targets), [c.name for c in classes]
 
 
-def read_class_folder(root: Path, size: Optional[int], cache: bool) -> Arrays:
+def read_class_folder(root: Path, size: Optional[Resize], cache: bool) -> Arrays:
     files, targets, classes = list_class_folder(root)
     return decode_files(files, root, size, cache), targets, classes
 
@@ -219,7 +219,7 @@ def list_image_files(path, split: str = "train") -> tuple:
                     "(array formats are small enough to load: set data.stream=false)")
 
 
-def read_unlabelled(root: Path, size: Optional[int], cache: bool) -> Arrays:
+def read_unlabelled(root: Path, size: Optional[Resize], cache: bool) -> Arrays:
     return decode_files(list_images(root), root, size, cache), None, []
 
 
@@ -293,7 +293,7 @@ SPLITS = {
 }
 
 
-def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional[int], cache: bool) -> Arrays:
+def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional[Resize], cache: bool) -> Arrays:
     if split not in SPLITS[layout]:
         raise DataError(f"{root} ({layout} layout) has no '{split}' split; it has {', '.join(SPLITS[layout])}")
     readers: dict = {
@@ -319,7 +319,7 @@ def _split_folder(root: Path, split: str) -> Path:
     return folder
 
 
-def _to_tensor(images: np.ndarray, source: str, size: Optional[int]) -> torch.Tensor:
+def _to_tensor(images: np.ndarray, source: str, size: Optional[Resize]) -> torch.Tensor:
     if images.shape[1] not in (1, 3) and images.shape[-1] not in (1, 3):
         raise DataError(f"the images in {source} are {images.shape}: neither N x C x H x W nor N x H x W x C with "
                         "C = 1 (grey) or 3 (RGB) channels")
@@ -328,17 +328,21 @@ def _to_tensor(images: np.ndarray, source: str, size: Optional[int]) -> torch.Te
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     if tensor.shape[1] == 1:
         tensor = tensor.expand(-1, 3, -1, -1).contiguous()
-    if size is not None and tuple(tensor.shape[-2:]) != (size, size):
-        resized = torch.nn.functional.interpolate(tensor.float(), size=(size, size), mode="bilinear",
+    if size is not None and tuple(tensor.shape[-2:]) != (size.size, size.size):
+        width, height = size.scaled(tensor.shape[-1], tensor.shape[-2])
+        resized = torch.nn.functional.interpolate(tensor.float(), size=(height, width), mode="bilinear",
                                                   antialias=True, align_corners=False)
-        tensor = resized.round_().clamp_(0, 255).to(torch.uint8)
+        left, top = size.crop_box(width, height)
+        tensor = resized[..., top:top + size.size, left:left + size.size].round_().clamp_(0, 255).to(torch.uint8)
     return tensor
 
 
 def load_images(path, split: str = "train", labels: str = "fine", image_size: Optional[int] = None,
-                cache: bool = True) -> ImageSet:
-    """Read one split (or several joined by '+', e.g. 'train+unlabeled') of the data at ``path``."""
+                cache: bool = True, resize: str = "short_side") -> ImageSet:
+    """Read one split (or several joined by '+', e.g. 'train+unlabeled') of the data at ``path``; with
+    ``image_size`` every image becomes that square (``resize``: decode.Resize's modes)."""
     path = Path(path).expanduser()
+    image_size = None if image_size is None else Resize(image_size, resize)
     layout, root = detect_layout(path)
     parts = []
     for name in split.split("+"):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
-from .decode import _decode, _read
+from .decode import Resize, _decode, _read
 from .readers import list_image_files
 
 PREFETCH = 2
@@ -29,7 +29,7 @@ class _Unreadable:
 
 
 class _Files(torch.utils.data.Dataset):
-    def __init__(self, files: list, labels: Optional[np.ndarray], size: int):
+    def __init__(self, files: list, labels: Optional[np.ndarray], size: Resize):
         self.files, self.labels, self.size = files, labels, size
 
     def __len__(self) -> int:
@@ -68,7 +68,7 @@ class ImageStream:
     """An image folder read batch by batch; stands where an ImageSet would in the loop."""
     files: list
     labels_array: Optional[np.ndarray]
-    size: int
+    resize: Resize
     classes: list = field(default_factory=list)
     source: str = ""
     layout: str = ""  # readers.detect_layout's name for the folder
@@ -80,6 +80,10 @@ class ImageStream:
     @property
     def labels(self) -> Optional[torch.Tensor]:
         return None if self.labels_array is None else torch.from_numpy(self.labels_array)
+
+    @property
+    def size(self) -> int:
+        return self.resize.size
 
     @property
     def image_size(self) -> tuple:
@@ -98,7 +102,7 @@ class ImageStream:
         if self._loader is None or self._loader[0] != settings:
             epoch_order = _EpochOrder()
             loader = torch.utils.data.DataLoader(
-                _Files(self.files, self.labels_array, self.size), batch_size=batch, sampler=epoch_order,
+                _Files(self.files, self.labels_array, self.resize), batch_size=batch, sampler=epoch_order,
                 num_workers=workers, pin_memory=pin, drop_last=True, persistent_workers=workers > 0,
                 prefetch_factor=PREFETCH if workers else None, collate_fn=_collate)
             self._loader = (settings, epoch_order, loader)
@@ -112,7 +116,7 @@ class ImageStream:
     def mean_std(self, sample: int = 1000) -> tuple:
         """Per-channel statistics measured on a fixed random sample of the images."""
         chosen = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:sample].tolist()
-        images = np.stack([_decode(self.files[i], _read(self.files[i]), self.size) for i in chosen])
+        images = np.stack([_decode(self.files[i], _read(self.files[i]), self.resize) for i in chosen])
         x = torch.from_numpy(images).double().div_(255)
         return x.mean((0, 1, 2)).tolist(), x.std((0, 1, 2)).tolist()
 
@@ -120,8 +124,8 @@ class ImageStream:
         return (workers * PREFETCH + 2) * batch * 3 * self.size * self.size
 
 
-def stream_images(path, split: str, size: Optional[int]) -> ImageStream:
+def stream_images(path, split: str, size: Optional[int], resize: str = "short_side") -> ImageStream:
     if size is None:
         raise ConfigError("data.stream needs data.image_size (every image is resized to it as it is decoded)")
     files, labels, classes, layout = list_image_files(path, split)
-    return ImageStream(files, labels, size, classes, f"{Path(path)} ({split}, streamed)", layout)
+    return ImageStream(files, labels, Resize(size, resize), classes, f"{Path(path)} ({split}, streamed)", layout)

@@ -14,6 +14,7 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from ..data.decode import RESIZE_MODES
 from ..data.readers import CIFAR100_LABELS
 from ..data.signals import SignalOptions
 from ..errors import ConfigError
@@ -35,6 +36,7 @@ class DataConfig:
     test_split: str = "test"
     labels: str = "fine"  # CIFAR-100: fine (100) or coarse (the 20 super-classes)
     image_size: Optional[int] = None  # resize at decode time (once); None keeps files' size
+    resize: str = "short_side"  # to image_size: short side scaled, long one centre-cropped | squash (both scaled)
     mean: Optional[list] = None  # None: measured on the training images
     std: Optional[list] = None
     cache: bool = True
@@ -457,6 +459,7 @@ def validate(cfg: Config) -> None:
     if t.epochs < 0:
         raise ConfigError(f"train.epochs must be >= 0, got {t.epochs}")
     _choice(cfg.data.labels, CIFAR100_LABELS, "data.labels")
+    _choice(cfg.data.resize, RESIZE_MODES, "data.resize")
     lo, hi = cfg.augment.scale
     if not 0 < lo <= hi <= 1:
         raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
