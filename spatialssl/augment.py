@@ -8,12 +8,14 @@ element-wise tensor ops on the whole batch.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as torchvision's rgb_to_grayscale
+BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)  # colour_jitter's operations, in its ``strength`` order
 
 
 def require_uint8(images: torch.Tensor, caller: str) -> None:
@@ -22,6 +24,12 @@ def require_uint8(images: torch.Tensor, caller: str) -> None:
     if images.dtype != torch.uint8:
         raise ValueError(f"{caller} takes uint8 images with values 0-255, got {images.dtype}; pass uint8 0-255 "
                          "images (e.g. (x * 255).round().to(torch.uint8) for ToTensor's floats in [0, 1])")
+
+
+def without_autocast(tensor: torch.Tensor):
+    """A context with autocast off on ``tensor``'s device, for samplers and augmentations: under bf16
+    autocast affine_grid and grid_sample would move sample positions by up to 0.41 px at 224 px."""
+    return torch.autocast(tensor.device.type, enabled=False)
 
 
 def uniform(low: float, high: float, n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -42,23 +50,26 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: Sequence[float], r
     w = (s * area * r).sqrt()
     h = (s * area / r).sqrt()
     fits = (w <= width) & (h <= height)
-    first = torch.where(fits.any(1), fits.float().argmax(1), torch.zeros_like(fits[:, 0], dtype=torch.long))
+    first = fits.float().argmax(1)  # the first attempt that fits (0 where none does)
     w = w.gather(1, first[:, None]).squeeze(1)
     h = h.gather(1, first[:, None]).squeeze(1)
-    fallback = ~fits.any(1)
-    if fallback.any():
-        in_ratio = width / height
-        if in_ratio < ratio[0]:
-            fw, fh = width, width / ratio[0]
-        elif in_ratio > ratio[1]:
-            fw, fh = height * ratio[1], height
-        else:
-            fw, fh = width, height
-        w = torch.where(fallback, torch.full_like(w, fw), w)
-        h = torch.where(fallback, torch.full_like(h, fh), h)
+    fallback_w, fallback_h = _fallback_size(height, width, ratio)
+    found = fits.any(1)
+    w = torch.where(found, w, fallback_w)
+    h = torch.where(found, h, fallback_h)
     x0 = torch.rand(n, generator=generator, device=device) * (width - w)
     y0 = torch.rand(n, generator=generator, device=device) * (height - h)
     return torch.stack([x0, y0, w, h], dim=1)
+
+
+def _fallback_size(height: int, width: int, ratio: Sequence[float]) -> tuple:
+    """torchvision's box when no attempt fits: the whole image, its aspect ratio clamped into ``ratio``."""
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        return width, width / ratio[0]
+    if in_ratio > ratio[1]:
+        return height * ratio[1], height
+    return width, height
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: Sequence[int],
@@ -143,26 +154,50 @@ def adjust_hue(images, shift):
 
 def color_jitter(images: torch.Tensor, strength: Sequence[float], p: float, generator: torch.Generator) -> torch.Tensor:
     """torchvision's ColorJitter(b, c, s, h) applied with probability ``p``, per sample: each
-    sample draws its own factors and its own order of the four operations."""
+    sample draws its own factors and its own order of the four operations.
+
+    Every pass runs on the whole batch and is kept where chosen (selecting samples would make
+    the host wait for the device): a sample's order is its three blends (brightness, contrast,
+    saturation) with hue inserted among them, so the blends before hue, hue, and the blends
+    after it are three batched passes. Returns ``images`` itself when nothing can change."""
     n, device = images.shape[0], images.device
     brightness, contrast, saturation, hue = strength
+    if p <= 0 or not any(strength):
+        return images
     applied = torch.rand(n, generator=generator, device=device) < p
-    factors = [uniform(max(0.0, 1 - brightness), 1 + brightness, n, generator, device),
-               uniform(max(0.0, 1 - contrast), 1 + contrast, n, generator, device),
-               uniform(max(0.0, 1 - saturation), 1 + saturation, n, generator, device),
-               uniform(-hue, hue, n, generator, device)]
-    ops = [adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue]
-    active = [brightness > 0, contrast > 0, saturation > 0, hue > 0]
-    order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)
-    out = images.clone()
-    for position in range(4):
-        for op_index, op in enumerate(ops):
-            if not active[op_index]:
-                continue
-            chosen = (applied & (order[:, position] == op_index)).nonzero().squeeze(1)
-            if chosen.numel():
-                out[chosen] = op(out[chosen], factors[op_index][chosen])
-    return out
+    factors = torch.stack([uniform(max(0.0, 1 - brightness), 1 + brightness, n, generator, device),
+                           uniform(max(0.0, 1 - contrast), 1 + contrast, n, generator, device),
+                           uniform(max(0.0, 1 - saturation), 1 + saturation, n, generator, device)], 1)
+    shift = uniform(-hue, hue, n, generator, device)
+    order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)  # op at each position
+    hue_position = (order == HUE).long().argmax(1, keepdim=True)
+    slots = torch.arange(3, device=device)
+    blends = order.gather(1, slots + (slots >= hue_position).long())  # n x 3: the order without hue
+    if not hue:
+        return _blend_slots(images, blends, factors, applied[:, None].expand(-1, 3))
+    before_hue = slots < hue_position
+    x = _blend_slots(images, blends, factors, applied[:, None] & before_hue)
+    x = torch.where(applied.view(-1, 1, 1, 1), adjust_hue(x, shift), x)
+    return _blend_slots(x, blends, factors, applied[:, None] & ~before_hue)
+
+
+def _blend_slots(images: torch.Tensor, blends: torch.Tensor, factors: torch.Tensor,
+                 chosen: torch.Tensor) -> torch.Tensor:
+    """Apply each sample's blends (n x 3 op indices, in order) where ``chosen`` (n x 3)."""
+    for slot in range(blends.shape[1]):
+        blended = _blend_by_op(images, blends[:, slot], factors)
+        images = torch.where(chosen[:, slot].view(-1, 1, 1, 1), blended, images)
+    return images
+
+
+def _blend_by_op(images: torch.Tensor, op: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Brightness (op 0), contrast (1) or saturation (2) per sample, at its factor (n x 3): each
+    blends the image with another (black, its mean grey, its grey), so one blend does all three."""
+    gray = grayscale(images)
+    op = op.view(-1, 1, 1, 1)
+    other = torch.where(op == BRIGHTNESS, 0.0,
+                        torch.where(op == CONTRAST, gray.mean(dim=(1, 2, 3), keepdim=True), gray))
+    return _blend(images, other, factors.gather(1, op.view(-1, 1)))
 
 
 def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
@@ -171,9 +206,17 @@ def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator)
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    mean_t = torch.as_tensor(mean, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    std_t = torch.as_tensor(std, device=images.device, dtype=images.dtype).view(1, -1, 1, 1)
-    return (images - mean_t) / std_t
+    return (images - _channel_constant(mean, images)) / _channel_constant(std, images)
+
+
+def _channel_constant(values: Sequence[float], images: torch.Tensor) -> torch.Tensor:
+    return _device_constant(tuple(map(float, values)), images.device, images.dtype).view(1, -1, 1, 1)
+
+
+@lru_cache(maxsize=64)
+def _device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``values`` on the device, copied there once: a copy from the host at every step would make it wait."""
+    return torch.as_tensor(values, device=device, dtype=dtype)
 
 
 def random_affine(images: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,

@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from scipy.special import betaincinv
 
 from . import augment
 
@@ -27,19 +26,20 @@ def _signed(m: float, n: int, generator, device) -> torch.Tensor:
 
 
 def _affine(op: torch.Tensor, level: float, generator, device) -> torch.Tensor:
-    """Per-sample 2 x 3 inverse-affine matrices (normalised coordinates) of the chosen geometric ops."""
-    n = len(op)
-    theta = torch.eye(2, 3, device=device).repeat(n, 1, 1)
-    value = _signed(1.0, n, generator, device) * level
+    """Per-sample 2 x 3 inverse-affine matrices (normalised coordinates) of the chosen geometric ops
+    (the identity for the others), built by selection rather than by masked assignment, which would
+    make the host wait for the device."""
+    value = _signed(1.0, len(op), generator, device) * level
     angle = value * math.radians(30)
-    rotate = op == OPS.index("rotate")
-    theta[rotate, 0, 0], theta[rotate, 0, 1] = angle[rotate].cos(), -angle[rotate].sin()
-    theta[rotate, 1, 0], theta[rotate, 1, 1] = angle[rotate].sin(), angle[rotate].cos()
-    theta[op == OPS.index("shear_x"), 0, 1] = 0.3 * value[op == OPS.index("shear_x")]
-    theta[op == OPS.index("shear_y"), 1, 0] = 0.3 * value[op == OPS.index("shear_y")]
-    theta[op == OPS.index("translate_x"), 0, 2] = 2 * 0.45 * value[op == OPS.index("translate_x")]
-    theta[op == OPS.index("translate_y"), 1, 2] = 2 * 0.45 * value[op == OPS.index("translate_y")]
-    return theta
+
+    def where(name: str, chosen: torch.Tensor, otherwise: float) -> torch.Tensor:
+        return torch.where(op == OPS.index(name), chosen, otherwise)
+    cos, sin = where("rotate", angle.cos(), 1.0), where("rotate", angle.sin(), 0.0)
+    shear_x, shear_y = where("shear_x", 0.3 * value, 0.0), where("shear_y", 0.3 * value, 0.0)
+    shift_x, shift_y = where("translate_x", 2 * 0.45 * value, 0.0), where("translate_y", 2 * 0.45 * value, 0.0)
+    # one op per sample, so rotation and shear never share an entry
+    return torch.stack([torch.stack([cos, shear_x - sin, shift_x], 1),
+                        torch.stack([sin + shear_y, cos, shift_y], 1)], 1)
 
 
 def _equalize(x: torch.Tensor) -> torch.Tensor:
@@ -89,15 +89,12 @@ def rand_augment(x: torch.Tensor, num_ops: int, magnitude: int, generator: torch
     for _ in range(num_ops):
         op = torch.randint(len(OPS), (n,), generator=generator, device=device)
         factor = 1 + _signed(0.9 * level, n, generator, device)
-        geometric = op < len(GEOMETRIC)
-        if geometric.any():
-            grid = F.affine_grid(_affine(op, level, generator, device), list(x.shape), align_corners=False)
-            moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            x = torch.where(geometric.view(-1, 1, 1, 1), moved, x)
+        # every op runs on the whole batch, kept where chosen: no host sync to ask which are
+        grid = F.affine_grid(_affine(op, level, generator, device), list(x.shape), align_corners=False)
+        moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        x = torch.where((op < len(GEOMETRIC)).view(-1, 1, 1, 1), moved, x)
         for index, name in enumerate(COLOUR, start=len(GEOMETRIC)):
-            chosen = op == index
-            if chosen.any():
-                x = torch.where(chosen.view(-1, 1, 1, 1), _colour(x, name, level, factor), x)
+            x = torch.where((op == index).view(-1, 1, 1, 1), _colour(x, name, level, factor), x)
     return x
 
 
@@ -132,25 +129,35 @@ def mix_batch(x: torch.Tensor, labels: torch.Tensor, num_classes: int, generator
               smoothing: float = 0.1) -> tuple:
     """timm's batch-mode Mixup: with probability ``mix_prob`` blend the batch with its reverse,
     by mixup (Beta(mixup)) or cutmix (Beta(cutmix), one box, lambda corrected to the box's
-    area). Returns (images, soft targets B x classes)."""
+    area). Returns (images, soft targets B x classes).
+
+    Every choice stays on the device (reading it would make the host wait): the batch is blended
+    with per-pixel weights, lambda everywhere for mixup, 0 in the box and 1 elsewhere for cutmix,
+    1 everywhere for a batch left unmixed."""
     targets = smooth_one_hot(labels, num_classes, smoothing)
-    draws = torch.rand(3, generator=generator, device=x.device).tolist()
-    if (mixup <= 0 and cutmix <= 0) or draws[0] >= mix_prob:
+    if mixup <= 0 and cutmix <= 0:
         return x, targets
-    use_cutmix = cutmix > 0 and (mixup <= 0 or draws[1] < switch_prob)
-    alpha = cutmix if use_cutmix else mixup
-    lam = float(betaincinv(alpha, alpha, draws[2]))
-    other = x.flip(0)
-    if use_cutmix:
-        height, width = x.shape[-2:]
-        cut = math.sqrt(1 - lam)
-        ch, cw = int(height * cut), int(width * cut)
-        cy, cx = (torch.rand(2, generator=generator, device=x.device) * torch.tensor([height, width], device=x.device)).long().tolist()
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, height)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, width)
-        x = x.clone()
-        x[:, :, y0:y1, x0:x1] = other[:, :, y0:y1, x0:x1]
-        lam = 1 - (y1 - y0) * (x1 - x0) / (height * width)
-    else:
-        x = lam * x + (1 - lam) * other
-    return x, lam * targets + (1 - lam) * targets.flip(0)
+    height, width = x.shape[-2:]
+    mix_draw, switch_draw = torch.rand(2, generator=generator, device=x.device).unbind()
+    mixes = mix_draw < mix_prob
+    use_cutmix = switch_draw < (switch_prob if mixup > 0 and cutmix > 0 else float(cutmix > 0))
+    lam = _beta(torch.where(use_cutmix, cutmix, mixup), generator)
+    box = _cut_span(lam, height, generator)[:, None] & _cut_span(lam, width, generator)[None, :]
+    keep = torch.where(mixes, torch.where(use_cutmix, (~box).float(), lam), 1.0)  # H x W: each pixel's share kept
+    lam = torch.where(mixes, torch.where(use_cutmix, 1 - box.float().mean(), lam), 1.0)  # the image's share kept
+    return keep * x + (1 - keep) * x.flip(0), lam * targets + (1 - lam) * targets.flip(0)
+
+
+def _beta(alpha: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One draw of Beta(alpha, alpha) from the run's generator, on alpha's device: the first share of a
+    two-way Dirichlet (torch.distributions cannot take a generator; its sampler can)."""
+    return torch._sample_dirichlet(alpha.expand(2).contiguous(), generator=generator)[0]
+
+
+def _cut_span(lam: torch.Tensor, length: int, generator: torch.Generator) -> torch.Tensor:
+    """The rows (or columns) of ``length`` that timm's cutmix box covers: a side of int(length *
+    sqrt(1 - lam)), centred on a uniform pixel, clipped to the image."""
+    half = (length * (1 - lam).sqrt()).floor().div(2).floor()
+    centre = (torch.rand((), generator=generator, device=lam.device) * length).floor()
+    positions = torch.arange(length, device=lam.device)
+    return (positions >= centre - half) & (positions < centre + half)

@@ -11,7 +11,7 @@ from spatialssl.samplers import (
     relation_pairs,
     sample_positions,
 )
-from spatialssl.samplers.patches import grid_positions, resize_patches
+from spatialssl.samplers.patches import draw_by_weight, grid_positions, resize_patches
 
 IDENTITY = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), jitter=(0.0, 0.0, 0.0, 0.0), jitter_p=0.0, gray_p=0.0)
 
@@ -46,6 +46,14 @@ def test_non_overlapping_pairs_are_uniform_over_all_valid_pairs():
     assert counts.sum() == counts[valid].sum()  # nothing outside the valid set
     expected = 40000 / len(pairs)
     assert (counts[valid] - expected).abs().max() < 5 * expected ** 0.5
+
+
+def test_draws_follow_integer_weights_and_never_pick_a_zero():
+    weights = torch.tensor([[0, 1, 0, 3], [5, 0, 0, 0]]).repeat(20000, 1)
+    drawn = draw_by_weight(weights, gen()).view(-1, 2)
+    assert (drawn[:, 1] == 0).all()
+    counts = torch.bincount(drawn[:, 0], minlength=4)
+    assert counts[0] == counts[2] == 0 and abs(counts[3] / counts[1] - 3) < 0.15
 
 
 def test_patch_content_and_centre_targets():

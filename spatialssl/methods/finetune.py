@@ -30,15 +30,16 @@ class Finetune(Method):
         """Crop, flip and colour (the views' settings), RandAugment, normalise, erase."""
         o, v = self.options, self.views
         augment.require_uint8(images, "Finetune.augment")
-        x = images.float().div_(255)
-        boxes = augment.sample_crop_boxes(len(x), *x.shape[-2:], v.scale, v.ratio, generator, x.device)
-        flip = torch.rand(len(x), generator=generator, device=x.device) < v.flip_p
-        x = augment.crop_resize(x, boxes, x.shape[-2:], flip)
-        x = augment.color_jitter(x, v.jitter, v.jitter_p, generator)
-        if o.randaugment_ops:
-            x = regularize.rand_augment(x, o.randaugment_ops, o.randaugment_magnitude, generator)
-        x = augment.normalize(x, v.mean, v.std)
-        return regularize.random_erasing(x, o.random_erasing, generator) if o.random_erasing else x
+        with augment.without_autocast(images):
+            x = images.float().div_(255)
+            boxes = augment.sample_crop_boxes(len(x), *x.shape[-2:], v.scale, v.ratio, generator, x.device)
+            flip = torch.rand(len(x), generator=generator, device=x.device) < v.flip_p
+            x = augment.crop_resize(x, boxes, x.shape[-2:], flip)
+            x = augment.color_jitter(x, v.jitter, v.jitter_p, generator)
+            if o.randaugment_ops:
+                x = regularize.rand_augment(x, o.randaugment_ops, o.randaugment_magnitude, generator)
+            x = augment.normalize(x, v.mean, v.std)
+            return regularize.random_erasing(x, o.random_erasing, generator) if o.random_erasing else x
 
     def training_step(self, images, labels, generator):
         o = self.options

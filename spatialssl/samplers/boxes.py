@@ -158,13 +158,14 @@ class BoxSampler:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
         augment.require_uint8(images, "BoxSampler")
         batch, _, height, width = images.shape
-        x = images.float().div_(255)
-        device = x.device
-        if self.scale is not None:
-            crops = augment.sample_crop_boxes(batch, height, width, self.scale, (3 / 4, 4 / 3), generator, device)
-            flip = torch.rand(batch, generator=generator, device=device) < self.flip_p
-            x = augment.crop_resize(x, crops, (height, width), flip)
-        boxes = sample_boxes(batch, self.num_tokens, height, width, self.mode, self.patch_size, generator, device,
-                             self.box_size, self.box_scale)
-        patches = cut_boxes(x, boxes, self.patch_size)
-        return augment.normalize(patches.flatten(0, 1), self.mean, self.std).view_as(patches), boxes
+        device = images.device
+        with augment.without_autocast(images):
+            x = images.float().div_(255)
+            if self.scale is not None:
+                crops = augment.sample_crop_boxes(batch, height, width, self.scale, (3 / 4, 4 / 3), generator, device)
+                flip = torch.rand(batch, generator=generator, device=device) < self.flip_p
+                x = augment.crop_resize(x, crops, (height, width), flip)
+            boxes = sample_boxes(batch, self.num_tokens, height, width, self.mode, self.patch_size, generator, device,
+                                 self.box_size, self.box_scale)
+            patches = cut_boxes(x, boxes, self.patch_size)
+            return augment.normalize(patches.flatten(0, 1), self.mean, self.std).view_as(patches), boxes

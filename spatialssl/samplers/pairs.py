@@ -20,26 +20,26 @@ def relation_pairs(batch: int, views: int, device: str = "cpu") -> tuple:
     """
     if batch < 2:
         raise ValueError("relation pairs need at least 2 images per batch for negatives")
-    rows = torch.arange(batch)
+    rows = torch.arange(batch, device=device)
     left, right, target = [], [], []
     shift = 1
     for i in range(views):
         for j in range(i + 1, views):
             left += [i * batch + rows, i * batch + rows]
             right += [j * batch + rows, j * batch + (rows - shift) % batch]  # == roll(f_j, shift)
-            target += [torch.ones(batch), torch.zeros(batch)]
+            target += [torch.ones(batch, device=device), torch.zeros(batch, device=device)]
             shift = shift + 1 if shift + 1 < batch else 1
-    return torch.cat(left).to(device), torch.cat(right).to(device), torch.cat(target).to(device)
+    return torch.cat(left), torch.cat(right), torch.cat(target)
 
 
 @lru_cache(maxsize=32)
 def patch_pairs(batch: int, patches: int, device: str = "cpu") -> tuple:
     """Spatial Reasoning's patch aggregation: every unordered pair (i < j) of the N patches
     of the same image, positives only: ``B * (N^2 - N) / 2`` pairs. Returns (left, right)."""
-    rows = torch.arange(batch)
+    rows = torch.arange(batch, device=device)
     left, right = [], []
     for i in range(patches):
         for j in range(i + 1, patches):
             left.append(i * batch + rows)
             right.append(j * batch + rows)
-    return torch.cat(left).to(device), torch.cat(right).to(device)
+    return torch.cat(left), torch.cat(right)

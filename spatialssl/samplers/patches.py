@@ -10,6 +10,7 @@ image never overlap.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -77,13 +78,23 @@ def sample_positions(batch: int, num_patches: int, patch_size: int, height: int,
         near_x = ((xs[:, None] - xs[None, :]).abs() < patch_size)  # span_x x span_x
         near_y = ((ys[:, None] - ys[None, :]).abs() < patch_size)
         partners = span_x * span_y - near_y.sum(1)[:, None] * near_x.sum(1)[None, :]  # span_y x span_x
-        first = torch.multinomial(partners.flatten().float().expand(batch, -1), 1, generator=generator).squeeze(1)
+        first = draw_by_weight(partners.flatten().expand(batch, -1), generator)
         fy, fx = first // span_x, first % span_x
         overlaps = near_y[fy][:, :, None] & near_x[fx][:, None, :]  # B x span_y x span_x
-        second = torch.multinomial((~overlaps).flatten(1).float(), 1, generator=generator).squeeze(1)
+        second = draw_by_weight((~overlaps).flatten(1).long(), generator)
         x0[0], y0[0] = fx, fy
         x0[1], y0[1] = second % span_x, second // span_x
     return x0, y0
+
+
+def draw_by_weight(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of the integer ``weights`` (rows x K), with probability proportional to its
+    weight, as torch.multinomial draws it but without its host sync: a uniform integer below the row's
+    total, found among the row's cumulative sums (integers: exact, and deterministic on CUDA)."""
+    cumulative = weights.cumsum(1)
+    # uniform below the total up to a bias of total / 2**62
+    ticket = torch.randint(2 ** 62, (len(weights), 1), generator=generator, device=weights.device) % cumulative[:, -1:]
+    return torch.searchsorted(cumulative, ticket, right=True).squeeze(1)
 
 
 @dataclass
@@ -112,24 +123,25 @@ class PatchSampler:
         batch, _, height, width = images.shape
         check_patch_geometry(self.patch_size, height, width, self.num_patches, self.non_overlapping)
         device = images.device
-        x0, y0 = sample_positions(batch, self.num_patches, self.patch_size, height, width,
-                                  self.non_overlapping, generator, device)
-        image_index = torch.arange(batch, device=device).repeat(self.num_patches)
-        x0, y0 = x0.flatten(), y0.flatten()
-        patches = cut_patches(images, image_index, x0, y0, self.patch_size).float().div_(255)
-        patches = augment.color_jitter(patches, self.jitter, self.jitter_p, generator)
-        patches = augment.random_grayscale(patches, self.gray_p, generator)
-        if self.additive:
-            paste_x, paste_y = x0, y0
-            if self.additive_placement == "random":  # uniform over every place the patch fits
-                paste_x, paste_y = (c.flatten() for c in sample_positions(
-                    len(x0), 1, self.patch_size, height, width, False, generator, device))
-            patches = paste_patches(patches, paste_x, paste_y, height, width)
-        else:
-            patches = resize_patches(patches, height, width)
-        half = self.patch_size / 2
-        centres = torch.stack([(x0 + half) / width, (y0 + half) / height], dim=1)
-        return augment.normalize(patches, self.mean, self.std), centres.view(self.num_patches, batch, 2)
+        with augment.without_autocast(images):
+            x0, y0 = sample_positions(batch, self.num_patches, self.patch_size, height, width,
+                                      self.non_overlapping, generator, device)
+            image_index = torch.arange(batch, device=device).repeat(self.num_patches)
+            x0, y0 = x0.flatten(), y0.flatten()
+            patches = cut_patches(images, image_index, x0, y0, self.patch_size).float().div_(255)
+            patches = augment.color_jitter(patches, self.jitter, self.jitter_p, generator)
+            patches = augment.random_grayscale(patches, self.gray_p, generator)
+            if self.additive:
+                paste_x, paste_y = x0, y0
+                if self.additive_placement == "random":  # uniform over every place the patch fits
+                    paste_x, paste_y = (c.flatten() for c in sample_positions(
+                        len(x0), 1, self.patch_size, height, width, False, generator, device))
+                patches = paste_patches(patches, paste_x, paste_y, height, width)
+            else:
+                patches = resize_patches(patches, height, width)
+            half = self.patch_size / 2
+            centres = torch.stack([(x0 + half) / width, (y0 + half) / height], dim=1)
+            return augment.normalize(patches, self.mean, self.std), centres.view(self.num_patches, batch, 2)
 
 
 def grid_positions(size: int, patch_size: int) -> list:
@@ -145,14 +157,22 @@ def grid_patches(images: torch.Tensor, patch_size: int, count: int, mean: Sequen
     ``images`` are uint8, or float in [0, 1] (e.g. affine-augmented)."""
     batch, _, height, width = images.shape
     check_patch_geometry(patch_size, height, width, 1, False)
+    corner_x, corner_y = _grid_corners(height, width, patch_size, count, images.device)
+    cells = len(corner_x)
+    x0, y0 = (corner[:, None].expand(cells, batch).flatten() for corner in (corner_x, corner_y))  # cell-major
+    image_index = torch.arange(batch, device=images.device).repeat(cells)
+    with augment.without_autocast(images):
+        patches = cut_patches(images, image_index, x0, y0, patch_size)
+        if patches.dtype == torch.uint8:
+            patches = patches.float().div_(255)
+        patches = augment.normalize(resize_patches(patches, height, width), mean, std)
+    return patches.view(cells, batch, *patches.shape[1:])
+
+
+@lru_cache(maxsize=32)
+def _grid_corners(height: int, width: int, patch_size: int, count: int, device: torch.device) -> tuple:
+    """Top-left corners (x0, y0) of the first ``count`` evaluation patches, put on the device once."""
     xs, ys = grid_positions(width, patch_size), grid_positions(height, patch_size)
-    device = images.device
     cells = GRID_ORDER[:count]
-    x0 = torch.tensor([xs[c] for _, c in cells], device=device).repeat_interleave(batch)
-    y0 = torch.tensor([ys[r] for r, _ in cells], device=device).repeat_interleave(batch)
-    image_index = torch.arange(batch, device=device).repeat(len(cells))
-    patches = cut_patches(images, image_index, x0, y0, patch_size)
-    if patches.dtype == torch.uint8:
-        patches = patches.float().div_(255)
-    patches = augment.normalize(resize_patches(patches, height, width), mean, std)
-    return patches.view(len(cells), batch, *patches.shape[1:])
+    return (torch.tensor([xs[c] for _, c in cells], device=device),
+            torch.tensor([ys[r] for r, _ in cells], device=device))

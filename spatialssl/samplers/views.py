@@ -26,11 +26,12 @@ class ViewSampler:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         augment.require_uint8(images, "ViewSampler")
         batch, _, height, width = images.shape
-        x = images.float().div_(255).repeat(self.num_views, 1, 1, 1)
-        n, device = x.shape[0], x.device
-        boxes = augment.sample_crop_boxes(n, height, width, self.scale, self.ratio, generator, device)
-        flip = torch.rand(n, generator=generator, device=device) < self.flip_p
-        x = augment.crop_resize(x, boxes, (height, width), flip)
-        x = augment.color_jitter(x, self.jitter, self.jitter_p, generator)
-        x = augment.random_grayscale(x, self.gray_p, generator)
-        return augment.normalize(x, self.mean, self.std)
+        with augment.without_autocast(images):
+            x = images.float().div_(255).repeat(self.num_views, 1, 1, 1)
+            n, device = x.shape[0], x.device
+            boxes = augment.sample_crop_boxes(n, height, width, self.scale, self.ratio, generator, device)
+            flip = torch.rand(n, generator=generator, device=device) < self.flip_p
+            x = augment.crop_resize(x, boxes, (height, width), flip)
+            x = augment.color_jitter(x, self.jitter, self.jitter_p, generator)
+            x = augment.random_grayscale(x, self.gray_p, generator)
+            return augment.normalize(x, self.mean, self.std)

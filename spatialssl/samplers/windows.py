@@ -9,6 +9,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import augment
+
 MODES = ("offgrid", "scale", "grid")
 
 
@@ -57,13 +59,27 @@ def sample_windows(batch: int, num_tokens: int, length: int, mode: str, window: 
 
 def cut_windows(signals: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
     """Each window's samples resampled to ``size`` (linear), B x N x C x size, by one
-    grid_sample; integer windows of ``size`` samples (offgrid, grid) are gathered exactly."""
+    grid_sample; integer windows of ``size`` samples (offgrid, grid) are gathered exactly.
+    Both cuts are made and chosen per window: asking which applies would make the host wait."""
+    start, span = windows.unbind(-1)
+    exact = (span == size) & (start == start.floor())
+    return torch.where(exact[..., None, None], _gather_windows(signals, start, size),
+                       _resample_windows(signals, windows, size))
+
+
+def _gather_windows(signals: torch.Tensor, start: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size`` samples from each (integer) start: B x N x C x size (clamped to the signal for the others)."""
+    batch, channels, length = signals.shape
+    num = start.shape[1]
+    index = (start.long()[..., None] + torch.arange(size, device=signals.device)).clamp(0, length - 1)
+    cut = signals.gather(2, index.view(batch, 1, num * size).expand(-1, channels, -1))
+    return cut.view(batch, channels, num, size).transpose(1, 2)
+
+
+def _resample_windows(signals: torch.Tensor, windows: torch.Tensor, size: int) -> torch.Tensor:
+    """Each window's samples at ``size`` evenly spaced points (linear interpolation): B x N x C x size."""
     batch, channels, length = signals.shape
     num = windows.shape[1]
-    start = windows[..., 0]
-    if bool((windows[..., 1] == size).all() and (start == start.floor()).all()):
-        index = (start.long()[..., None] + torch.arange(size, device=signals.device)).view(batch, 1, num * size)
-        return signals.gather(2, index.expand(-1, channels, -1)).view(batch, channels, num, size).transpose(1, 2)
     steps = (torch.arange(size, device=signals.device, dtype=signals.dtype) + 0.5) / size
     t = windows[..., :1].to(signals.dtype) + steps * windows[..., 1:].to(signals.dtype)  # B x N x size
     grid = torch.stack([2 * t / length - 1, torch.zeros_like(t)], dim=-1).view(batch, 1, num * size, 2)
@@ -81,6 +97,7 @@ class WindowSampler:
     sort: bool = False  # order windows by time (needed when a position embedding sees them)
 
     def __call__(self, signals: torch.Tensor, generator: torch.Generator) -> tuple:
-        windows = sample_windows(len(signals), self.num_tokens, signals.shape[-1], self.mode, self.window,
-                                 generator, signals.device, self.window_scale, self.sort)
-        return cut_windows(signals, windows, self.window), windows
+        with augment.without_autocast(signals):
+            windows = sample_windows(len(signals), self.num_tokens, signals.shape[-1], self.mode, self.window,
+                                     generator, signals.device, self.window_scale, self.sort)
+            return cut_windows(signals, windows, self.window), windows
