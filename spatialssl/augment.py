@@ -7,6 +7,7 @@ element-wise tensor ops on the whole batch.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from functools import lru_cache
 from typing import Optional, Sequence
@@ -29,7 +30,13 @@ def require_uint8(images: torch.Tensor, caller: str) -> None:
 def without_autocast(tensor: torch.Tensor):
     """A context with autocast off on ``tensor``'s device, for samplers and augmentations: under bf16
     autocast affine_grid and grid_sample would move sample positions by up to 0.41 px at 224 px."""
+    if not _autocast_available(tensor.device.type):  # e.g. the meta device: nothing to turn off
+        return contextlib.nullcontext()
     return torch.autocast(tensor.device.type, enabled=False)
+
+
+# torch < 2.4 has no is_autocast_available; these are the devices it autocasts on.
+_autocast_available = getattr(torch.amp, "is_autocast_available", lambda device: device in ("cpu", "cuda", "xpu"))
 
 
 def uniform(low: float, high: float, n: int, generator: torch.Generator, device) -> torch.Tensor:

@@ -21,6 +21,7 @@ def demo():
 
 def test_without_a_terminal_progress_is_plain_log_lines_every_log_every_steps(tmp_path, demo, caplog, monkeypatch):
     monkeypatch.setattr(progress_module, "is_interactive", lambda: False)
+    monkeypatch.setattr(logging.getLogger("spatialssl"), "propagate", True)  # the CLI, if run before, stops it
     with caplog.at_level(logging.INFO, logger="spatialssl"):
         pretrain(load_config(overrides=TINY), tmp_path, train_set=demo, progress=True)
     lines = [r.getMessage() for r in caplog.records if r.name == "spatialssl"]
