@@ -17,6 +17,18 @@ class TrainingDiverged(SpatialSSLError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+def optional_import(module: str, extra: str, purpose: str):
+    """``module``, or one line saying which extra of spatialssl installs it: the core needs neither
+    scipy (signals) nor matplotlib (figures), so ``import spatialssl`` stays light."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ConfigError(f"{purpose} needs the '{module.split('.')[0]}' package: pip install "
+                          f"'spatialssl[{extra}]'") from None
+
+
 def first_line(err: Exception) -> str:
     """A library's exception in one line for an error message: its first line, or its type when it has none."""
     return str(err).splitlines()[0] if str(err) else type(err).__name__

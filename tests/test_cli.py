@@ -122,3 +122,19 @@ def test_pretrain_refuses_an_out_it_cannot_write(tmp_path, capsys):
     assert main(["pretrain", "--out", str(blocker / "run"), "--no-progress", "method.name=random"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cannot write in the run folder {blocker / 'run'}" in err
+
+
+def test_import_spatialssl_stays_light_and_a_missing_extra_is_named(monkeypatch):
+    import subprocess
+    import sys
+
+    from spatialssl.errors import ConfigError, optional_import
+
+    loaded = subprocess.run([sys.executable, "-c", "import sys, spatialssl; print(sorted(m for m in "
+                             "('scipy', 'matplotlib', 'timm', 'torchvision', 'tensorboard') if m in sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"drawing figures needs the 'matplotlib' package: pip install "
+                                          r"'spatialssl\[plots\]'"):
+        optional_import("matplotlib", "plots", "drawing figures")

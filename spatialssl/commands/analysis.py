@@ -16,7 +16,7 @@ from ..engine import checkpoint
 from ..engine.build import build_method
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
-from ..errors import ConfigError
+from ..errors import ConfigError, optional_import
 from ..models import modality
 from ..samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
@@ -265,9 +265,7 @@ def _save(figure, out) -> Path:
 def run_analysis(kind: str, path, data: str, out, split: str = "test", count: int = 4, seed: int = 0,
                  sampling: Optional[str] = None) -> dict:
     """The ``reconstruct`` / ``symmetry`` / ``uncertainty`` commands: figure path and numbers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    optional_import("matplotlib", "plots", "drawing PART's figures").use("Agg")
     method, cfg = load_part(path)
     d = cfg.data
     images = load_images(data, split, d.labels, d.image_size, d.cache, d.resize)

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, optional_import
 from .arrays import check_labels, check_per_item, npz_array, open_npz
 from .signalset import SignalSet
 
@@ -74,7 +74,7 @@ def epoch_labels(events: list, count: int, seconds: float, source: str) -> np.nd
 
 def preprocess(data: np.ndarray, rate: float, options: SignalOptions, source: str) -> tuple:
     """Band-pass then resample C x T ``data``; returns (data, new rate)."""
-    from scipy import signal
+    signal = optional_import("scipy.signal", "signals", "band-pass filtering and resampling recordings")
 
     target = options.sampling_rate or rate
     if options.bandpass:
@@ -114,19 +114,9 @@ def check_rate(rate: float, options: SignalOptions, source: str) -> None:
                         "(set signal.expected_rate to the recordings' rate, or leave it unset)")
 
 
-def _optional(module: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise DataError(f"reading these recordings needs the '{module}' package: "
-                        "pip install 'spatialssl[signals]'") from None
-
-
 def read_wfdb_record(path: Path, options: SignalOptions) -> tuple:
     """(epochs N x C x T, labels N, channel names, rate) of one WFDB record."""
-    wfdb = _optional("wfdb")
+    wfdb = optional_import("wfdb", "signals", "reading WFDB recordings")
 
     source = str(path.with_suffix(".hea"))
     try:
@@ -165,7 +155,7 @@ def _hypnogram_for(path: Path) -> Optional[Path]:
 def read_edf_record(path: Path, options: SignalOptions) -> tuple:
     """(epochs, labels, channel names, rate) of one EDF/EDF+ file; channels recorded at
     different rates are each resampled to ``sampling_rate``."""
-    pyedflib = _optional("pyedflib")
+    pyedflib = optional_import("pyedflib", "signals", "reading EDF recordings")
 
     source = str(path)
     try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..errors import optional_import
 from ..metrics import cell, mean_std, verdict
 
 # Published numbers to set beside ours. CIFAR-10 linear evaluation, ResNet-32, 200 epochs
@@ -175,8 +176,7 @@ PLOTS = ("sr_patch_features.png", "sr_patch_size.png", "part_variants.png", "par
 
 def plot(results: dict, labels: dict, folder: Path) -> list:
     """PNGs: patch features (SR Fig. 4), patch size (Fig. 2), the SR overview, and PART."""
-    import matplotlib
-    matplotlib.use("Agg")
+    optional_import("matplotlib", "plots", "drawing RESULTS.md's plots").use("Agg")
     import matplotlib.pyplot as plt
 
     folder.mkdir(parents=True, exist_ok=True)
