@@ -50,3 +50,39 @@ def test_a_row_joins_the_columns_the_file_already_has(tmp_path):
     append_csv(path, {"epoch": 1, "loss": 0.5})  # a run started by an older version
     append_csv(path, {"epoch": 2, "loss": 0.4, "lr": 0.001})
     assert path.read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.4"]
+
+
+def test_weights_and_biases_logs_offline_and_a_resume_continues_its_run(tmp_path, demo, monkeypatch):
+    from spatialssl.engine import runlog
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged = []
+    opened = runlog.open_wandb
+
+    def spied(out_dir, config):  # the real offline run; what it is sent is noted on the way
+        run = opened(out_dir, config)
+        log = run.log
+        monkeypatch.setattr(run, "log", lambda data, *a, **k: (logged.append(dict(data)), log(data, *a, **k))[1])
+        return run
+
+    monkeypatch.setattr(runlog, "open_wandb", spied)
+    cfg = load_config(overrides=[*TINY, "train.logger=wandb"])
+    pretrain(cfg, tmp_path, train_set=demo, progress=False, stop_after_epoch=1)
+    run_id = (tmp_path / "wandb-id.txt").read_text()
+    pretrain(cfg, tmp_path, train_set=demo, progress=False, resume=True)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(run.name.endswith(run_id) for run in runs)  # one W&B run, continued
+    assert all((run / f"run-{run_id}.wandb").stat().st_size > 0 for run in runs)  # written, offline
+    assert [d["global_step"] for d in logged if "global_step" in d] == [1, 3, 5, 6, 8, 10]
+    assert [d["epoch"] for d in logged if "epoch" in d] == [1, 2] and "epoch/loss" in logged[-1]
+
+
+def test_a_missing_wandb_is_named_with_its_extra(tmp_path, demo, monkeypatch):
+    import sys
+
+    from spatialssl.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    with pytest.raises(ConfigError, match=r"pip install 'spatialssl\[wandb\]'"):
+        pretrain(load_config(overrides=[*TINY, "train.logger=wandb"]), tmp_path, train_set=demo, progress=False)

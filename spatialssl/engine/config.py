@@ -132,6 +132,7 @@ class TrainConfig:
     device: str = "auto"
     knn_monitor: int = 2000  # images per split for the per-epoch kNN monitor; 0 turns it off
     log_every: int = 20
+    logger: str = "tensorboard"  # tensorboard (and metrics.csv, always) | wandb (Weights & Biases too; extra [wandb])
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; weights and optimiser stay fp32; fp16 with a gradient
     # scaler, for GPUs without bf16: T4, V100)
@@ -303,6 +304,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+LOGGERS = ("tensorboard", "wandb")
 EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
 
 
@@ -427,6 +429,7 @@ def validate(cfg: Config) -> None:
     _choice(o.name, OPTIMIZERS, "optim.name")
     _choice(o.schedule, SCHEDULES, "optim.schedule")
     _choice(t.precision, PRECISIONS, "train.precision")
+    _choice(t.logger, LOGGERS, "train.logger")
     signals = modality(cfg.model.backbone) == "signals"
     if m.name == "part" and not is_vit(cfg.model.backbone):
         raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "

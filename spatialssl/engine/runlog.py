@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import uuid
 from pathlib import Path
+from typing import Optional
 
-from ..errors import warn
+from ..errors import optional_import, warn
 from ..files import atomic_write, write_or_explain
 
 
@@ -18,11 +21,13 @@ STEPS = "steps.csv"
 
 
 class RunLog:
-    def __init__(self, out_dir: Path):
+    def __init__(self, out_dir: Path, config: Optional[dict] = None):
+        """``config`` (the run's, as a dict) chooses the loggers (``train.logger``) and is sent to W&B."""
         self.csv_path = Path(out_dir) / "metrics.csv"
         self.steps_path = Path(out_dir) / STEPS
         self.tb_dir = Path(out_dir) / "tensorboard"
         self._writer = None
+        self._wandb = open_wandb(Path(out_dir), config) if (config or {}).get("train", {}).get("logger") == "wandb" else None
 
     def write(self, epoch: int, metrics: dict) -> None:
         """Append the epoch's row. Called after its checkpoint: a failed write loses nothing that
@@ -31,6 +36,8 @@ class RunLog:
                   f"{self.csv_path.parent} and continue with --resume")
         write_or_explain(self.csv_path, lambda: append_csv(self.csv_path, metrics_row(epoch, metrics)), advice)
         write_or_explain(self.tb_dir, lambda: self._add_scalars(epoch, metrics, ""), advice)
+        if self._wandb is not None:
+            self._wandb.log({"epoch": epoch, **{f"epoch/{k}": float(v) for k, v in metrics.items()}})
 
     def write_step(self, epoch: int, step: int, scalars: dict) -> None:
         """A logged step of 1-based ``epoch`` (``step`` counts from the run's start); TensorBoard gets
@@ -39,6 +46,8 @@ class RunLog:
         row = {"epoch": epoch, "step": step, **{k: round(float(v), 6) for k, v in scalars.items()}}
         write_or_explain(self.steps_path, lambda: append_csv(self.steps_path, row), advice)
         write_or_explain(self.tb_dir, lambda: self._add_scalars(step, scalars, "step/"), advice)
+        if self._wandb is not None:
+            self._wandb.log({"global_step": step, **{f"step/{k}": float(v) for k, v in scalars.items()}})
 
     def _add_scalars(self, index: int, scalars: dict, prefix: str) -> None:
         if self._writer is None:
@@ -50,11 +59,28 @@ class RunLog:
         self._writer.flush()
 
     def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
         if self._writer is not None:
             try:
                 self._writer.close()
             except OSError as err:  # in a finally: must not hide the error that ended the run
                 warn(f"could not finish the TensorBoard log in {self.tb_dir} ({err.strerror or err})")
+
+
+WANDB_ID = "wandb-id.txt"
+
+
+def open_wandb(out_dir: Path, config: dict):
+    """A Weights & Biases run for ``out_dir``: named after the folder, its files inside it, the run's
+    config attached; a resumed run continues the same W&B run (its id is kept in the folder). The
+    project is $WANDB_PROJECT (default "spatialssl"); $WANDB_MODE=offline logs without a network."""
+    wandb = optional_import("wandb", "wandb", "train.logger=wandb")
+    id_file = out_dir / WANDB_ID
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:8]
+    atomic_write(id_file, lambda tmp: Path(tmp).write_text(run_id))
+    return wandb.init(project=os.environ.get("WANDB_PROJECT", "spatialssl"), name=out_dir.name, id=run_id,
+                      resume="allow", dir=str(out_dir), config=config)
 
 
 def append_csv(path: Path, row: dict) -> None:

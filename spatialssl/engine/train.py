@@ -95,7 +95,7 @@ class Run:
             if self.ranks.main:
                 checkpoint.save_checkpoint(self.out_dir, self.method, None, self.generators, self.cfg.to_dict(), 0, {})
             return self.last
-        self.log = RunLog(self.out_dir) if self.ranks.main else None
+        self.log = RunLog(self.out_dir, self.cfg.to_dict()) if self.ranks.main else None
         try:
             for epoch in range(self.start_epoch, self.cfg.train.epochs):
                 if stop_after_epoch is not None and epoch >= stop_after_epoch:
