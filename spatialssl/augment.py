@@ -98,6 +98,9 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: Sequence[int],
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
+    """B x 1 x H x W luma of RGB images; the channel mean of grey or multi-channel ones."""
+    if images.shape[1] != 3:
+        return images.mean(1, keepdim=True)
     r, g, b = images.unbind(1)
     return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
 
@@ -169,7 +172,9 @@ def color_jitter(images: torch.Tensor, strength: Sequence[float], p: float, gene
     after it are three batched passes. Returns ``images`` itself when nothing can change."""
     n, device = images.shape[0], images.device
     brightness, contrast, saturation, hue = strength
-    if p <= 0 or not any(strength):
+    if images.shape[1] != 3:  # saturation and hue mean something for RGB only
+        saturation = hue = 0.0
+    if p <= 0 or not any((brightness, contrast, saturation, hue)):
         return images
     applied = torch.rand(n, generator=generator, device=device) < p
     factors = torch.stack([uniform(max(0.0, 1 - brightness), 1 + brightness, n, generator, device),
@@ -208,7 +213,11 @@ def _blend_by_op(images: torch.Tensor, op: torch.Tensor, factors: torch.Tensor) 
 
 
 def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """RGB images made grey with probability ``p`` each; grey or multi-channel images as they are (the draw
+    is made anyway, so the random stream does not depend on the channel count)."""
     chosen = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    if images.shape[1] != 3:
+        return images
     return torch.where(chosen.view(-1, 1, 1, 1), grayscale(images).expand_as(images), images)
 
 

@@ -17,7 +17,7 @@ def test_overrides_are_typed_and_nested():
     ("augment.scale=[0.5, 0.1]", "augment.scale"),
     ("eval.patches=[0, 2]", "may hold 0, 1, 3, 5, 7, 9"),
     ("data.labels=medium", "data.labels 'medium' is unknown; choose one of fine, coarse"),
-    ("data.mean=[0.5]", "needs 3 values"),
+    ("data.channels=0", "data.channels must be >= 1"),
     ("method=3", "is a section"),
     ("nonsense", "not of the form"),
     ("method.focal=maybe", "expects bool"),
@@ -194,3 +194,9 @@ def test_a_recipe_path_that_is_a_folder_is_named_as_one(tmp_path):
     (tmp_path / "rr_cifar10").mkdir()
     with pytest.raises(ConfigError, match="is a folder; pass a YAML file"):
         load_config(tmp_path / "rr_cifar10")
+
+
+def test_statistics_need_a_value_per_channel_when_the_channels_are_given():
+    with pytest.raises(ConfigError, match=r"data.mean needs 1 values \(one per channel: data.channels\)"):
+        load_config(overrides=["data.channels=1", "data.mean=[0.5, 0.5, 0.5]"])
+    assert load_config(overrides=["data.channels=1", "data.mean=[0.5]", "data.std=[0.2]"]).data.mean == [0.5]

@@ -109,7 +109,7 @@ def test_resize_option_makes_mixed_sizes_usable(tmp_path, images32, labels20):
     ("text-file", "not a .npz"),
     ("truncated-cifar", r"cannot read .*data_batch_1"),
     ("empty-npz", r"data.npz:images holds no images"),
-    ("rgba-npz", r"data.npz are \(20, 32, 32, 4\): neither N x C x H x W nor N x H x W x C"),
+    ("float-npz", r"data.npz:images must be uint8 N x H x W x C or N x C x H x W, got float32"),
 ])
 def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labels20, problem, message):
     path = tmp_path / "data"
@@ -134,9 +134,9 @@ def test_bad_data_gives_one_clear_error_naming_the_path(tmp_path, images32, labe
     elif problem == "empty-npz":
         path = tmp_path / "data.npz"
         np.savez(path, images=images32[:0])
-    elif problem == "rgba-npz":
+    elif problem == "float-npz":  # ToTensor's floats: 0-1 values would read as near-black
         path = tmp_path / "data.npz"
-        np.savez(path, images=np.concatenate([images32, images32[..., :1]], axis=-1))
+        np.savez(path, images=images32.astype(np.float32) / 255)
     with pytest.raises(DataError, match=message):
         load_images(path, cache=False)
 
@@ -406,3 +406,36 @@ def test_a_resize_keeps_the_aspect_by_default_and_squashes_only_when_asked(tmp_p
     arrays = tmp_path / "wide.npz"
     np.savez(arrays, images=np.stack([wide, wide]))
     assert torch.equal(load_images(arrays, image_size=8).images[0], cropped)  # arrays are fitted the same way
+
+
+def test_grey_and_multi_channel_images_keep_their_channels_through_a_run(tmp_path):
+    from spatialssl.engine.config import load_config
+    from spatialssl.engine.train import pretrain
+    from spatialssl.errors import ConfigError
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (16, 16, 16, 1), dtype=np.uint8)
+    np.savez(tmp_path / "grey.npz", images=grey, labels=np.arange(16) % 2)
+    expanded = load_images(tmp_path / "grey.npz").images  # the default: RGB, as before
+    kept = load_images(tmp_path / "grey.npz", channels=1).images
+    assert expanded.shape[1] == 3 and kept.shape[1] == 1 and torch.equal(kept[:, 0], expanded[:, 1])
+    bands = rng.integers(0, 256, (16, 16, 16, 5), dtype=np.uint8)  # e.g. five spectral bands
+    np.savez(tmp_path / "bands.npz", images=bands, labels=np.arange(16) % 2)
+    assert load_images(tmp_path / "bands.npz").images.shape == (16, 5, 16, 16)
+    with pytest.raises(DataError, match="have 5 channels and data.channels is 3"):
+        load_images(tmp_path / "bands.npz", channels=3)
+    for data, channels in (("grey.npz", "data.channels=1"), ("bands.npz", "data.channels=null")):
+        cfg = load_config(overrides=["model.backbone=resnet8", "method.name=sr", "method.patch_size=6",
+                                     "train.batch_size=8", "train.epochs=1", "train.knn_monitor=0",
+                                     f"data.path={tmp_path / data}", channels])
+        last = pretrain(cfg, tmp_path / f"run-{data}", progress=False)
+        from spatialssl.engine.build import load_backbone
+
+        backbone, run_cfg = load_backbone(last)
+        assert backbone.conv1.in_channels == run_cfg.model.in_chans == (1 if "grey" in data else 5)
+        assert len(run_cfg.data.mean) == run_cfg.model.in_chans  # measured per channel
+    with pytest.raises(ConfigError, match="data.mean has 3 values but .*bands.npz.* has 5 channels"):
+        pretrain(load_config(overrides=["model.backbone=resnet8", "method.name=rr", "train.epochs=1", "train.batch_size=8",
+                                        f"data.path={tmp_path / 'bands.npz'}", "data.mean=[0.5,0.5,0.5]",
+                                        "data.std=[0.2,0.2,0.2]", "train.knn_monitor=0"]), tmp_path / "x",
+                 progress=False)

@@ -9,7 +9,7 @@ import torch
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8, N x 3 x H x W
+    images: torch.Tensor  # uint8, N x C x H x W (C = 3 for RGB, 1 for grey, any for multi-channel arrays)
     labels: Optional[torch.Tensor] = None  # int64, N; None for unlabelled data
     classes: list = field(default_factory=list)
     source: str = ""
@@ -17,8 +17,8 @@ class ImageSet:
 
     def __post_init__(self):
         # ValueError: a caller's mistake. Readers check the files first and name them in a DataError.
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"ImageSet needs uint8 N x 3 x H x W images, got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"ImageSet needs uint8 N x C x H x W images, got {self.images.dtype} {tuple(self.images.shape)}")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images in {self.source}")
 
@@ -54,13 +54,14 @@ class ImageSet:
 
     def mean_std(self) -> tuple:
         """Per-channel mean and std in [0, 1], measured in chunks to bound memory."""
-        total = torch.zeros(3, dtype=torch.float64)
-        squares = torch.zeros(3, dtype=torch.float64)
+        channels = self.images.shape[1]
+        total = torch.zeros(channels, dtype=torch.float64)
+        squares = torch.zeros(channels, dtype=torch.float64)
         for chunk in self.images.split(4096):
             x = chunk.double().div_(255)
             total += x.sum(dim=(0, 2, 3))
             squares += x.square().sum(dim=(0, 2, 3))
-        count = self.images.numel() / 3
+        count = self.images.numel() / channels
         mean = total / count
         std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
         return mean.tolist(), std.tolist()

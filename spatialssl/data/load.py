@@ -23,8 +23,8 @@ def load_data(cfg, split: str, path=None):
     if modality(cfg.model.backbone) == "signals":
         return load_signals(path, split, cfg.signal)
     if d.stream:
-        return stream_images(path, split, d.image_size, d.resize)
-    return load_images(path, split, d.labels, d.image_size, d.cache, d.resize)
+        return stream_images(path, split, d.image_size, d.resize, d.channels)
+    return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
 
 
 def load_training_data(cfg):

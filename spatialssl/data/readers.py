@@ -20,6 +20,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from ..augment import GRAY_WEIGHTS
 from ..errors import DataError
 from .arrays import check_labels, npz_array, open_npz
 from .decode import Resize, decode_files, is_image, list_images
@@ -319,15 +320,12 @@ def _split_folder(root: Path, split: str) -> Path:
     return folder
 
 
-def _to_tensor(images: np.ndarray, source: str, size: Optional[Resize]) -> torch.Tensor:
-    if images.shape[1] not in (1, 3) and images.shape[-1] not in (1, 3):
-        raise DataError(f"the images in {source} are {images.shape}: neither N x C x H x W nor N x H x W x C with "
-                        "C = 1 (grey) or 3 (RGB) channels")
-    if images.shape[1] not in (1, 3):
+def _to_tensor(images: np.ndarray, source: str, size: Optional[Resize], channels: Optional[int] = None) -> torch.Tensor:
+    """N x C x H x W uint8 from N x H x W x C or N x C x H x W (channels last when the last axis is the
+    smaller), fitted to ``size`` and given ``channels`` (``to_channels``)."""
+    if images.shape[-1] < images.shape[1]:
         images = images.transpose(0, 3, 1, 2)
-    tensor = torch.from_numpy(np.ascontiguousarray(images))
-    if tensor.shape[1] == 1:
-        tensor = tensor.expand(-1, 3, -1, -1).contiguous()
+    tensor = to_channels(torch.from_numpy(np.ascontiguousarray(images)), channels, source)
     if size is not None and tuple(tensor.shape[-2:]) != (size.size, size.size):
         width, height = size.scaled(tensor.shape[-1], tensor.shape[-2])
         resized = torch.nn.functional.interpolate(tensor.float(), size=(height, width), mode="bilinear",
@@ -337,17 +335,34 @@ def _to_tensor(images: np.ndarray, source: str, size: Optional[Resize]) -> torch
     return tensor
 
 
+def to_channels(images: torch.Tensor, channels: Optional[int], source: str) -> torch.Tensor:
+    """N x C x H x W images with ``channels`` channels: grey expanded to RGB, RGB made grey (ITU-R 601
+    weights), any other count only as it is. ``None``: RGB for grey or RGB data, else the data's own."""
+    have = images.shape[1]
+    want = channels or (3 if have in (1, 3) else have)
+    if have == want:
+        return images
+    if (have, want) == (1, 3):
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if (have, want) == (3, 1):
+        grey = torch.tensordot(torch.tensor(GRAY_WEIGHTS), images.double(), dims=([0], [1]))
+        return grey.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
+    raise DataError(f"the images in {source} have {have} channels and data.channels is {want}; set data.channels="
+                    f"{have} (or null), or convert the data")
+
+
 def load_images(path, split: str = "train", labels: str = "fine", image_size: Optional[int] = None,
-                cache: bool = True, resize: str = "short_side") -> ImageSet:
+                cache: bool = True, resize: str = "short_side", channels: Optional[int] = None) -> ImageSet:
     """Read one split (or several joined by '+', e.g. 'train+unlabeled') of the data at ``path``; with
-    ``image_size`` every image becomes that square (``resize``: decode.Resize's modes)."""
+    ``image_size`` every image becomes that square (``resize``: decode.Resize's modes), with ``channels``
+    that many channels (``to_channels``)."""
     path = Path(path).expanduser()
     image_size = None if image_size is None else Resize(image_size, resize)
     layout, root = detect_layout(path)
     parts = []
     for name in split.split("+"):
         images, targets, classes = _read_split(layout, root, name, labels, image_size, cache)
-        tensor = _to_tensor(images, str(root), image_size)
+        tensor = _to_tensor(images, str(root), image_size, channels)
         target_tensor = None if targets is None else torch.as_tensor(targets, dtype=torch.int64)
         parts.append(ImageSet(tensor, target_tensor, classes, f"{root} [{name}]", layout))
     if len(parts) == 1:

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from .decode import Resize, _decode, _read
-from .readers import list_image_files
+from .readers import list_image_files, to_channels
 
 PREFETCH = 2
 
@@ -29,8 +29,8 @@ class _Unreadable:
 
 
 class _Files(torch.utils.data.Dataset):
-    def __init__(self, files: list, labels: Optional[np.ndarray], size: Resize):
-        self.files, self.labels, self.size = files, labels, size
+    def __init__(self, files: list, labels: Optional[np.ndarray], size: Resize, channels: int = 3):
+        self.files, self.labels, self.size, self.channels = files, labels, size, channels
 
     def __len__(self) -> int:
         return len(self.files)
@@ -39,6 +39,7 @@ class _Files(torch.utils.data.Dataset):
         path = self.files[index]
         try:
             image = torch.from_numpy(_decode(path, _read(path), self.size).copy()).permute(2, 0, 1)
+            image = to_channels(image[None], self.channels, str(path))[0]
         except DataError as err:
             return _Unreadable(str(err))
         return image, -1 if self.labels is None else int(self.labels[index])
@@ -72,6 +73,7 @@ class ImageStream:
     classes: list = field(default_factory=list)
     source: str = ""
     layout: str = ""  # readers.detect_layout's name for the folder
+    channels: int = 3  # 1: decoded RGB made grey
     _loader: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)  # (settings, order, loader)
 
     def __len__(self) -> int:
@@ -102,7 +104,7 @@ class ImageStream:
         if self._loader is None or self._loader[0] != settings:
             epoch_order = _EpochOrder()
             loader = torch.utils.data.DataLoader(
-                _Files(self.files, self.labels_array, self.resize), batch_size=batch, sampler=epoch_order,
+                _Files(self.files, self.labels_array, self.resize, self.channels), batch_size=batch, sampler=epoch_order,
                 num_workers=workers, pin_memory=pin, drop_last=True, persistent_workers=workers > 0,
                 prefetch_factor=PREFETCH if workers else None, collate_fn=_collate)
             self._loader = (settings, epoch_order, loader)
@@ -116,16 +118,21 @@ class ImageStream:
     def mean_std(self, sample: int = 1000) -> tuple:
         """Per-channel statistics measured on a fixed random sample of the images."""
         chosen = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:sample].tolist()
-        images = np.stack([_decode(self.files[i], _read(self.files[i]), self.resize) for i in chosen])
-        x = torch.from_numpy(images).double().div_(255)
-        return x.mean((0, 1, 2)).tolist(), x.std((0, 1, 2)).tolist()
+        images = torch.from_numpy(np.stack([_decode(self.files[i], _read(self.files[i]), self.resize)
+                                             for i in chosen])).permute(0, 3, 1, 2)
+        x = to_channels(images, self.channels, self.source).double().div_(255)
+        return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).tolist()
 
     def memory_bound(self, batch: int, workers: int) -> int:
-        return (workers * PREFETCH + 2) * batch * 3 * self.size * self.size
+        return (workers * PREFETCH + 2) * batch * self.channels * self.size * self.size
 
 
-def stream_images(path, split: str, size: Optional[int], resize: str = "short_side") -> ImageStream:
+def stream_images(path, split: str, size: Optional[int], resize: str = "short_side",
+                  channels: Optional[int] = None) -> ImageStream:
     if size is None:
         raise ConfigError("data.stream needs data.image_size (every image is resized to it as it is decoded)")
+    if channels not in (None, 1, 3):
+        raise ConfigError(f"data.channels={channels}: image files hold grey or RGB; streams decode 1 or 3 channels")
     files, labels, classes, layout = list_image_files(path, split)
-    return ImageStream(files, labels, Resize(size, resize), classes, f"{Path(path)} ({split}, streamed)", layout)
+    return ImageStream(files, labels, Resize(size, resize), classes, f"{Path(path)} ({split}, streamed)", layout,
+                       channels or 3)

@@ -34,8 +34,18 @@ def options_named(**keys: str):
 
 
 def data_channels(data) -> int:
-    """Channels of an ImageSet/SignalSet (its tensor's dim 1) or of a stream (decoded to RGB)."""
-    return data.tensor.shape[1] if hasattr(data, "tensor") else 3
+    """Channels of an ImageSet/SignalSet (its tensor's dim 1) or of a stream (what it decodes to)."""
+    return data.tensor.shape[1] if hasattr(data, "tensor") else data.channels
+
+
+def check_statistics(cfg: Config, data) -> None:
+    """The normalisation a run will use (given, a recipe's, or measured) has a value per channel."""
+    channels = data_channels(data)
+    for name in ("mean", "std"):
+        values = getattr(cfg.data, name)
+        if values is not None and len(values) != channels:
+            raise ConfigError(f"data.{name} has {len(values)} values but {data.source} has {channels} channels; "
+                              f"give {channels} values, or null to measure them on the training images")
 
 
 def require_labels(data, purpose: str) -> None:

@@ -37,6 +37,7 @@ class DataConfig:
     labels: str = "fine"  # CIFAR-100: fine (100) or coarse (the 20 super-classes)
     image_size: Optional[int] = None  # resize at decode time (once); None keeps files' size
     resize: str = "short_side"  # to image_size: short side scaled, long one centre-cropped | squash (both scaled)
+    channels: Optional[int] = None  # 1 (grey), 3 (RGB) or an array's own count; None: RGB, or an array's own
     mean: Optional[list] = None  # None: measured on the training images
     std: Optional[list] = None
     cache: bool = True
@@ -343,6 +344,7 @@ def _check_data_and_signal(cfg: Config) -> None:
     _require(_positive_or_none(d.image_size), "data.image_size", "a size in pixels >= 1 (or null to keep the files')",
              d.image_size)
     _require(d.workers is None or d.workers >= 0, "data.workers", ">= 0 (or null for all cores)", d.workers)
+    _require(d.channels is None or d.channels >= 1, "data.channels", ">= 1 (or null)", d.channels)
     for name, value in (("mean", d.mean), ("std", d.std)):
         _require(value is None or all(_is_number(v) for v in value), f"data.{name}", "a list of finite numbers", value)
     _require(d.std is None or all(v > 0 for v in d.std), "data.std", "positive per channel (it divides)", d.std)
@@ -469,7 +471,8 @@ def validate(cfg: Config) -> None:
     for n in cfg.eval.patches:
         if n not in EVAL_PATCH_COUNTS:
             raise ConfigError(f"eval.patches may hold {', '.join(map(str, EVAL_PATCH_COUNTS))}, got {n}")
+    channels = cfg.data.channels or 3
     for name in ("mean", "std"):
         value = getattr(cfg.data, name)
-        if value is not None and len(value) != 3 and not signals:
-            raise ConfigError(f"data.{name} needs 3 values (R, G, B), got {value}")
+        if value is not None and cfg.data.channels is not None and len(value) != channels and not signals:
+            raise ConfigError(f"data.{name} needs {channels} values (one per channel: data.channels), got {value}")

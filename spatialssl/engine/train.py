@@ -23,7 +23,7 @@ from ..evaluate import extract_features, knn_accuracy, knn_neighbours
 from ..models import compile_backbone, use_generator
 from . import checkpoint
 from .build import build_method
-from .checks import check_against_data, check_processes, data_channels
+from .checks import check_against_data, check_processes, check_statistics, data_channels
 from .config import Config
 from .determinism import algorithms
 from .distributed import Distributed, from_environment, writes
@@ -124,6 +124,7 @@ def prepare_data(cfg: Config, resumed: bool, train_set, monitor: Optional[tuple]
     note = None
     if isinstance(train_set, (ImageSet, ImageStream)) and not resumed:
         cfg, note = choose_statistics(cfg, train_set)
+        check_statistics(cfg, train_set)
     measured = {"input_size": list(train_set.input_size), "in_chans": data_channels(train_set)}
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(
         cfg.model, **{k: v for k, v in measured.items() if getattr(cfg.model, k) is None}))
