@@ -215,3 +215,21 @@ def test_written_files_honour_the_umask(tmp_path, demo_small, umask, mode):
         os.umask(previous)
     written = [tmp_path / name for name in ("last.ckpt", "last.json", "backbone.safetensors")]
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in written} == {p.name: oct(mode) for p in written}
+
+
+def test_a_method_that_makes_its_own_labels_gets_them_for_the_epoch(tmp_path, demo_small, monkeypatch):
+    """The hook DeepCluster uses: labels made from the whole training set at each epoch's start."""
+    seen, made = [], []
+
+    def epoch_labels(self, images, generator):
+        made.append(len(images))
+        return torch.full((len(images),), len(made) % 2, dtype=torch.long)  # epoch 1: ones, epoch 2: zeros
+
+    step = SpatialReasoning.training_step
+    monkeypatch.setattr(SpatialReasoning, "epoch_labels", epoch_labels)
+    monkeypatch.setattr(SpatialReasoning, "training_step",
+                        lambda self, images, labels, generator: (seen.append(labels), step(self, images, labels, generator))[1])
+    pretrain(tiny_config("train.epochs=2"), tmp_path, train_set=demo_small, progress=False)
+    steps = len(demo_small) // 32
+    assert made == [len(demo_small)] * 2
+    assert all((labels == 1).all() for labels in seen[:steps]) and all((labels == 0).all() for labels in seen[steps:])

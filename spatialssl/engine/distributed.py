@@ -46,6 +46,12 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def broadcast(self, value: torch.Tensor) -> torch.Tensor:
+        """Rank 0's ``value`` in every process (a no-op alone): one decision that all must share."""
+        if self.world > 1:
+            dist.broadcast(value, src=0)
+        return value
+
 
 def writes() -> bool:
     """Whether this process writes the run's files: alone, or rank 0 under torchrun. Read from the

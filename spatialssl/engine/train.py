@@ -100,6 +100,7 @@ class Run:
             for epoch in range(self.start_epoch, self.cfg.train.epochs):
                 if stop_after_epoch is not None and epoch >= stop_after_epoch:
                     break
+                relabel(self, epoch)
                 end_epoch(self, epoch, *train_epoch(self, epoch))
         finally:
             if self.log is not None:
@@ -228,12 +229,23 @@ def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
     return batch.to(device, non_blocking=True)
 
 
+def relabel(run: Run, epoch: int) -> None:
+    """Seed the epoch's randomness (per epoch and process: a run resumed at an epoch boundary continues
+    exactly, under torchrun too) and let a method that makes its own labels make them, from the weights
+    as they are now; rank 0's labels are everyone's."""
+    run.sample.manual_seed(sample_seed(run.cfg.train.seed, epoch, run.ranks.rank))
+    inputs, labels = run.resident
+    if inputs is None:  # streamed: only methods that need no labels of their own stream
+        return
+    made = run.method.epoch_labels(inputs, run.sample)
+    if made is not None:
+        run.resident = (inputs, run.ranks.broadcast(made.to(labels.device if labels is not None else inputs.device)))
+
+
 def train_epoch(run: Run, epoch: int) -> tuple:
     """The steps of one epoch; returns (the sums of the logged metrics, seconds)."""
     cfg, steps = run.cfg, run.steps
     run.method.train()
-    # Seeded per epoch and process: a run resumed at an epoch boundary continues exactly, under torchrun too.
-    run.sample.manual_seed(sample_seed(cfg.train.seed, epoch, run.ranks.rank))
     precision = AUTOCAST.get(cfg.train.precision)  # None: fp32
     totals: dict = {}
     started = time.perf_counter()

@@ -24,6 +24,12 @@ class Method(nn.Module):
     def training_step(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
         raise NotImplementedError
 
+    def epoch_labels(self, images: torch.Tensor, generator: torch.Generator):
+        """Labels this method makes for the whole training set at the start of each epoch (e.g.
+        DeepCluster's clusters of the current features), which the epoch's steps then receive instead
+        of the data's; None (the default): the data's own labels."""
+        return None
+
     def no_weight_decay(self) -> set:
         """Names of the parameters the backbone keeps out of weight decay (its ``no_weight_decay()``)."""
         return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
