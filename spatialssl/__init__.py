@@ -4,6 +4,9 @@ The building blocks work on their own in any training loop::
 
     from spatialssl import ViewSampler, PatchSampler, RelationHead, SpatialRelationLoss, resnet32
     from spatialssl import BoxSampler, sample_pairs, relative_targets, CrossAttentionEncoder, RelativePositionLoss
+
+A trained backbone comes back with ``backbone, cfg = spatialssl.load_backbone(path)`` from a run's ``last.ckpt``
+or from what ``spatialssl export`` wrote (a folder, or a ``.safetensors`` with its ``.json``).
 """
 from .augment import color_jitter, crop_resize, normalize, random_grayscale, sample_crop_boxes
 from .data import ImageSet, SignalSet, demo_splits, load_images, load_signals

@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   spatialssl finetune --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out runs/part-ft train.epochs=100
   spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out figures/reconstruct.png
   spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors
+  spatialssl export --checkpoint runs/part/last.ckpt --out exports/part_vit_tiny --format hf
   spatialssl reproduce --data ~/data/cifar10 --budget cpu --write RESULTS.md
 """
 
@@ -116,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     exp = commands.add_parser("export", help="write a checkpoint's backbone as timm/torchvision-compatible safetensors")
     exp.add_argument("--checkpoint", required=True, help="a last.ckpt")
-    exp.add_argument("--out", required=True, help="output .safetensors file (a .json beside it says how to load it)")
+    exp.add_argument("--out", required=True, help="output .safetensors file (a .json beside it says how to load it), "
+                                                  "or a folder with --format")
+    exp.add_argument("--format", choices=("timm", "torchvision", "hf"),  # commands.export.FORMATS, which loads the engine
+                     help="a folder (model.safetensors, config.json) that timm.create_model('local-dir:OUT', "
+                          "pretrained=True) loads | that torchvision's ResNet loads | for the Hugging Face Hub, "
+                          "with a model card")
+    exp.add_argument("--push", metavar="REPO_ID", help="with --format hf: upload the folder to the Hub as REPO_ID "
+                                                       "(needs huggingface_hub and a login)")
 
     for name, text in (("reconstruct", "PART: rebuild images from predicted translations (paper Fig. 4)"),
                        ("symmetry", "PART: predicted vs true dx/dy matrices and their antisymmetry (Fig. 6)"),
@@ -199,8 +207,12 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "export":
         from .commands.export import export
 
-        described = export(args.checkpoint, args.out)
-        print(f"wrote {described['path']}; load it into {described['class']}(**{described['kwargs']})")
+        described = export(args.checkpoint, args.out, args.format, args.push)
+        if args.format is None:
+            print(f"wrote {described['path']}; load it into {described['class']}(**{described['kwargs']})")
+        else:
+            print(f"wrote {described['path']}{f' and pushed it to {args.push}' if args.push else ''}; load it with:\n"
+                  f"{described['snippet']}")
     elif args.command in ("reconstruct", "symmetry", "uncertainty"):
         from .commands.analysis import run_analysis
 

@@ -1,19 +1,38 @@
-"""``spatialssl export``: a checkpoint's backbone as a plain safetensors state dict that the
-matching timm ViT or our ResNet (torchvision's keys) loads with ``load_state_dict``; the export
-names that constructor and its keyword arguments."""
+"""``spatialssl export``: a checkpoint's backbone for use outside spatialssl.
+
+Without ``--format``: a plain safetensors state dict that the matching timm ViT or our ResNet (torchvision's
+keys) loads with ``load_state_dict``, and a sibling ``.json`` naming that constructor and its keyword arguments.
+With ``--format``, a folder of ``model.safetensors`` and ``config.json``: ``timm`` follows timm's conventions
+(``timm.create_model("local-dir:DIR", pretrained=True)``), ``torchvision`` is a state dict torchvision's ResNet
+loads, ``hf`` adds a model card for the Hugging Face Hub (``--push`` uploads it). Every description holds the
+run's config, so ``spatialssl.load_backbone`` reads an export as it reads a checkpoint.
+"""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
+from typing import Optional
 
 from ..engine import build, checkpoint
 from ..engine.runfolder import check_writable
+from ..errors import ConfigError, DataError, first_line
 from ..files import atomic_write, write_or_explain
 from ..models import VisionTransformer, VisionTransformer1D
+from .card import model_card
+
+FORMATS = ("timm", "torchvision", "hf")
+TORCHVISION_RESNETS = ("resnet18", "resnet34")  # ours with the ImageNet stem are torchvision's (and timm's)
 
 
 def timm_constructor(backbone) -> dict:
     """How to build the matching model outside spatialssl."""
+    origin = getattr(backbone, "origin", None)  # a timm/ or torchvision/ backbone
+    if origin is not None and origin.library == "timm":
+        return {"library": "timm", "class": "timm.create_model",
+                "kwargs": {"model_name": origin.architecture, **origin.kwargs}}
+    if origin is not None:  # without a classifier, load with strict=False (or set model.fc = nn.Identity())
+        return {"library": "torchvision", "class": f"torchvision.models.{origin.architecture}", "kwargs": origin.kwargs}
     if isinstance(backbone, VisionTransformer1D):  # timm has no 1-D ViT: its blocks use timm's keys
         timm = backbone.timm_kwargs()
         kwargs = {k: timm[k] for k in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "class_token",
@@ -29,22 +48,161 @@ def timm_constructor(backbone) -> dict:
     return {"library": "spatialssl", "class": "spatialssl.models.ResNet", "kwargs": backbone.constructor_kwargs()}
 
 
-def export(path, out) -> dict:
-    """Write the backbone of checkpoint ``path`` to ``out`` (.safetensors): the weights' moving
-    average when the run kept one (``train.ema``, said in ``weights``). The metadata and a
-    sibling ``.json`` say how to construct the model it fits. Returns that description."""
+def built_by(backbone, cfg) -> dict:
+    """{library: (architecture, keyword arguments)} for each of timm and torchvision that builds a model with
+    ``backbone``'s keys and features."""
+    origin = getattr(backbone, "origin", None)
+    if origin is not None:
+        return {origin.library: (origin.architecture, origin.kwargs)}
+    if isinstance(backbone, VisionTransformer1D):
+        return {}
+    if isinstance(backbone, VisionTransformer):  # the size's timm name; the arguments set everything else
+        return {"timm": (f"{cfg.model.backbone}_patch16_224", backbone.timm_kwargs())}
+    kwargs = backbone.constructor_kwargs()
+    if cfg.model.backbone not in TORCHVISION_RESNETS or kwargs["stem"] != "imagenet":
+        return {}
+    classes = kwargs["num_classes"]
+    return {"timm": (cfg.model.backbone, {"num_classes": classes}),
+            "torchvision": (cfg.model.backbone, {"num_classes": classes} if classes else {})}
+
+
+def describe(backbone, cfg, info: dict, path) -> dict:
+    """What an export says about itself: the constructor, where it came from, its inputs, and the run's config."""
+    return {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path), "epoch": info["epoch"],
+            "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info), "config": cfg.to_dict()}
+
+
+def export(path, out, format: Optional[str] = None, push: Optional[str] = None) -> dict:
+    """Write the backbone of checkpoint ``path`` to ``out``: the weights' moving average when the run kept
+    one (``train.ema``, said in ``weights``). Without ``format`` a .safetensors file with a sibling .json; with
+    one of FORMATS a folder. Returns the description, with ``path`` and a ``snippet`` that loads it."""
+    if format is not None and format not in FORMATS:
+        raise ConfigError(f"--format '{format}' is unknown; choose one of {', '.join(FORMATS)}")
+    if push and format != "hf":
+        raise ConfigError("--push uploads a Hugging Face folder; add --format hf")
     out = Path(out)
-    if out.suffix != ".safetensors":
+    if format is None:
         out = out.with_suffix(".safetensors")
-    check_writable(out.parent, "the export folder", "choose another --out or fix its permissions")
+    elif out.suffix == ".safetensors":
+        raise ConfigError(f"--format {format} writes a folder (model.safetensors, config.json); give --out a folder "
+                          "name")
+    check_writable(out if format else out.parent, "the export folder", "choose another --out or fix its permissions")
     tensors, info = checkpoint.read_checkpoint(path)
     backbone, cfg = build.backbone_from(tensors, info, path)
-    described = {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path),
-                 "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info)}
-    advice = f"free space in (or fix the permissions of) {out.parent} and export again"
-    write_or_explain(out, lambda: checkpoint.save_weights(out, backbone.state_dict(),
-                                                          {"spatialssl": json.dumps(described)}), advice)
-    sidecar = out.with_suffix(".json")
-    write_or_explain(sidecar, lambda: atomic_write(sidecar, lambda tmp: Path(tmp).write_text(
-        json.dumps(described, indent=2))), advice)
+    described = describe(backbone, cfg, info, path)
+    if format is None:
+        return export_file(backbone, described, out)
+    return export_folder(backbone, cfg, described, out, format, push)
+
+
+def _advice(folder: Path) -> str:
+    return f"free space in (or fix the permissions of) {folder} and export again"
+
+
+def _write_json(path: Path, content: dict) -> None:
+    write_or_explain(path, lambda: atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(content, indent=2))),
+                     _advice(path.parent))
+
+
+def _write_weights(path: Path, backbone, described: dict) -> None:
+    write_or_explain(path, lambda: checkpoint.save_weights(path, backbone.state_dict(),
+                                                           {"spatialssl": json.dumps(described)}), _advice(path.parent))
+
+
+def export_file(backbone, described: dict, out: Path) -> dict:
+    """The default export: ``out`` (.safetensors, the description in its metadata) and ``out.json``."""
+    _write_weights(out, backbone, described)
+    _write_json(out.with_suffix(".json"), described)
     return {**described, "path": str(out)}
+
+
+def _builder(library: str, builders: dict, described: dict, format: str) -> tuple:
+    if library not in builders:
+        raise ConfigError(f"--format {format} needs a backbone {library} builds (timm: spatialssl's image ViTs, "
+                          f"resnet18/34 with the ImageNet stem, timm/ backbones; torchvision: those ResNets and "
+                          f"torchvision/ backbones); {described['backbone']} has none: export without --format "
+                          f"({described['class']}(**kwargs) rebuilds it) or with --format hf")
+    return builders[library]
+
+
+def export_folder(backbone, cfg, described: dict, folder: Path, format: str, push: Optional[str]) -> dict:
+    """``folder``/model.safetensors and config.json in ``format``'s conventions (hf: timm's where timm builds
+    the backbone, else our description alone) and, for hf, README.md; pushed to ``push`` when given."""
+    builders = built_by(backbone, cfg)
+    if format == "hf":
+        described = without_local_paths(described)
+    if format == "torchvision":
+        config = {"spatialssl": described}
+        snippet = torchvision_snippet(folder, *_builder("torchvision", builders, described, format))
+    elif format == "timm":
+        config = timm_config(backbone, cfg, described, *_builder("timm", builders, described, format))
+        snippet = f"import timm\nbackbone = timm.create_model({f'local-dir:{folder}'!r}, pretrained=True)"
+    else:  # hf: timm's config where timm builds the backbone (timm.create_model("hf-hub:...")), else ours alone
+        config = (timm_config(backbone, cfg, described, *builders["timm"]) if "timm" in builders
+                  else {"spatialssl": described})
+        snippet = f"import spatialssl\nbackbone, cfg = spatialssl.load_backbone({str(folder)!r})"
+    _write_weights(folder / build.EXPORTED_WEIGHTS, backbone, described)
+    _write_json(folder / build.EXPORTED_DESCRIPTION, config)
+    if format == "hf":
+        card, text = folder / "README.md", model_card(described, push, timm="timm" in builders)
+        write_or_explain(card, lambda: atomic_write(card, lambda tmp: Path(tmp).write_text(text)), _advice(folder))
+        if push:
+            push_to_hub(folder, push)
+    return {**described, "path": str(folder), "snippet": snippet}
+
+
+def without_local_paths(described: dict) -> dict:
+    """``described`` for a public repository: the checkpoint's, the data's and model.init_from's paths cut to
+    their names (nothing that builds the backbone needs them)."""
+    config = copy.deepcopy(described["config"])
+    for section, key in (("data", "path"), ("model", "init_from")):
+        if config[section][key]:
+            config[section][key] = Path(config[section][key]).name
+    return {**described, "source": Path(described["source"]).name, "config": config}
+
+
+def timm_config(backbone, cfg, described: dict, architecture: str, kwargs: dict) -> dict:
+    """timm's config.json (as ``timm.models.push_to_hf_hub`` writes it): the architecture and the arguments
+    that rebuild this backbone, and a pretrained_cfg with its input size and our normalisation. ``spatialssl``
+    holds our description."""
+    classes = build.classes_of(backbone.state_dict())
+    pretrained_cfg = {"input_size": [cfg.model.in_chans, *cfg.model.input_size], "interpolation": "bilinear",
+                      "crop_pct": 1.0, "mean": cfg.data.mean, "std": cfg.data.std, "num_classes": classes,
+                      **timm_layers(backbone)}
+    return {"architecture": architecture, "num_classes": classes, "num_features": backbone.num_features,
+            "model_args": kwargs, "pretrained_cfg": pretrained_cfg, "spatialssl": described}
+
+
+def timm_layers(backbone) -> dict:
+    """The layers timm's pretrained_cfg names (a stem adapted to other channels, a classifier dropped for
+    other classes) and whether the input size is fixed: a timm model states its own."""
+    own = getattr(backbone, "pretrained_cfg", None)
+    if own is not None:
+        return {k: own.get(k) for k in ("first_conv", "classifier", "fixed_input_size")}
+    vit = isinstance(backbone, VisionTransformer)
+    return {"first_conv": "patch_embed.proj" if vit else "conv1", "classifier": "head" if vit else "fc",
+            "fixed_input_size": vit}
+
+
+def torchvision_snippet(folder: Path, architecture: str, kwargs: dict) -> str:
+    arguments = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    lines = ["import torch, torchvision", "from safetensors.torch import load_file",
+             f"backbone = torchvision.models.{architecture}({arguments})"]
+    if not kwargs.get("num_classes"):
+        lines.append("backbone.fc = torch.nn.Identity()  # a pretrained backbone has no classifier")
+    lines.append(f"backbone.load_state_dict(load_file({str(folder / build.EXPORTED_WEIGHTS)!r}))")
+    return "\n".join(lines)
+
+
+def push_to_hub(folder: Path, repo_id: str) -> None:
+    """Upload ``folder`` as the Hub model ``repo_id`` (created if needed); a failure as one line."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, commit_message="spatialssl export")
+    except Exception as err:
+        raise DataError(f"pushing {folder} to the Hugging Face Hub as {repo_id} failed ({first_line(err)}); the "
+                        f"folder is written: log in (huggingface-cli login, or HF_TOKEN) and check the network, "
+                        f"then `huggingface-cli upload {repo_id} {folder}`") from None

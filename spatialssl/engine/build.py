@@ -1,7 +1,8 @@
 """Models from configs and checkpoints: a config's backbone and method (fresh, or starting from pretrained
-weights), and a checkpoint's evaluated backbone."""
+weights), and the evaluated backbone of a checkpoint or an export."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -11,18 +12,21 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..methods import METHODS, Method
 from ..models import create_backbone
-from .checkpoint import backbone_state, check_finite, invalid_config, load_exactly, mismatch, read_checkpoint
+from .checkpoint import (backbone_state, check_finite, invalid_config, load_exactly, migrate_config, mismatch,
+                         read_checkpoint)
 from .config import load_config
 
 ADDED_AT_FINETUNING = ("cls_token", "pos_embed")
 CLASSIFIERS = ("head.", "fc.")
+EXPORTED_WEIGHTS, EXPORTED_DESCRIPTION = "model.safetensors", "config.json"  # an export folder's files
 
 
-def backbone_from_config(model, num_classes: int = 0) -> nn.Module:
-    """``create_backbone`` with the options of a ``ModelConfig``."""
+def backbone_from_config(model, num_classes: int = 0, pretrained: bool = False) -> nn.Module:
+    """``create_backbone`` with the options of a ``ModelConfig``; ``pretrained`` fetches a timm/torchvision
+    backbone's published weights (only a fresh run asks: a checkpoint's own weights replace them)."""
     return create_backbone(model.backbone, model.cifar_stem, num_classes, model.input_size, model.patch_size,
                            model.pos_embed, model.class_token, model.global_pool, model.drop_path, model.depth,
-                           model.in_chans, model.num_tokens)
+                           model.in_chans, model.num_tokens, pretrained)
 
 
 def build_method(cfg, mean, std, num_classes: int = 0) -> Method:
@@ -31,30 +35,64 @@ def build_method(cfg, mean, std, num_classes: int = 0) -> Method:
     cls = METHODS[cfg.method.name]
     if cls.needs_labels and num_classes < 2:
         raise ValueError(f"method {cfg.method.name} classifies: num_classes must be >= 2, got {num_classes}")
-    backbone = backbone_from_config(cfg.model, num_classes if cls.classifies else 0)
+    backbone = backbone_from_config(cfg.model, num_classes if cls.classifies else 0,
+                                    pretrained=cfg.model.pretrained and not cfg.model.init_from)
     if cfg.model.init_from:
         load_pretrained(backbone, cfg.model.init_from)
     return cls.from_config(cfg, backbone, mean, std, num_classes)
 
 
 def load_backbone(path) -> tuple:
-    """(backbone with the checkpoint's evaluated weights, its Config) from a ``last.ckpt``; a
-    finetuned backbone comes with its classification head. Non-finite weights are refused."""
-    return backbone_from(*read_checkpoint(path), path)
+    """(backbone with the evaluated weights, its run's Config) from a ``last.ckpt``, an export folder
+    (``export --format``) or an exported ``.safetensors`` with its ``.json`` beside it; a finetuned backbone
+    comes with its classification head. Non-finite weights are refused."""
+    path = Path(path)
+    if path.is_dir() or path.suffix == ".safetensors":
+        return backbone_from_export(path)
+    tensors, info = read_checkpoint(path)
+    return backbone_from(tensors, info, path)
 
 
 def backbone_from(tensors: dict, info: dict, path) -> tuple:
     """``load_backbone`` of a checkpoint already read from ``path``."""
-    cfg = load_config(base=info["config"])
-    state = backbone_state(tensors)
-    check_finite(state, path)
-    head = next((state[k] for k in ("head.weight", "fc.weight") if k in state), None)
+    return backbone_with(backbone_state(tensors), info["config"], path)
+
+
+def backbone_from_export(path: Path) -> tuple:
+    """``load_backbone`` of an export: the weights and the run's config its description carries (under
+    "spatialssl" in a folder's config.json, which may follow timm's conventions around it)."""
+    weights, description = ((path / EXPORTED_WEIGHTS, path / EXPORTED_DESCRIPTION) if path.is_dir()
+                            else (path, path.with_suffix(".json")))
     try:
-        backbone = backbone_from_config(cfg.model, 0 if head is None or not head.dim() else head.shape[0])
+        described = json.loads(description.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(f"cannot read {description} ({getattr(err, 'strerror', None) or err}); load_backbone takes "
+                        "a last.ckpt, an export folder, or an exported .safetensors with its .json beside it") from None
+    ours = described.get("spatialssl", described) if isinstance(described, dict) else None
+    config = ours.get("config") if isinstance(ours, dict) else None
+    if not isinstance(config, dict):
+        raise DataError(f"{description} does not hold the run's config (exported by an older spatialssl?); build "
+                        "the model with the class and kwargs it names, or load_backbone the run's last.ckpt")
+    return backbone_with(pretrained_state(weights), migrate_config(config), path)
+
+
+def backbone_with(state: dict, config: dict, path) -> tuple:
+    """(the backbone ``config`` describes holding ``state``, the Config) or one line naming ``path``."""
+    check_finite(state, path)
+    try:
+        cfg = load_config(base=config)
+        backbone = backbone_from_config(cfg.model, classes_of(state))
     except (ConfigError, ValueError) as err:  # no option of the user's can mend a checkpoint's own config
         raise invalid_config(path, err) from None
     load_exactly(backbone, state, path)
     return backbone, cfg
+
+
+def classes_of(state: dict) -> int:
+    """The classes of the classification head in a backbone's ``state``: its last 2-D classifier weight
+    (``head.weight``, ``fc.weight``, timm's ``head.fc.weight``); 0 without one."""
+    heads = [v for k, v in state.items() if k.startswith(CLASSIFIERS) and k.endswith("weight") and v.dim() == 2]
+    return heads[-1].shape[0] if heads else 0
 
 
 def pretrained_state(path) -> dict:

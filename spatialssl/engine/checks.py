@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from ..errors import ConfigError, DataError
 from ..methods import METHODS
 from ..methods.part import part_tokens
-from ..models import VisionTransformer, VisionTransformer1D, input_channels, is_vit, modality
+from ..models import VisionTransformer1D, input_channels, is_vit, modality
 from ..samplers.boxes import check_box_geometry
 from ..samplers.patches import check_patch_geometry
 from ..samplers.windows import check_window_geometry
@@ -117,8 +117,8 @@ def check_input_size(backbone, path, data, sizes) -> None:
     if channels != theirs:
         raise DataError(f"{path} holds a backbone that takes {channels}-channel inputs; {data.source} has {theirs} "
                         "channels (for signals, signal.channels picks which, in order)")
-    if not isinstance(backbone, VisionTransformer) or isinstance(backbone, VisionTransformer1D):
-        return  # the 1-D ViT's signal lengths are checked when signals are read; its embedding resamples
+    if not hasattr(backbone, "patch_tokens") or isinstance(backbone, VisionTransformer1D):
+        return  # not an image ViT (ours or timm's); the 1-D ViT's lengths are checked when signals are read
     patch = backbone.patch_size
     for height, width in sizes:
         if height % patch or width % patch:

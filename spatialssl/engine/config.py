@@ -19,7 +19,8 @@ from ..data.readers import CIFAR100_LABELS
 from ..data.signals import SignalOptions
 from ..errors import ConfigError
 from ..methods import METHODS
-from ..models import BACKBONES, ENCODERS, is_vit, modality
+from ..models import ENCODERS, check_backbone, is_vit, modality
+from ..models.external import is_external
 from ..models.vit import POOLS
 from ..models.vit import SIZES as VIT_SIZES
 from ..samplers.boxes import MODES as SAMPLING
@@ -47,7 +48,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet32"  # resnet8/20/32/56/18/34, vit_tiny/small/base, vit1d_tiny/small (signals)
+    backbone: str = "resnet32"  # resnet8/20/32/56/18/34, vit_tiny/small/base, vit1d_tiny/small (signals),
+    # timm/<name> or torchvision/<name> (e.g. timm/vit_small_patch16_224, torchvision/resnet50) when installed
+    pretrained: bool = False  # timm/ and torchvision/ backbones: start from the library's pretrained weights (downloads)
     cifar_stem: bool = False  # ResNet-18/34 only: 3x3 stride-1 stem, no max-pool
     patch_size: int = 4  # ViT token size P (4 at 32 px, 16 at 224 px; samples per window for 1-D)
     pos_embed: bool = False  # ViT: learnable position embedding (off for PART pretraining)
@@ -424,7 +427,10 @@ def validate(cfg: Config) -> None:
         if width % p.encoder_heads:
             raise ConfigError(f"part.encoder_heads {p.encoder_heads} must divide the {width}-wide embeddings of "
                               f"{cfg.model.backbone}; choose a divisor of {width} (the published encoder uses 1)")
-    _choice(cfg.model.backbone, BACKBONES, "model.backbone")
+    check_backbone(cfg.model.backbone)
+    if cfg.model.pretrained and not is_external(cfg.model.backbone):
+        raise ConfigError(f"model.pretrained applies to timm/<name> and torchvision/<name> backbones; "
+                          f"{cfg.model.backbone} starts from random weights (finetune a checkpoint with model.init_from)")
     _choice(cfg.model.global_pool, POOLS, "model.global_pool")
     if cfg.model.global_pool == "token" and not cfg.model.class_token:
         raise ConfigError("model.global_pool=token needs model.class_token=true")
@@ -435,7 +441,8 @@ def validate(cfg: Config) -> None:
     signals = modality(cfg.model.backbone) == "signals"
     if m.name == "part" and not is_vit(cfg.model.backbone):
         raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
-                          f"vit1d_tiny or vit1d_small), got '{cfg.model.backbone}'")
+                          f"vit1d_tiny, vit1d_small or one of timm's ViTs, e.g. timm/vit_tiny_patch16_224), "
+                          f"got '{cfg.model.backbone}'")
     if m.name == "part" and cfg.model.pos_embed and not (signals and p.pos_embed_mask > 0):
         raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false "
                           "(1-D only: a position embedding over time-sorted windows with part.pos_embed_mask > 0)")

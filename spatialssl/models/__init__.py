@@ -7,6 +7,8 @@ from typing import Callable, Optional, Sequence
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+from . import external
 from .heads import RelationHead
 from .relative import (
     ENCODERS,
@@ -54,30 +56,46 @@ BACKBONES: dict = {**{name: partial(_resnet, factory) for name, factory in RESNE
                    **{f"vit1d_{size}": partial(_vit1d, size) for size in SIZES}}
 
 
+def check_backbone(name: str) -> None:
+    """ConfigError unless ``name`` is one of ``BACKBONES`` or ``timm/<name>`` / ``torchvision/<name>`` that the
+    installed library builds (importing it)."""
+    if external.is_external(name):
+        external.check_name(name)
+    elif name not in BACKBONES:
+        raise ConfigError(f"model.backbone '{name}' is unknown; choose one of {', '.join(BACKBONES)}, "
+                          "or timm/<name> or torchvision/<name>")
+
+
 def modality(name: str) -> str:
     """What a backbone reads: "signals" (B x C x T epochs) for the 1-D ViTs, "images" for the rest."""
     return "signals" if name.startswith("vit1d_") else "images"
 
 
 def is_vit(name: str) -> bool:
-    """Whether a backbone is a ViT (image or 1-D): tokens, patch_tokens, position embedding options."""
-    return name.startswith(("vit_", "vit1d_"))
+    """Whether a backbone is a ViT (image or 1-D): tokens, patch_tokens, position embedding options. A
+    ``timm/`` name is one when timm's vision_transformer or deit module defines it (``is_timm_vit``)."""
+    return name.startswith(("vit_", "vit1d_")) or (name.startswith("timm/") and external.is_timm_vit(name))
 
 
 def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
                     input_size: Optional[Sequence[int]] = None, patch_size: int = 4, pos_embed: bool = False,
                     class_token: bool = False, global_pool: str = "avg", drop_path: float = 0.0,
                     depth: Optional[int] = None, in_chans: Optional[int] = None,
-                    num_tokens: Optional[int] = None) -> nn.Module:
+                    num_tokens: Optional[int] = None, pretrained: bool = False) -> nn.Module:
     """A fresh backbone by name; the ViT options apply to ``vit_*`` / ``vit1d_*`` names only.
-    For 1-D backbones ``input_size`` is [T] and ``in_chans`` the number of signal channels."""
-    if name not in BACKBONES:
-        raise ValueError(f"backbone '{name}' is unknown; choose one of {', '.join(BACKBONES)}")
+    For 1-D backbones ``input_size`` is [T] and ``in_chans`` the number of signal channels.
+    ``timm/<name>`` and ``torchvision/<name>`` build that library's model (``pretrained``: with its weights)."""
     options = dict(cifar_stem=cifar_stem, num_classes=num_classes, input_size=input_size, patch_size=patch_size,
                    pos_embed=pos_embed, class_token=class_token, global_pool=global_pool, drop_path=drop_path,
                    depth=depth, num_tokens=num_tokens)
     if in_chans is not None:
         options["in_chans"] = in_chans
+    if external.is_external(name):
+        return external.external_backbone(name, pretrained=pretrained, **options)
+    if name not in BACKBONES:
+        raise ValueError(f"backbone '{name}' is unknown; choose one of {', '.join(BACKBONES)}")
+    if pretrained:
+        raise ValueError(f"backbone '{name}' has no pretrained weights; timm/<name> and torchvision/<name> have")
     return BACKBONES[name](**options)
 
 
@@ -113,4 +131,4 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
 __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
-           "BACKBONES", "modality", "is_vit", "input_channels", "use_generator", "compile_backbone", *RESNETS]
+           "BACKBONES", "check_backbone", "modality", "is_vit", "input_channels", "use_generator", "compile_backbone", *RESNETS]
