@@ -9,6 +9,10 @@ class ConfigError(SpatialSSLError):
     """An invalid option, recipe or override."""
 
 
+class MissingPackage(ConfigError):
+    """An optional package a setting needs is not installed (or cannot be imported here)."""
+
+
 class DataError(SpatialSSLError):
     """A missing, corrupt or unrecognised data set."""
 
@@ -25,7 +29,7 @@ def optional_import(module: str, extra: str, purpose: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(f"{purpose} needs the '{module.split('.')[0]}' package: pip install "
+        raise MissingPackage(f"{purpose} needs the '{module.split('.')[0]}' package: pip install "
                           f"'spatialssl[{extra}]'") from None
 
 

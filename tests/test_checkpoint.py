@@ -109,3 +109,18 @@ def test_a_vit_evaluated_at_a_size_its_weights_cannot_take_is_one_line(tmp_path,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(vit) in err
     assert re.search(message, err), err
+
+
+def test_a_checkpoint_whose_backbone_needs_a_missing_package_says_so_not_damaged(tmp_path, monkeypatch):
+    import sys
+
+    from spatialssl.engine.checkpoint import FORMAT, read_checkpoint
+    from spatialssl.errors import MissingPackage
+
+    path = tmp_path / "last.ckpt"
+    info = {"format": FORMAT, "epoch": 1, "config": {"model": {"backbone": "timm/resnet18"}}}
+    save_file({"method.backbone.conv1.weight": torch.zeros(1)}, path, metadata={"spatialssl": json.dumps(info)})
+    monkeypatch.setitem(sys.modules, "timm", None)  # as on a machine without timm
+    with pytest.raises(MissingPackage) as missing:
+        read_checkpoint(path)
+    assert "pip install timm" in str(missing.value) and "damaged" not in str(missing.value)

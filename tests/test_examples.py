@@ -50,3 +50,23 @@ def test_part1d_in_your_loop(tmp_path):
     losses = run("part1d_in_your_loop.py", "--data", str(data), "--steps", "21", "--batch", "16", "--windows", "12",
                  "--pairs", "64", "--depth", "1", cwd=tmp_path)
     assert len(losses) == 2 and losses[-1] < losses[0]
+
+
+def test_timm_from_an_export(tmp_path, capsys, monkeypatch, timm):
+    """Run in this process: timm needs the CPU-torch import workaround of conftest's fixture."""
+    import runpy
+    import sys
+
+    from spatialssl.cli import main
+    from spatialssl.engine.config import load_config
+    from spatialssl.engine.train import pretrain
+
+    cfg = load_config(overrides=["method.name=part", "model.backbone=vit_tiny", "model.depth=1", "part.num_pairs=64",
+                                 "train.epochs=1", "train.batch_size=8", "train.knn_monitor=0"])
+    last = pretrain(cfg, tmp_path / "run", train_set=make_demo_images(16, seed=3), progress=False)
+    assert main(["export", "--checkpoint", str(last), "--out", str(tmp_path / "exported"), "--format", "timm"]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(sys, "argv", ["timm_from_an_export.py", str(tmp_path / "exported"), "--classes", "7"])
+    runpy.run_path(str(EXAMPLES / "timm_from_an_export.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "features (2, 192) for 32x32 images" in out and "out_features=7" in out

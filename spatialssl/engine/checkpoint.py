@@ -20,7 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..ema import WeightEMA
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, MissingPackage
 from ..files import atomic_write, write_or_explain
 
 FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
@@ -168,6 +168,8 @@ def _check_config(path: Path, config: dict) -> None:
 
     try:
         load_config(base=config)
+    except MissingPackage:  # the checkpoint is fine; this machine lacks what its backbone needs
+        raise
     except ConfigError as err:
         raise invalid_config(path, err) from None
 

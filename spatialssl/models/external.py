@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError, first_line
+from ..errors import ConfigError, MissingPackage, first_line
 
 SOURCES = ("timm", "torchvision")
 # timm's VisionTransformer and its subclasses (DeiT's distilled one): a patch_embed.proj convolution, then
@@ -36,7 +36,7 @@ def library(name: str):
     try:
         return importlib.import_module(source)
     except Exception as err:  # ImportError, or a torchvision built for another torch (RuntimeError)
-        raise ConfigError(f"model.backbone={name} needs {source}, which cannot be imported here ({first_line(err)}); "
+        raise MissingPackage(f"model.backbone={name} needs {source}, which cannot be imported here ({first_line(err)}); "
                           f"pip install {source} (or spatialssl[{source}])") from None
 
 
