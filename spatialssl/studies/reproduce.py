@@ -92,10 +92,11 @@ class Run:
     """One variant of a study: a recipe and what it changes."""
     key: str  # its folder (never a study's name, so --only is unambiguous)
     label: str  # its row in RESULTS.md
-    study: str  # "sr" (ResNet, linear evaluation) or "part" (ViT, position error, probe, finetuning)
+    study: str  # "sr", "part" or "baselines" (the papers' comparison methods, and the combinations)
     recipe: str
     overrides: tuple = ()
     affine: bool = False  # also evaluate with affine-augmented probe training (SR Fig. 4)
+    vit: bool = False  # the budget's ViT settings and evaluation (probe, finetuning; position error for PART)
 
 
 def plan(budget: Budget) -> list:
@@ -114,9 +115,10 @@ def plan(budget: Budget) -> list:
 
     def part(key, label, sampling="offgrid", encoder="cross_attention", pairs=budget.default_pairs):
         return Run(key, label, "part", "part_cifar10",
-                   (f"part.sampling={sampling}", f"part.encoder={encoder}", f"part.num_pairs={pairs}"))
+                   (f"part.sampling={sampling}", f"part.encoder={encoder}", f"part.num_pairs={pairs}"), vit=True)
 
-    parts = [Run("part-random", "random init (no pretraining)", "part", "part_cifar10", ("method.name=random",)),
+    parts = [Run("part-random", "random init (no pretraining)", "part", "part_cifar10", ("method.name=random",),
+                 vit=True),
              part("part-offgrid", "PART (off-grid), cross-attention"),
              part("part-grid", "PART-grid, cross-attention", sampling="grid"),
              part("part-scale", "PART + scale, cross-attention", sampling="scale"),
@@ -124,11 +126,25 @@ def plan(budget: Budget) -> list:
              part("part-mlp", "PART, full MLP", encoder="mlp")]
     parts += [part(f"part-pairs{m}", f"PART, cross-attention, {m} pairs", pairs=m)
               for m in budget.pairs if m != budget.default_pairs]
-    return sr + parts
+    return sr + parts + baselines(budget)
+
+
+def baselines(budget: Budget) -> list:
+    """The papers' comparison methods and spatial reasoning inside contrastive learning, on the SR
+    study's ResNet or the PART study's ViT settings (evaluation patches of 16 px, as RR's)."""
+    evaluation = ("method.patch_size=16",)
+    return [Run("simclr", "SimCLR", "baselines", "simclr_cifar10", evaluation),
+            Run("rotation", "RotationNet", "baselines", "rotation_cifar10", evaluation),
+            Run("deepcluster", "DeepCluster", "baselines", "deepcluster_cifar10", evaluation),
+            Run("sr-simclr", "SR + SimCLR", "baselines", "sr_simclr_cifar10", evaluation),
+            Run("mae", "MAE (position embedding)", "baselines", "mae_cifar10", vit=True),
+            Run("mp3", "MP3 (no position embedding)", "baselines", "mp3_cifar10", vit=True),
+            Run("part-contrastive", "PART + contrastive", "baselines", "part_contrastive_cifar10",
+                (f"part.num_pairs={budget.default_pairs}",), vit=True)]
 
 
 def run_config(run: Run, budget: Budget, seed: int, data, overrides: Sequence[str] = ()):
-    shared = budget.resnet if run.study == "sr" else budget.vit
+    shared = budget.vit if run.vit else budget.resnet
     return load_config(BUNDLED_RECIPES / f"{run.recipe}.yaml",
                        [*shared, *run.overrides, f"train.seed={seed}", "train.knn_monitor=0", f"data.path={data}",
                         *overrides])
@@ -186,7 +202,7 @@ def evaluate_vit(last: Path, folder: Path, budget: Budget, train, test, progress
 
 def run_settings(run: Run, budget: Budget, overrides: Sequence[str] = ()) -> dict:
     """What a stored result must have been made with to be reused."""
-    shared = budget.resnet if run.study == "sr" else [*budget.vit, "finetune:", *budget.finetune]
+    shared = [*budget.vit, "finetune:", *budget.finetune] if run.vit else budget.resnet
     return {"protocol": PROTOCOL, "budget": budget.name, "recipe": run.recipe, "overrides": [*run.overrides, *overrides],
             "shared": list(shared), "train_images": budget.train_images, "test_images": budget.test_images,
             "probe_epochs": budget.probe_epochs}
@@ -230,10 +246,10 @@ def run_one(run: Run, seed: int, budget: Budget, data, out: Path, train, test, o
     last = pretrain(cfg, pretrain_dir, resume=(pretrain_dir / "last.ckpt").exists(), train_set=train,
                     progress=progress)
     pretrain_s = time.perf_counter() - started
-    if run.study == "sr":
-        scores = evaluate_resnet(run, last, budget, train, test)
-    else:
+    if run.vit:
         scores = evaluate_vit(last, folder, budget, train, test, progress)
+    else:
+        scores = evaluate_resnet(run, last, budget, train, test)
     result = {"run": run.key, "seed": seed, "settings": settings, "commit": commit(), "pretrain_s": pretrain_s,
               "total_s": time.perf_counter() - started, **scores}
     atomic_write(folder / "result.json", lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
@@ -290,6 +306,7 @@ def report(results: dict, budget: Budget, write: Path, command: str, wall_s: flo
     from .bench import machine
 
     labels = {r.key: r.label for r in plan(budget)}
+    studies = {r.key: r.study for r in plan(budget)}
     seeds = sorted({r["seed"] for runs in results.values() for r in runs})
     figures = plot(results, labels, write.parent / "results" / budget.name)
     run_s = sum(r["total_s"] for runs in results.values() for r in runs)
@@ -300,7 +317,7 @@ def report(results: dict, budget: Budget, write: Path, command: str, wall_s: flo
               f"Seeds run: {', '.join(map(str, seeds))}; ± is the standard deviation over seeds.  ",
               f"Time: {run_s / 60:.0f} min in runs (this invocation {wall_s / 60:.0f} min; stored runs are reused).  ",
               f"Command: `{command}`"]
-    return write_markdown(write, budget.name, header, results, labels, figures)
+    return write_markdown(write, budget.name, header, results, labels, figures, studies)
 
 
 def run_reproduce(args) -> str:
@@ -325,7 +342,8 @@ def run_reproduce(args) -> str:
         results = run_suite(budget, args.data, Path(args.out), args.only, args.seeds, args.overrides,
                             progress=not args.no_progress)
     command = "spatialssl " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    if args.write:
-        report(results, budget, Path(args.write), command, time.perf_counter() - started)
+    if args.write:  # every finished run of the budget, so a run of one study keeps the others' tables
+        everything = finished_results(budget, args.out, None, args.seeds, args.overrides)
+        report(everything, budget, Path(args.write), command, time.perf_counter() - started)
         return f"wrote the {budget.name} section of {args.write} and its plots"
     return "done; pass --write RESULTS.md to write the tables and plots"

@@ -15,6 +15,12 @@ from ..metrics import cell, mean_std, verdict
 PAPER_CIFAR10 = {"random": 27.47, "supervised": 90.87, "rr": 75.99}
 # SR Table 1, CIFAR-100 (the closest published column): the ordering the paper reports.
 PAPER_SR_CIFAR100 = {"random": 7.65, "supervised": 65.32, "rr": 46.17, "sr-n2-p16": 50.18, "sr-additive": 48.04}
+# The baselines' published numbers: CIFAR-10 linear evaluation, ResNet-32 (RR paper, as its notes list them);
+# CIFAR-100 linear evaluation (SR Table 1); CIFAR-100 finetuned ViT-S (PART Table 7, 2000 pretraining epochs,
+# MP3 without a position embedding as ours; MoCo v3 as the contrastive reference).
+PAPER_BASELINES_CIFAR10 = {"simclr": 77.02, "rotation": 62.00}
+PAPER_BASELINES_CIFAR100 = {"simclr": 42.13, "rotation": 29.02, "deepcluster": 20.44}
+PAPER_VIT_CIFAR100 = {"mae": 84.5, "mp3": 82.6, "part-offgrid": 83.0}
 # PART Tables 4-5: CIFAR-100, ViT-S, 1000 pretraining epochs; finetuned accuracy and Euclidean error.
 PAPER_PART_CIFAR100 = {"part-offgrid": (83.0, 0.81), "part-grid": (82.1, None), "part-pairwise": (82.52, 1.59),
                        "part-mlp": (82.38, 1.68)}
@@ -73,6 +79,18 @@ FINDINGS = [
     Finding("cross-attention > full MLP (finetuned)", "PART Table 5", ("part-offgrid", FINETUNED), ("part-mlp", FINETUNED)),
     Finding("cross-attention error < pairwise MLP error", "PART Table 5", ("part-offgrid", ERROR), ("part-pairwise", ERROR)),
     Finding("cross-attention error < full MLP error", "PART Table 5", ("part-offgrid", ERROR), ("part-mlp", ERROR)),
+    Finding("SR plain (+9 patches) > SimCLR", "SR Table 1 (CIFAR-100)", ("sr-n2-p16", NINE), ("simclr", IMAGE)),
+    Finding("RR > RotationNet", "RR paper (CIFAR-10); SR Table 1", ("rr", IMAGE), ("rotation", IMAGE)),
+    Finding("RotationNet > DeepCluster", "SR Table 1 (CIFAR-100)", ("rotation", IMAGE), ("deepcluster", IMAGE)),
+    Finding("SimCLR > RotationNet", "RR paper (CIFAR-10); SR Table 1", ("simclr", IMAGE), ("rotation", IMAGE)),
+    Finding("SR + SimCLR > SimCLR", "SR's future work (a hypothesis, not a result)", ("sr-simclr", IMAGE),
+            ("simclr", IMAGE)),
+    Finding("PART (no position embedding) > MP3 without one (finetuned)", "PART Table 7", ("part-offgrid", FINETUNED),
+            ("mp3", FINETUNED)),
+    Finding("MAE > PART (finetuned; MAE has a position embedding)", "PART Table 7", ("mae", FINETUNED),
+            ("part-offgrid", FINETUNED)),
+    Finding("PART + contrastive > PART (finetuned)", "PART's future work (a hypothesis, not a result)",
+            ("part-contrastive", FINETUNED), ("part-offgrid", FINETUNED)),
 ]
 
 
@@ -105,8 +123,8 @@ def findings_table(results: dict) -> list:
     return lines
 
 
-def sr_tables(results: dict, labels: dict) -> list:
-    keys = [k for k in labels if k in results and not k.startswith("part")]
+def sr_tables(results: dict, labels: dict, studies: dict) -> list:
+    keys = [k for k in labels if k in results and studies.get(k) == "sr"]
     lines = ["| run | linear, image | + 1 patch | + 3 | + 5 | + 9 | probe train acc., image / + 9 | "
              "+ 9, affine-augmented probe | kNN | paper CIFAR-10 (ResNet-32) | paper CIFAR-100 (SR Table 1) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -120,11 +138,28 @@ def sr_tables(results: dict, labels: dict) -> list:
     return lines
 
 
-def part_table(results: dict, labels: dict) -> list:
+def baselines_tables(results: dict, labels: dict, studies: dict) -> list:
+    """The comparison methods beside ours, at the same budget: ResNets by linear evaluation, ViTs by
+    probe and finetuning, with the papers' numbers for them (other data, epochs and backbones)."""
+    keys = [k for k in labels if k in results and studies.get(k) == "baselines"]
+    resnets, vits = [k for k in keys if "finetune" not in results[k][0]], [k for k in keys if "finetune" in results[k][0]]
+    lines = ["| run (ResNet) | linear, image | + 9 patches | kNN | paper CIFAR-10 (ResNet-32) | paper CIFAR-100 "
+             "(SR Table 1) |", "|---|---|---|---|---|---|"]
+    lines += [f"| {labels[k]} | {cell(IMAGE.values(results[k]))} | {cell(NINE.values(results[k]))} | "
+              f"{cell(Measure('knn').values(results[k]))} | {PAPER_BASELINES_CIFAR10.get(k, '-')} | "
+              f"{PAPER_BASELINES_CIFAR100.get(k, '-')} |" for k in resnets]
+    lines += ["", "| run (ViT) | linear probe | finetuned | paper finetuned (CIFAR-100, ViT-S, PART Table 7) |",
+              "|---|---|---|---|"]
+    lines += [f"| {labels[k]} | {cell(IMAGE.values(results[k]))} | {cell(FINETUNED.values(results[k]))} | "
+              f"{PAPER_VIT_CIFAR100.get(k, '-')} |" for k in vits]
+    return lines
+
+
+def part_table(results: dict, labels: dict, studies: dict) -> list:
     lines = ["| run | position error, off-grid boxes | mean predictor | error, own sampling (mean predictor) | "
              "linear probe | probe train acc. | finetuned | paper finetuned / error (CIFAR-100, ViT-S, 1000 ep) |",
              "|---|---|---|---|---|---|---|---|"]
-    for k in [k for k in labels if k in results and k.startswith("part")]:
+    for k in [k for k in labels if k in results and studies.get(k) == "part"]:
         runs = results[k]
         own = f"{cell(Measure('position_error_own', lower_is_better=True).values(runs), 3)} " \
               f"({cell(Measure('position_error_own_mean_predictor', lower_is_better=True).values(runs), 3)})"
@@ -148,7 +183,8 @@ def runs_table(results: dict, labels: dict) -> list:
     return lines
 
 
-def write_markdown(path: Path, budget_name: str, header: list, results: dict, labels: dict, figures: list) -> str:
+def write_markdown(path: Path, budget_name: str, header: list, results: dict, labels: dict, figures: list,
+                   studies: dict) -> str:
     """The budget's section of RESULTS.md (between markers, so other budgets' sections stay)."""
     from .bench import write_section
     begin, end = f"<!-- reproduce-{budget_name}:begin -->", f"<!-- reproduce-{budget_name}:end -->"
@@ -160,8 +196,10 @@ def write_markdown(path: Path, budget_name: str, header: list, results: dict, la
              "so no verdict. Findings about runs outside this budget's plan are left out. "
              "Accuracies in %, errors in reference-patch units.",
              "", *findings_table(results), "",
-             "### Spatial Reasoning study (linear evaluation, test accuracy %)", "", *sr_tables(results, labels), "",
-             "### PART study", "", *part_table(results, labels), "",
+             "### Spatial Reasoning study (linear evaluation, test accuracy %)", "", *sr_tables(results, labels, studies), "",
+             "### PART study", "", *part_table(results, labels, studies), "",
+             "### Baselines (the papers' comparison methods, and spatial reasoning inside contrastive learning)", "",
+             *baselines_tables(results, labels, studies), "",
              "### Plots", "", *[f"![{Path(r).stem}]({r})" for r in rel], "",
              "### Every run", "", *runs_table(results, labels), "", end]
     text = "\n".join(lines)
