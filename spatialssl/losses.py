@@ -65,3 +65,25 @@ class RelativePositionLoss(nn.Module):
         parts = {f"mse_{name}": per_channel[i] for i, name in enumerate(self.CHANNELS[: outputs.shape[-1]])}
         parts["position_error"] = squared[..., :2].sum(-1).sqrt().mean().detach()
         return squared.mean(), parts
+
+
+def normalized_patches(patches: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """MAE's normalised-pixel targets: each patch (the last dim) minus its mean, over the square root of
+    its variance (unbiased, as MAE's ``var``) + ``eps``."""
+    return (patches - patches.mean(-1, keepdim=True)) / (patches.var(-1, keepdim=True) + eps).sqrt()
+
+
+class MaskedPixelLoss(nn.Module):
+    """MAE's loss: the mean squared error of each patch's predicted pixels, averaged over the masked patches
+    only. ``forward(predicted, patches, masked)``: B x N x K, B x N x K true pixels, B x N bool. With
+    ``norm_pix`` the targets are ``normalized_patches``. Returns (loss, {})."""
+
+    def __init__(self, norm_pix: bool = True):
+        super().__init__()
+        self.norm_pix = norm_pix
+
+    def forward(self, predicted: torch.Tensor, patches: torch.Tensor, masked: torch.Tensor) -> tuple:
+        targets = normalized_patches(patches) if self.norm_pix else patches
+        per_patch = (predicted - targets).pow(2).mean(-1)
+        weights = masked.to(per_patch.dtype)
+        return (per_patch * weights).sum() / weights.sum(), {}

@@ -46,6 +46,11 @@ CASES = {
                  "model.in_chans=2", "method.name=part", "part.num_tokens=12", "part.num_pairs=32"],
     "finetune": [*VIT, "method.name=finetune", "model.init_from=x", "model.pos_embed=true", "model.class_token=true",
                  "model.global_pool=token"],
+    # baselines
+    "mae": [*VIT, "method.name=mae", "model.pos_embed=true", "model.class_token=true"],
+    "mp3": [*VIT, "method.name=mp3"],
+    "mp3 without masking": [*VIT, "method.name=mp3", "mp3.mask_ratio=0"],
+    "deepcluster": [*IMAGES, "method.name=deepcluster", "deepcluster.clusters=10"],
 }
 
 

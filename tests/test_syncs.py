@@ -38,6 +38,10 @@ STEPS = {
     "supervised": ["method.name=supervised", *RESNET],
     "finetune": ["method.name=finetune", *RESNET, "finetune.random_erasing=0.5"],
     "finetune_no_jitter": ["method.name=finetune", *RESNET, "augment.jitter_p=0", "finetune.cutmix=0"],
+    # baselines (DeepCluster's k-means at the epoch's start may wait; its steps may not)
+    "mae": ["method.name=mae", "model.pos_embed=true", "model.class_token=true", *VIT],
+    "mp3": ["method.name=mp3", *VIT],
+    "deepcluster": ["method.name=deepcluster", "deepcluster.clusters=4", *RESNET],
 }
 
 
@@ -141,6 +145,8 @@ HOST_READ_METHODS = {"item", "tolist", "nonzero", "cpu", "numpy"}
 CONSTRUCTION = {None, "__init__", "reset_parameters"}  # module constants and module set-up: moved to the device later
 ALLOWED = {
     ("models/vit.py", "__init__"): "DropPath rates, read once on the CPU when the model is built",
+    ("methods/deepcluster.py", "reseed_empty"): "k-means at the epoch's start (epoch_labels), not in a step",
+    ("methods/deepcluster.py", "kmeans_plus_plus"): "k-means at the epoch's start (epoch_labels), not in a step",
 }
 
 

@@ -8,7 +8,8 @@ import yaml
 
 METHODS = {"rr": "Relational Reasoning (Patacchiola & Storkey 2020)", "sr": "Spatial Reasoning (Albert et al. 2024)",
            "part": "PART (Ayoughi et al.)", "supervised": "supervised training", "finetune": "supervised finetuning",
-           "random": "no training (random weights)"}
+           "random": "no training (random weights)",
+           "mae": "MAE (He et al. 2022)", "mp3": "MP3 (Zhai et al. 2022)", "deepcluster": "DeepCluster (Caron et al. 2018)"}
 PLACEHOLDER = "<user>/<model>"  # the repository, until one is pushed to
 
 
@@ -64,6 +65,7 @@ def loading(described: dict, repo: str, timm: bool) -> list:
 def configuration(cfg: dict) -> list:
     """The options that made these weights."""
     method = cfg["method"]["name"]
-    sections = ["method", *[name for name in ("part", "finetune") if method == name], "augment", "optim", "train"]
+    own = ("part", "finetune", "mae", "mp3", "deepcluster")  # methods with a section of their own
+    sections = ["method", *[name for name in own if method == name], "augment", "optim", "train"]
     shown = {k: cfg[k] for k in ("model", *sections)}
     return ["## Training configuration", "", "```yaml", yaml.safe_dump(shown, sort_keys=False).strip(), "```"]

@@ -8,9 +8,11 @@ from contextlib import contextmanager
 
 from ..errors import ConfigError, DataError
 from ..methods import METHODS
+from ..methods.deepcluster import cluster_count
 from ..methods.part import part_tokens
 from ..models import VisionTransformer1D, input_channels, is_vit, modality
 from ..samplers.boxes import check_box_geometry
+from ..samplers.masking import visible_count
 from ..samplers.patches import check_patch_geometry
 from ..samplers.windows import check_window_geometry
 from .config import Config
@@ -97,6 +99,7 @@ def check_against_data(cfg: Config, data) -> None:
             raise ConfigError(f"the {height}x{width} images of {data.source} are not a multiple of model.patch_size "
                               f"{patch}; set data.image_size or model.patch_size")
         tokens_are, items_are = "patches", "images"
+    check_baselines_against_data(cfg, data)
     if m.name == "part" and p.num_pairs > tokens * (tokens - 1):
         raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
                           f"of {tokens} {tokens_are}; lower part.num_pairs")
@@ -107,6 +110,20 @@ def check_against_data(cfg: Config, data) -> None:
     if m.name != "random" and len(data) < cfg.train.batch_size:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} is larger than the {len(data)} {items_are} in "
                           f"{data.source}; lower train.batch_size")
+
+
+def check_baselines_against_data(cfg: Config, data) -> None:
+    """MAE and MP3 keep a token of the image's grid visible; DeepCluster has no more clusters than images."""
+    name, patch = cfg.method.name, cfg.model.patch_size
+    if name in ("mae", "mp3"):
+        height, width = data.input_size
+        with options_named(mask_ratio=f"{name}.mask_ratio"):
+            visible_count((height // patch) * (width // patch), getattr(cfg, name).mask_ratio)
+    if name == "deepcluster":
+        clusters = cluster_count(cfg, data.num_classes if data.labels is not None else 0)
+        if clusters > len(data):
+            raise ConfigError(f"deepcluster.clusters {clusters} exceeds the {len(data)} images of {data.source}; "
+                              "lower deepcluster.clusters")
 
 
 def check_input_size(backbone, path, data, sizes) -> None:

@@ -104,6 +104,33 @@ class PartConfig:
     pos_embed_mask: float = 0.0  # 1-D: share of position embeddings dropped (windows sorted by time)
 
 
+# --- Baselines on ViTs (PART's Tables 6-7) and ResNets (the SR paper's Table 1) ---
+@dataclass
+class MaeConfig:
+    """MAE (He et al. 2022): the pixels of masked tokens regressed from the visible ones (model.pos_embed=true)."""
+    mask_ratio: float = 0.75  # share of each image's tokens masked (MAE's 75%)
+    decoder_dim: int = 128  # light decoder for CIFAR-scale ViTs (MAE's ImageNet decoder: 512 wide, 8 deep)
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    norm_pix_loss: bool = True  # targets normalised per patch (its mean and variance), as MAE's best setting
+
+
+@dataclass
+class Mp3Config:
+    """MP3 (Zhai et al. 2022): every token classifies its grid position; no position embedding."""
+    mask_ratio: float = 0.75  # share of tokens no token may attend to (their keys and values left out); 0: none
+
+
+@dataclass
+class DeepClusterConfig:
+    """DeepCluster (Caron et al. 2018): k-means of the features at each epoch's start gives the labels."""
+    clusters: Optional[int] = None  # None: 10x the data's classes (the RR code's; 100 for unlabelled data)
+    kmeans_iterations: int = 20  # Lloyd iterations (DeepCluster's faiss setting)
+    pca_dim: int = 256  # PCA-whitening to this many components before l2-normalising (DeepCluster's); 0: none
+    balance: bool = True  # weight the loss by inverse cluster size (the paper samples uniformly over clusters)
+# --- end of the baselines ---
+
+
 @dataclass
 class OptimConfig:
     name: str = "adam"  # adam | adamw | sgd (momentum 0.9)
@@ -166,6 +193,9 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     part: PartConfig = field(default_factory=PartConfig)
+    mae: MaeConfig = field(default_factory=MaeConfig)
+    mp3: Mp3Config = field(default_factory=Mp3Config)
+    deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -410,11 +440,39 @@ def _check_ranges(cfg: Config) -> None:
         _require(0 <= value <= 1, key, "a probability in [0, 1]", value)
 
 
+def _check_baselines(cfg: Config) -> None:
+    """MAE, MP3 and DeepCluster: their sections' ranges and what each needs of the model and the data."""
+    mae, mp3, dc, name = cfg.mae, cfg.mp3, cfg.deepcluster, cfg.method.name
+    _require(0 < mae.mask_ratio < 1, "mae.mask_ratio", "in (0, 1) (the loss is over masked tokens)", mae.mask_ratio)
+    _require(0 <= mp3.mask_ratio < 1, "mp3.mask_ratio", "in [0, 1)", mp3.mask_ratio)
+    for key, value in (("mae.decoder_depth", mae.decoder_depth), ("mae.decoder_heads", mae.decoder_heads),
+                       ("deepcluster.kmeans_iterations", dc.kmeans_iterations)):
+        _require(value >= 1, key, ">= 1", value)
+    _require(mae.decoder_dim >= 4 and mae.decoder_dim % 4 == 0, "mae.decoder_dim",
+             "a multiple of 4 (its sine-cosine position embedding)", mae.decoder_dim)
+    _require(mae.decoder_dim % mae.decoder_heads == 0, "mae.decoder_heads", f"a divisor of mae.decoder_dim "
+             f"{mae.decoder_dim}", mae.decoder_heads)
+    _require(dc.clusters is None or dc.clusters >= 2, "deepcluster.clusters", ">= 2 (or null: 10x the classes)",
+             dc.clusters)
+    _require(dc.pca_dim >= 0, "deepcluster.pca_dim", ">= 0 (0 turns PCA-whitening off)", dc.pca_dim)
+    if name in ("mae", "mp3") and not cfg.model.backbone.startswith("vit_"):
+        raise ConfigError(f"method {name} needs one of spatialssl's image ViTs (model.backbone=vit_tiny, vit_small "
+                          f"or vit_base), got '{cfg.model.backbone}'")
+    if name == "mae" and not cfg.model.pos_embed:
+        raise ConfigError("MAE's encoder adds a position embedding (fixed sine-cosine); set model.pos_embed=true")
+    if name == "mp3" and cfg.model.pos_embed:
+        raise ConfigError("MP3 pretrains without a position embedding; set model.pos_embed=false")
+    if name == "deepcluster" and cfg.data.stream:
+        raise ConfigError("method deepcluster clusters the whole training set at each epoch's start, in memory; "
+                          "set data.stream=false")
+
+
 def validate(cfg: Config) -> None:
     """Checks that need no data; geometry checks against the images happen at sampler build."""
     m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
     _check_lengths(cfg)
     _check_ranges(cfg)
+    _check_baselines(cfg)
     _check_data_and_signal(cfg)
     _check_model_and_eval(cfg)
     _choice(m.name, METHODS, "method.name")

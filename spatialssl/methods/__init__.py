@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 from .base import Method, RandomWeights
+from .deepcluster import DeepCluster
 from .finetune import Finetune
+from .mae import MAE
+from .mp3 import MP3
 from .part import PART
 from .relational import RelationalReasoning
 from .spatial import SpatialReasoning, spatial_targets
 from .supervised import Supervised
 
 METHODS = {"rr": RelationalReasoning, "sr": SpatialReasoning, "part": PART, "supervised": Supervised,
-           "finetune": Finetune, "random": RandomWeights}
+           "finetune": Finetune, "random": RandomWeights,
+           "mae": MAE, "mp3": MP3, "deepcluster": DeepCluster}  # baselines: PART's Tables 6-7, the SR paper's Table 1
 
 
 __all__ = ["Method", "RandomWeights", "RelationalReasoning", "SpatialReasoning", "PART", "Supervised", "Finetune",
-           "spatial_targets", "METHODS"]
+           "spatial_targets", "METHODS",
+           "MAE", "MP3", "DeepCluster"]

@@ -99,7 +99,7 @@ def create_backbone(name: str, cifar_stem: bool = False, num_classes: int = 0,
     return BACKBONES[name](**options)
 
 
-ENTRY_POINTS = ("forward", "forward_features", "forward_head", "patch_tokens")  # what the methods call
+ENTRY_POINTS = ("forward", "forward_features", "forward_head", "patch_tokens", "encode")  # what the methods call
 
 
 def compile_backbone(backbone: nn.Module, **options) -> nn.Module:

@@ -14,6 +14,19 @@ SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12)}  # 
 POOLS = ("avg", "token")  # mean of the patch tokens | the [CLS] token
 
 
+def sincos_position_embedding(dim: int, rows: int, cols: int, device=None) -> torch.Tensor:
+    """MAE's fixed 2-D sine-cosine position embedding of a rows x cols grid, (rows * cols) x dim in raster
+    order: the first half of the channels encodes the column, the second the row, each as the sines then
+    the cosines of the coordinate times dim / 4 frequencies 1 / 10000^(i / (dim / 4))."""
+    if dim % 4:
+        raise ValueError(f"dim must be a multiple of 4 (sines and cosines of two coordinates), got {dim}")
+    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64, device=device) / (dim / 4))
+    ys, xs = torch.meshgrid(torch.arange(rows, dtype=torch.float64, device=device),
+                            torch.arange(cols, dtype=torch.float64, device=device), indexing="ij")
+    angles = [coordinate.flatten()[:, None] * frequencies for coordinate in (xs, ys)]
+    return torch.cat([part for angle in angles for part in (angle.sin(), angle.cos())], dim=1).float()
+
+
 class DropPath(nn.Module):
     """Stochastic depth per sample: drop a residual branch, rescale the survivors. Masks come from
     ``generator`` when one is set (``use_generator``): the training loop's, seeded per epoch and process,
@@ -38,10 +51,11 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+        """``attn_mask``: None, or bool broadcastable to B x heads x T x T, True where a query may attend a key."""
         batch, tokens, dim = x.shape
         q, k, v = self.qkv(x).view(batch, tokens, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(x.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -67,8 +81,8 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
+    def forward(self, x: torch.Tensor, attn_mask=None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -149,14 +163,29 @@ class VisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor, drop_position=None) -> torch.Tensor:
         """Images (B x C x H x W) or cut patches (B x N x C x P x P) -> normed tokens B x (prefix + N) x D.
         ``drop_position``: B x N bool, tokens whose position embedding is left out (PART 1-D)."""
+        return self.encode(self.embed_patches(x, drop_position))
+
+    def embed_patches(self, x: torch.Tensor, drop_position=None) -> torch.Tensor:
+        """The tokens before the blocks: patch embeddings plus their position embedding, B x N x D (no prefix).
+        MAE keeps a subset of them (``encode`` of the visible tokens alone)."""
         x = self.patch_embed(x)
         if self.pos_embed is not None:
             position = self.position_embedding(x.shape[1])
             x = x + (position if drop_position is None else position * (~drop_position)[..., None])
+        return x
+
+    def encode(self, tokens: torch.Tensor, context=None) -> torch.Tensor:
+        """[CLS] (if any) + ``tokens`` (B x N x D) through the blocks and the final norm: B x (prefix + N) x D.
+        ``context``: B x N bool, the tokens every token may attend to (MP3's keys and values); None: all."""
         if self.cls_token is not None:
             cls = self.cls_token if self.pos_embed is None else self.cls_token + self.pos_embed[:, :1]
-            x = torch.cat([cls.expand(len(x), -1, -1), x], dim=1)
-        return self.norm(self.blocks(x))
+            tokens = torch.cat([cls.expand(len(tokens), -1, -1), tokens], dim=1)
+            if context is not None:
+                context = F.pad(context, (self.num_prefix_tokens, 0), value=True)  # [CLS] is always context
+        mask = None if context is None else context[:, None, None, :]
+        for block in self.blocks:
+            tokens = block(tokens, mask)
+        return self.norm(tokens)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = x[:, 0] if self.global_pool == "token" else x[:, self.num_prefix_tokens:].mean(dim=1)
