@@ -28,7 +28,7 @@ def test_pretrain_resume_and_linear_eval_from_the_command_line(tmp_path, cifar_l
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.patches=3"], "unknown config key 'method.patches'"),
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.num_patches=1"], "num_patches must be >= 2"),
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "train.epochs=many"], "expects int"),
-    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.name=simclr"], "method.name 'simclr' is unknown"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.name=byol"], "method.name 'byol' is unknown"),
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}"], "no data: pass --data"),
     (["pretrain", "--out", "{tmp}", "--resume"], "last.ckpt does not exist"),
     (["linear-eval", "--checkpoint", "{tmp}/missing.ckpt", "--data", "{tmp}"], "missing.ckpt does not exist"),
@@ -46,8 +46,9 @@ def test_every_recipe_loads(tmp_path):
     from spatialssl.engine.config import load_config
 
     recipes = sorted(Path("recipes").glob("*.yaml"))
-    # 5 methods x 5 data sets of the SR paper, 3 PART image settings, 1 PART 1-D, the 2 demos
-    assert len(recipes) == 31
+    # 5 methods x 5 data sets of the SR paper, 3 PART image settings, 1 PART 1-D, the 2 demos; SimCLR, RotationNet,
+    # SR + SimCLR and PART + contrastive on CIFAR-10 and CIFAR-100
+    assert len(recipes) == 31 + 4 * 2
     for recipe in recipes:
         cfg = load_config(recipe)
         assert cfg.method.name in recipe.name or recipe.name.startswith(("sr_additive", "demo"))

@@ -46,6 +46,10 @@ CASES = {
                  "model.in_chans=2", "method.name=part", "part.num_tokens=12", "part.num_pairs=32"],
     "finetune": [*VIT, "method.name=finetune", "model.init_from=x", "model.pos_embed=true", "model.class_token=true",
                  "model.global_pool=token"],
+    "simclr": [*IMAGES, "method.name=simclr"],
+    "rotation": [*IMAGES, "method.name=rotation"],
+    "sr_simclr": [*IMAGES, "method.name=sr_simclr"],
+    "part_contrastive": [*VIT, "method.name=part_contrastive"],
 }
 
 

@@ -9,6 +9,11 @@ import yaml
 METHODS = {"rr": "Relational Reasoning (Patacchiola & Storkey 2020)", "sr": "Spatial Reasoning (Albert et al. 2024)",
            "part": "PART (Ayoughi et al.)", "supervised": "supervised training", "finetune": "supervised finetuning",
            "random": "no training (random weights)"}
+METHODS.update({"simclr": "SimCLR (Chen et al. 2020)", "rotation": "RotationNet (Gidaris et al. 2018)",
+                "sr_simclr": "SimCLR with Spatial Reasoning's patch positions",
+                "part_contrastive": "PART with a contrastive (NT-Xent) term"})
+SECTIONS = {"part": ("part",), "finetune": ("finetune",), "simclr": ("simclr",), "sr_simclr": ("simclr", "combined"),
+            "part_contrastive": ("part", "simclr", "combined")}  # a method's own config sections
 PLACEHOLDER = "<user>/<model>"  # the repository, until one is pushed to
 
 
@@ -64,6 +69,6 @@ def loading(described: dict, repo: str, timm: bool) -> list:
 def configuration(cfg: dict) -> list:
     """The options that made these weights."""
     method = cfg["method"]["name"]
-    sections = ["method", *[name for name in ("part", "finetune") if method == name], "augment", "optim", "train"]
+    sections = ["method", *SECTIONS.get(method, ()), "augment", "optim", "train"]
     shown = {k: cfg[k] for k in ("model", *sections)}
     return ["## Training configuration", "", "```yaml", yaml.safe_dump(shown, sort_keys=False).strip(), "```"]
