@@ -51,4 +51,10 @@ from .samplers import (
 )
 from .samplers.windows import WindowSampler, cut_windows, sample_windows
 
+# Baselines and combinations: SimCLR, RotationNet, SR + SimCLR, PART + contrastive.
+from .losses import NTXentLoss
+from .methods import PARTContrastive, RotationNet, SimCLR, SpatialSimCLR
+from .models import ProjectionHead
+from .samplers.rotations import RotationSampler
+
 __version__ = "0.1.0"

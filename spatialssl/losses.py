@@ -1,4 +1,4 @@
-"""Losses of the relation methods; each usable on its own."""
+"""Losses of the relation and contrastive methods; each usable on its own."""
 from __future__ import annotations
 
 import torch
@@ -28,6 +28,11 @@ class FocalBCELoss(nn.Module):
         return focal_bce_with_logits(logits, targets, self.gamma, self.alpha)
 
 
+def axis_mse(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each column of P x 2 positions: (MSE_x, MSE_y), Spatial Reasoning's position terms."""
+    return (outputs - targets).pow(2).mean(0)
+
+
 class SpatialRelationLoss(nn.Module):
     """Spatial Reasoning's loss (paper eq. 3): BCE on column 0 + MSE on column 1 (x) +
     MSE on column 2 (y). ``outputs`` and ``targets`` are P x 3. With ``focal`` the BCE term
@@ -46,8 +51,7 @@ class SpatialRelationLoss(nn.Module):
             bce = focal_bce_with_logits(outputs[:, 0], targets[:, 0])
         else:
             bce = F.binary_cross_entropy_with_logits(outputs[:, 0], targets[:, 0])
-        mse_x = F.mse_loss(outputs[:, 1], targets[:, 1])
-        mse_y = F.mse_loss(outputs[:, 2], targets[:, 2])
+        mse_x, mse_y = axis_mse(outputs[:, 1:], targets[:, 1:])
         total = bce + self.position_weight * (mse_x + mse_y)
         return total, {"bce": bce.detach(), "mse_x": mse_x.detach(), "mse_y": mse_y.detach()}
 
@@ -87,3 +91,30 @@ class MaskedPixelLoss(nn.Module):
         per_patch = (predicted - targets).pow(2).mean(-1)
         weights = masked.to(per_patch.dtype)
         return (per_patch * weights).sum() / weights.sum(), {}
+
+
+# --- Contrastive (SimCLR) -------------------------------------------------------------------------
+
+
+class NTXentLoss(nn.Module):
+    """SimCLR's NT-Xent (Chen et al. 2020, eq. 1): every one of the 2B L2-normalised projections must
+    pick its other view among the 2B - 1 others by cosine similarity / ``temperature`` (softmax
+    cross-entropy), averaged over all 2B. ``z`` is view-major: rows b and B + b are the two views of
+    image b. Returns (loss, {"contrastive_acc": share of rows whose other view ranks first})."""
+
+    def __init__(self, temperature: float = 0.5):
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = temperature
+
+    def forward(self, z: torch.Tensor) -> tuple:
+        rows = len(z)
+        if rows < 2 or rows % 2:
+            raise ValueError(f"z must hold two views of every image (an even number of rows >= 2), got {rows}")
+        z = F.normalize(z, dim=1)
+        itself = torch.eye(rows, dtype=torch.bool, device=z.device)
+        logits = (z @ z.t() / self.temperature).masked_fill(itself, float("-inf"))
+        other_view = torch.arange(rows, device=z.device).roll(rows // 2)
+        accuracy = (logits.argmax(1) == other_view).float().mean()
+        return F.cross_entropy(logits, other_view), {"contrastive_acc": accuracy.detach()}

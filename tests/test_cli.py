@@ -28,7 +28,7 @@ def test_pretrain_resume_and_linear_eval_from_the_command_line(tmp_path, cifar_l
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.patches=3"], "unknown config key 'method.patches'"),
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.num_patches=1"], "num_patches must be >= 2"),
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "train.epochs=many"], "expects int"),
-    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.name=simclr"], "method.name 'simclr' is unknown"),
+    (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}", "method.name=byol"], "method.name 'byol' is unknown"),
     (["pretrain", "--config", "recipes/sr_cifar10.yaml", "--out", "{tmp}"], "no data: pass --data"),
     (["pretrain", "--out", "{tmp}", "--resume"], "last.ckpt does not exist"),
     (["linear-eval", "--checkpoint", "{tmp}/missing.ckpt", "--data", "{tmp}"], "missing.ckpt does not exist"),
@@ -44,7 +44,8 @@ DATA_SETS = ("cifar100_20", "cifar100", "cifar10", "stl10", "tiny_imagenet", "im
 RECIPES = {  # family (a recipe's name before its data set) -> how many data sets it has a recipe for
     **{method: 5 for method in ("rr", "sr", "sr_additive", "supervised", "random")},  # the SR paper's
     "part": 3, "part1d": 1, "demo": 1, "demo_timeseries": 1,
-    **{method: 2 for method in ("mae", "mp3", "deepcluster")},  # baselines on CIFAR-10 and -100
+    **{method: 2 for method in ("mae", "mp3", "deepcluster", "simclr", "rotation", "sr_simclr",
+                                "part_contrastive")},  # baselines and combinations on CIFAR-10 and -100
 }
 
 

@@ -24,6 +24,8 @@ METHODS = {"rr": [*IMAGES, "method.name=rr"], "sr": [*IMAGES, "method.name=sr"],
            "sr additive": [*IMAGES, "method.name=sr", "method.additive=true"],
            "supervised": [*IMAGES, "method.name=supervised"], "part": [*VIT, "method.name=part"],
            "part + scale": [*VIT, "method.name=part", "part.sampling=scale"]}
+METHODS.update({"simclr": [*IMAGES, "method.name=simclr"], "rotation": [*IMAGES, "method.name=rotation"],
+                "sr_simclr": [*IMAGES, "method.name=sr_simclr"], "part_contrastive": [*VIT, "method.name=part_contrastive"]})
 FAST = ["train.batch_size=32", "train.epochs=1", "train.knn_monitor=0", "train.device=cuda"]
 
 

@@ -71,7 +71,12 @@ def test_each_process_takes_its_own_share_of_the_global_batch():
 PAIRED = {"rr": ["method.name=rr", "method.augmentations=3"],
           "sr": ["method.name=sr", "method.augmentations=2", "method.num_patches=3", "method.patch_size=12"],
           "part": ["method.name=part", "part.num_pairs=10"]}
-CASES = [("rr", 3), ("sr", 3), ("part", 3), ("rr", 1), ("sr", 1)]
+# SimCLR's negatives and the combinations' contrastive terms span the global batch too.
+PAIRED.update({"simclr": ["method.name=simclr"],
+               "sr_simclr": ["method.name=sr_simclr", "method.num_patches=3", "method.patch_size=12"],
+               "part_contrastive": ["method.name=part_contrastive", "part.num_pairs=10"]})
+CASES = [("rr", 3), ("sr", 3), ("part", 3), ("rr", 1), ("sr", 1),
+         ("simclr", 3), ("sr_simclr", 3), ("part_contrastive", 3), ("simclr", 1)]
 MODEL = ["model.backbone=vit_tiny", "model.depth=1", "model.patch_size=8", "model.input_size=[32,32]",
          "model.in_chans=3"]
 
@@ -80,6 +85,9 @@ def share(x: torch.Tensor, blocks: int, rank: int, world: int) -> torch.Tensor:
     """Process ``rank``'s rows of a block-major tensor of the global batch (row ``k * B + b``; image-major: one
     block): those of the contiguous share of the images that the loop gives it."""
     return x.unflatten(0, (blocks, world, -1))[:, rank].flatten(0, 1)
+
+
+SAMPLE_PAIRS = spatialssl.methods.part.sample_pairs
 
 
 class GlobalDraw:
@@ -108,7 +116,7 @@ def draw_globally(method, images: torch.Tensor, rank: int, world: int) -> None:
                                                                           mine(drawn[1].flatten(0, 1), patches)))
     if hasattr(method, "boxes"):  # image-major, as PART's pairs
         method.boxes = GlobalDraw(method.boxes, images, lambda drawn: tuple(mine(x, 1) for x in drawn))
-        pairs = spatialssl.methods.part.sample_pairs
+        pairs = SAMPLE_PAIRS  # the unpatched one: a worker draws for PART and PART + contrastive
         spatialssl.methods.part.sample_pairs = lambda batch, *rest: mine(pairs(len(images), *rest), 1)
 
 

@@ -51,6 +51,10 @@ CASES = {
     "mp3": [*VIT, "method.name=mp3"],
     "mp3 without masking": [*VIT, "method.name=mp3", "mp3.mask_ratio=0"],
     "deepcluster": [*IMAGES, "method.name=deepcluster", "deepcluster.clusters=10"],
+    "simclr": [*IMAGES, "method.name=simclr"],
+    "rotation": [*IMAGES, "method.name=rotation"],
+    "sr_simclr": [*IMAGES, "method.name=sr_simclr"],
+    "part_contrastive": [*VIT, "method.name=part_contrastive"],
 }
 
 

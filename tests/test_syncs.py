@@ -16,6 +16,7 @@ from spatialssl.engine.config import FinetuneConfig, load_config
 from spatialssl.methods import Finetune
 from spatialssl.models import create_backbone
 from spatialssl.samplers import BoxSampler, PatchSampler, ViewSampler, grid_patches
+from spatialssl.samplers.rotations import RotationSampler
 from spatialssl.samplers.windows import WindowSampler
 
 # Operators that read a device value on the host (each a CUDA stream synchronisation), and
@@ -42,6 +43,10 @@ STEPS = {
     "mae": ["method.name=mae", "model.pos_embed=true", "model.class_token=true", *VIT],
     "mp3": ["method.name=mp3", *VIT],
     "deepcluster": ["method.name=deepcluster", "deepcluster.clusters=4", *RESNET],
+    "simclr": ["method.name=simclr", *RESNET],
+    "rotation": ["method.name=rotation", *RESNET],
+    "sr_simclr": ["method.name=sr_simclr", *RESNET],
+    "part_contrastive": ["method.name=part_contrastive", *VIT],
 }
 
 
@@ -116,6 +121,7 @@ SAMPLERS = {
     "scale_boxes": lambda g: BoxSampler("scale", 16, 32, MEAN, STD)(IMAGES, g),
     "offgrid_windows": lambda g: WindowSampler("offgrid", 25, 12)(SIGNALS, g),
     "scale_windows": lambda g: WindowSampler("scale", 25, 12)(SIGNALS, g),
+    "rotations": lambda g: RotationSampler(MEAN, STD)(IMAGES, g)[0],  # and the labels 0-3
     "finetune": lambda g: Finetune(torch.nn.Identity(), ViewSampler(1, MEAN, STD), 10,
                                    FinetuneConfig()).augment(IMAGES, g),
 }

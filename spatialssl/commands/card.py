@@ -10,6 +10,12 @@ METHODS = {"rr": "Relational Reasoning (Patacchiola & Storkey 2020)", "sr": "Spa
            "part": "PART (Ayoughi et al.)", "supervised": "supervised training", "finetune": "supervised finetuning",
            "random": "no training (random weights)",
            "mae": "MAE (He et al. 2022)", "mp3": "MP3 (Zhai et al. 2022)", "deepcluster": "DeepCluster (Caron et al. 2018)"}
+METHODS.update({"simclr": "SimCLR (Chen et al. 2020)", "rotation": "RotationNet (Gidaris et al. 2018)",
+                "sr_simclr": "SimCLR with Spatial Reasoning's patch positions",
+                "part_contrastive": "PART with a contrastive (NT-Xent) term"})
+SECTIONS = {"part": ("part",), "finetune": ("finetune",), "mae": ("mae",), "mp3": ("mp3",),
+            "deepcluster": ("deepcluster",), "simclr": ("simclr",), "sr_simclr": ("simclr", "combined"),
+            "part_contrastive": ("part", "simclr", "combined")}  # a method's own config sections
 PLACEHOLDER = "<user>/<model>"  # the repository, until one is pushed to
 
 
@@ -65,7 +71,6 @@ def loading(described: dict, repo: str, timm: bool) -> list:
 def configuration(cfg: dict) -> list:
     """The options that made these weights."""
     method = cfg["method"]["name"]
-    own = ("part", "finetune", "mae", "mp3", "deepcluster")  # methods with a section of their own
-    sections = ["method", *[name for name in own if method == name], "augment", "optim", "train"]
+    sections = ["method", *SECTIONS.get(method, ()), "augment", "optim", "train"]
     shown = {k: cfg[k] for k in ("model", *sections)}
     return ["## Training configuration", "", "```yaml", yaml.safe_dump(shown, sort_keys=False).strip(), "```"]

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 from ..data.load import load_data, low_label
 from ..engine import build, checkpoint
 from ..engine.checks import check_input_size, require_labels
-from ..engine.config import load_config
+from ..engine.config import SR_PATCH_METHODS, load_config
 from ..engine.distributed import resolve_device
 from ..engine.runfolder import check_writable
 from ..evaluate import linear_evaluation
@@ -76,10 +76,11 @@ def evaluate_sets(backbone, cfg, train, test, patch_counts) -> dict:
 
 
 def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:
-    """Patch features make sense for plain Spatial Reasoning; other methods use the image alone."""
+    """Patch features make sense for plain Spatial Reasoning (alone or beside SimCLR); other methods use the
+    image alone."""
     if requested is not None:
         return sorted(set(requested))
-    if cfg.method.name == "sr" and not cfg.method.additive:
+    if cfg.method.name in SR_PATCH_METHODS and not cfg.method.additive:
         return sorted(set(cfg.eval.patches))
     return [0]
 

@@ -15,7 +15,7 @@ from ..samplers.boxes import check_box_geometry
 from ..samplers.masking import visible_count
 from ..samplers.patches import check_patch_geometry
 from ..samplers.windows import check_window_geometry
-from .config import Config
+from .config import PART_BOX_METHODS, SR_PATCH_METHODS, Config
 
 
 def is_signal_model(cfg: Config) -> bool:
@@ -88,10 +88,13 @@ def check_against_data(cfg: Config, data) -> None:
         tokens_are, items_are = "windows", "epochs"
     else:
         height, width = size
-        if m.name == "sr":
+        if m.name in SR_PATCH_METHODS:
             with options_named(patch_size="method.patch_size", non_overlapping="method.non_overlapping"):
                 check_patch_geometry(m.patch_size, height, width, m.num_patches, m.non_overlapping)
-        if m.name == "part":
+        if m.name == "rotation" and height != width:
+            raise ConfigError(f"method rotation turns images by quarter turns, which needs them square; the "
+                              f"{height}x{width} images of {data.source} are not: set data.image_size")
+        if m.name in PART_BOX_METHODS:
             with options_named(mode="part.sampling", patch_size="model.patch_size", num_tokens="part.num_tokens",
                                box_size="part.box_size", box_scale="part.box_scale"):
                 check_box_geometry(p.sampling, height, width, patch, tokens, p.box_size, p.box_scale)
@@ -100,7 +103,7 @@ def check_against_data(cfg: Config, data) -> None:
                               f"{patch}; set data.image_size or model.patch_size")
         tokens_are, items_are = "patches", "images"
     check_baselines_against_data(cfg, data)
-    if m.name == "part" and p.num_pairs > tokens * (tokens - 1):
+    if m.name in PART_BOX_METHODS and p.num_pairs > tokens * (tokens - 1):
         raise ConfigError(f"part.num_pairs {p.num_pairs} exceeds the {tokens * (tokens - 1)} ordered pairs "
                           f"of {tokens} {tokens_are}; lower part.num_pairs")
     channels = data_channels(data)

@@ -76,7 +76,8 @@ class AugmentConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "sr"  # rr | sr | part | supervised | finetune | random
+    name: str = "sr"  # rr | sr | part | supervised | finetune | random; baselines and combinations:
+    # simclr | rotation | sr_simclr | part_contrastive
     augmentations: int = 4  # K
     num_patches: int = 2  # N (SR)
     patch_size: int = 16
@@ -85,7 +86,7 @@ class MethodConfig:
     position_weight: float = 1.0  # SR: weight of each axis's MSE (paper eq. 3); 0.5 = the official code's one MSE
     non_overlapping: bool = True  # first two patches never overlap
     focal: Optional[bool] = None  # None: focal for RR, plain BCE for SR (as published)
-    head_hidden: int = 256
+    head_hidden: int = 256  # hidden width of the relation head and of SimCLR's projection MLP
 
 
 @dataclass
@@ -129,6 +130,21 @@ class DeepClusterConfig:
     pca_dim: int = 256  # PCA-whitening to this many components before l2-normalising (DeepCluster's); 0: none
     balance: bool = True  # weight the loss by inverse cluster size (the paper samples uniformly over clusters)
 # --- end of the baselines ---
+
+
+# --- Contrastive baseline and combinations (simclr, sr_simclr, part_contrastive) -----------------
+@dataclass
+class SimCLRConfig:
+    """SimCLR's contrastive term (Chen et al. 2020): NT-Xent on two views, after a projection MLP."""
+    temperature: float = 0.5  # RR's SimCLR baseline (SR's Table 1), SimCLR's CIFAR-10 command (0.1 on ImageNet)
+    projection_dim: int = 128  # the projection MLP's outputs, as SimCLR (its hidden width: method.head_hidden)
+
+
+@dataclass
+class CombinedConfig:
+    """Weights of the two loss terms of sr_simclr and part_contrastive (0 turns a term off)."""
+    contrastive_weight: float = 1.0  # SimCLR's NT-Xent
+    spatial_weight: float = 1.0  # sr_simclr: SR's patch-position MSE_x + MSE_y; part_contrastive: PART's MSE
 
 
 @dataclass
@@ -196,6 +212,8 @@ class Config:
     mae: MaeConfig = field(default_factory=MaeConfig)
     mp3: Mp3Config = field(default_factory=Mp3Config)
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
+    simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
+    combined: CombinedConfig = field(default_factory=CombinedConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -338,6 +356,8 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+SR_PATCH_METHODS = ("sr", "sr_simclr")  # cut SR's patches (method.num_patches, method.patch_size)
+PART_BOX_METHODS = ("part", "part_contrastive")  # cut PART's boxes with a ViT (part.*)
 LOGGERS = ("tensorboard", "wandb")
 EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
 
@@ -467,6 +487,16 @@ def _check_baselines(cfg: Config) -> None:
                           "set data.stream=false")
 
 
+def _check_contrastive(cfg: Config) -> None:
+    s, c = cfg.simclr, cfg.combined
+    _require(_is_number(s.temperature) and s.temperature > 0, "simclr.temperature", "a finite number > 0",
+             s.temperature)
+    _require(s.projection_dim >= 1, "simclr.projection_dim", ">= 1", s.projection_dim)
+    for key, value in (("combined.contrastive_weight", c.contrastive_weight),
+                       ("combined.spatial_weight", c.spatial_weight)):
+        _require(_is_number(value) and value >= 0, key, "a finite number >= 0 (0 turns its term off)", value)
+
+
 def validate(cfg: Config) -> None:
     """Checks that need no data; geometry checks against the images happen at sampler build."""
     m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
@@ -475,12 +505,13 @@ def validate(cfg: Config) -> None:
     _check_baselines(cfg)
     _check_data_and_signal(cfg)
     _check_model_and_eval(cfg)
+    _check_contrastive(cfg)
     _choice(m.name, METHODS, "method.name")
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")
     _choice(m.additive_placement, PLACEMENTS, "method.additive_placement")
     size = cfg.model.backbone.split("_")[-1]
-    if m.name == "part" and p.encoder == "cross_attention" and size in VIT_SIZES:
+    if m.name in PART_BOX_METHODS and p.encoder == "cross_attention" and size in VIT_SIZES:
         width = VIT_SIZES[size][0]
         if width % p.encoder_heads:
             raise ConfigError(f"part.encoder_heads {p.encoder_heads} must divide the {width}-wide embeddings of "
@@ -497,11 +528,11 @@ def validate(cfg: Config) -> None:
     _choice(t.precision, PRECISIONS, "train.precision")
     _choice(t.logger, LOGGERS, "train.logger")
     signals = modality(cfg.model.backbone) == "signals"
-    if m.name == "part" and not is_vit(cfg.model.backbone):
-        raise ConfigError(f"method part needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
+    if m.name in PART_BOX_METHODS and not is_vit(cfg.model.backbone):
+        raise ConfigError(f"method {m.name} needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
                           f"vit1d_tiny, vit1d_small or one of timm's ViTs, e.g. timm/vit_tiny_patch16_224), "
                           f"got '{cfg.model.backbone}'")
-    if m.name == "part" and cfg.model.pos_embed and not (signals and p.pos_embed_mask > 0):
+    if m.name in PART_BOX_METHODS and cfg.model.pos_embed and not (signals and p.pos_embed_mask > 0):
         raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false "
                           "(1-D only: a position embedding over time-sorted windows with part.pos_embed_mask > 0)")
     if not 0 <= p.pos_embed_mask < 1:
@@ -520,8 +551,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"finetune.randaugment_magnitude must be in 0..10, got {cfg.finetune.randaugment_magnitude}")
     if m.name in ("rr", "sr") and m.augmentations < 2:
         raise ConfigError(f"method.augmentations must be >= 2 for {m.name} (it pairs views), got {m.augmentations}")
-    if m.name == "sr" and m.num_patches < 2:
-        raise ConfigError(f"method.num_patches must be >= 2 for sr (it pairs patches), got {m.num_patches}")
+    if m.name in SR_PATCH_METHODS and m.num_patches < 2:
+        raise ConfigError(f"method.num_patches must be >= 2 for {m.name} (it pairs patches), got {m.num_patches}")
     if m.patch_size < 1:
         raise ConfigError(f"method.patch_size must be positive, got {m.patch_size}")
     if t.batch_size < 2:

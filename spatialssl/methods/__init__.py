@@ -11,11 +11,19 @@ from .relational import RelationalReasoning
 from .spatial import SpatialReasoning, spatial_targets
 from .supervised import Supervised
 
+# Baselines and combinations: SimCLR, RotationNet, SR + SimCLR, PART + contrastive.
+from .part_contrastive import PARTContrastive
+from .rotation import RotationNet
+from .simclr import SimCLR
+from .sr_simclr import SpatialSimCLR
+
 METHODS = {"rr": RelationalReasoning, "sr": SpatialReasoning, "part": PART, "supervised": Supervised,
            "finetune": Finetune, "random": RandomWeights,
            "mae": MAE, "mp3": MP3, "deepcluster": DeepCluster}  # baselines: PART's Tables 6-7, the SR paper's Table 1
+METHODS.update({"simclr": SimCLR, "rotation": RotationNet, "sr_simclr": SpatialSimCLR,
+                "part_contrastive": PARTContrastive})
 
 
 __all__ = ["Method", "RandomWeights", "RelationalReasoning", "SpatialReasoning", "PART", "Supervised", "Finetune",
-           "spatial_targets", "METHODS",
-           "MAE", "MP3", "DeepCluster"]
+           "spatial_targets", "METHODS", "MAE", "MP3", "DeepCluster", "SimCLR", "RotationNet", "SpatialSimCLR",
+           "PARTContrastive"]

@@ -34,6 +34,11 @@ class PART(Method):
 
     @classmethod
     def from_config(cls, cfg, backbone, mean, std, num_classes):
+        return cls(backbone, **cls.options_from(cfg, backbone, mean, std))
+
+    @staticmethod
+    def options_from(cfg, backbone, mean, std) -> dict:
+        """PART's sampler, encoder and settings from ``cfg``: the keyword arguments of ``__init__``."""
         p, a = cfg.part, cfg.augment
         num_tokens = part_tokens(cfg, cfg.model.input_size)
         predict_scale = p.sampling == "scale" if p.predict_scale is None else p.predict_scale
@@ -47,7 +52,8 @@ class PART(Method):
             outputs = 4 if predict_scale else 2
         heads = backbone.num_heads if p.encoder == "cross_attention_block" else p.encoder_heads
         encoder = build_encoder(p.encoder, backbone.num_features, outputs, heads, num_tokens, p.mlp_hidden)
-        return cls(backbone, boxes, encoder, p.num_pairs, predict_scale, p.log_scale, pos_embed_mask=p.pos_embed_mask)
+        return dict(boxes=boxes, encoder=encoder, num_pairs=p.num_pairs, predict_scale=predict_scale,
+                    log_scale=p.log_scale, pos_embed_mask=p.pos_embed_mask)
 
     def tokens(self, patches: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.pos_embed_mask > 0 and self.training:  # the 1-D setting: hide some tokens' positions

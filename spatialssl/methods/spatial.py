@@ -26,6 +26,26 @@ def spatial_targets(image_target: torch.Tensor, centres: torch.Tensor, left: tor
     return torch.cat([images, patches])
 
 
+def patch_sampler(cfg, mean, std) -> PatchSampler:
+    m, a = cfg.method, cfg.augment
+    return PatchSampler(m.num_patches, m.patch_size, mean, std, m.additive, m.non_overlapping, a.jitter, a.jitter_p,
+                        a.gray_p, m.additive_placement)
+
+
+def embed_views_and_patches(backbone, views: ViewSampler, patches: PatchSampler, images: torch.Tensor,
+                            generator: torch.Generator) -> tuple:
+    """(view features K*B x D, patch features N*B x D, patch centres N*B x 2), block-major; under torchrun,
+    those of the global batch. One forward pass for views and patches, as the published code (shared
+    BatchNorm statistics)."""
+    num_views, num_patches = views.num_views, patches.num_patches
+    drawn_views = views(images, generator)
+    drawn_patches, centres = patches(images, generator)
+    z = global_batch(embed(backbone, torch.cat([drawn_views, drawn_patches])), num_views + num_patches)
+    centres = global_batch(centres.reshape(-1, 2), num_patches)
+    split = num_views * (len(z) // (num_views + num_patches))
+    return z[:split], z[split:], centres
+
+
 class SpatialReasoning(Method):
     def __init__(self, backbone, views: ViewSampler, patches: PatchSampler, head: RelationHead, loss=None):
         super().__init__(backbone)
@@ -36,23 +56,16 @@ class SpatialReasoning(Method):
 
     @classmethod
     def from_config(cls, cfg, backbone, mean, std, num_classes):
-        m, a = cfg.method, cfg.augment
-        patches = PatchSampler(m.num_patches, m.patch_size, mean, std, m.additive, m.non_overlapping,
-                               a.jitter, a.jitter_p, a.gray_p, m.additive_placement)
-        return cls(backbone, view_sampler(cfg, mean, std, m.augmentations), patches,
+        m = cfg.method
+        return cls(backbone, view_sampler(cfg, mean, std, m.augmentations), patch_sampler(cfg, mean, std),
                    RelationHead(backbone.num_features, 3, m.head_hidden),
                    SpatialRelationLoss(bool(m.focal), m.position_weight))
 
     def training_step(self, images, labels, generator):
+        z_views, z_patches, centres = embed_views_and_patches(self.backbone, self.views, self.patches, images,
+                                                              generator)
         num_views, num_patches = self.views.num_views, self.patches.num_patches
-        views = self.views(images, generator)
-        patches, centres = self.patches(images, generator)
-        # One forward pass for views and patches, as the published code (shared BN statistics). Views then
-        # patches are K + N blocks of rows; under torchrun, those of the global batch.
-        z = global_batch(embed(self.backbone, torch.cat([views, patches])), num_views + num_patches)
-        centres = global_batch(centres.reshape(-1, 2), num_patches)
-        batch, device = len(z) // (num_views + num_patches), str(z.device)
-        z_views, z_patches = z[: num_views * batch], z[num_views * batch:]
+        batch, device = len(z_views) // num_views, str(z_views.device)
         image_left, image_right, image_target = relation_pairs(batch, num_views, device)
         patch_left, patch_right = patch_pairs(batch, num_patches, device)
         outputs = self.head(torch.cat([z_views[image_left], z_patches[patch_left]]),

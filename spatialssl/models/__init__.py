@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import external
-from .heads import RelationHead
+from .heads import ProjectionHead, RelationHead
 from .relative import (
     ENCODERS,
     CrossAttentionBlockEncoder,
@@ -128,7 +128,8 @@ def embed(backbone: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return backbone.forward_head(backbone.forward_features(images), pre_logits=True)
 
 
-__all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
+__all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead", "ProjectionHead",
+           "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
            "BACKBONES", "check_backbone", "modality", "is_vit", "input_channels", "use_generator", "compile_backbone", *RESNETS]
