@@ -147,3 +147,19 @@ def test_bad_input_is_refused_before_any_run(tmp_path, cifar_like, monkeypatch, 
     assert main(["reproduce", "--dry-run", "--only", "part"]) == 0
     listed = capsys.readouterr().out
     assert "part-grid" in listed and "sr-n2-p16" not in listed
+
+
+def test_the_baselines_table_sets_each_method_beside_the_papers_number():
+    from spatialssl.studies.results import baselines_tables
+
+    resnet = {"seed": 0, "linear": {"0": 0.40, "9": 0.45}, "knn": 0.3}
+    vit = {"seed": 0, "linear": {"0": 0.41}, "finetune": 0.35}
+    results = {"simclr": [resnet], "mae": [vit], "rr": [resnet]}
+    labels = {"simclr": "SimCLR", "mae": "MAE (position embedding)", "rr": "RR, K=4"}
+    studies = {"simclr": "baselines", "mae": "baselines", "rr": "sr"}
+    rows = baselines_tables(results, labels, studies)
+    assert "| SimCLR | 40.0 ± 0.0 | 45.0 ± 0.0 | 30.0 ± 0.0 | 77.02 | 42.13 |" in rows
+    assert "| MAE (position embedding) | 41.0 ± 0.0 | 35.0 ± 0.0 | 84.5 |" in rows
+    assert not any("RR, K=4" in row for row in rows)  # the SR study's own table has it
+    assert [r.key for r in plan(BUDGETS["cpu"]) if r.study == "baselines"] == [
+        "simclr", "rotation", "deepcluster", "sr-simclr", "mae", "mp3", "part-contrastive"]
