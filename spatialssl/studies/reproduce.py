@@ -308,7 +308,7 @@ def report(results: dict, budget: Budget, write: Path, command: str, wall_s: flo
     labels = {r.key: r.label for r in plan(budget)}
     studies = {r.key: r.study for r in plan(budget)}
     seeds = sorted({r["seed"] for runs in results.values() for r in runs})
-    figures = plot(results, labels, write.parent / "results" / budget.name)
+    figures = plot(results, labels, write.parent / "results" / budget.name, studies)
     run_s = sum(r["total_s"] for runs in results.values() for r in runs)
     header = [f"Machine: {machine(resolve_device('auto'))}.  ",
               f"Runs made at commit {', '.join(sorted({r.get('commit', 'unknown') for rs in results.values() for r in rs}))}; "

@@ -212,7 +212,7 @@ def write_markdown(path: Path, budget_name: str, header: list, results: dict, la
 PLOTS = ("sr_patch_features.png", "sr_patch_size.png", "part_variants.png", "part_pairs.png")
 
 
-def plot(results: dict, labels: dict, folder: Path) -> list:
+def plot(results: dict, labels: dict, folder: Path, studies: dict) -> list:
     """PNGs: patch features (SR Fig. 4), patch size (Fig. 2), the SR overview, and PART."""
     optional_import("matplotlib", "plots", "drawing RESULTS.md's plots").use("Agg")
     import matplotlib.pyplot as plt
@@ -258,7 +258,7 @@ def plot(results: dict, labels: dict, folder: Path) -> list:
         axis.legend(fontsize=7)
         save(figure, "sr_patch_size.png")
 
-    part_keys = [k for k in labels if k in results and k.startswith("part") and not k.startswith("part-pairs")]
+    part_keys = [k for k in labels if k in results and studies.get(k) == "part" and not k.startswith("part-pairs")]
     if part_keys:
         figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
         xs = range(len(part_keys))
