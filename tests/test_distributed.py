@@ -33,6 +33,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _leave() -> None:
+    """Every process reaches the end before any tears gloo down: a process that destroys the group while a
+    peer is still writing its results can abort (SIGABRT, "terminate called without an active exception")."""
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
 def _join(rank: int, world: int, port: int) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
@@ -42,7 +49,7 @@ def _join(rank: int, world: int, port: int) -> None:
 def _worker(rank: int, world: int, port: int, out: str) -> None:
     _join(rank, world, port)
     pretrain(load_config(overrides=SETTINGS), out, train_set=make_demo_images(32, seed=4), progress=False)
-    torch.distributed.destroy_process_group()
+    _leave()
 
 
 def test_two_processes_equal_one_on_the_same_global_batch(tmp_path):
@@ -145,7 +152,7 @@ def _paired_worker(rank: int, world: int, port: int, per_process: int, out: str)
     results = {name: loss_and_gradients(name, per_process, rank, world) for name, n in CASES if n == per_process}
     if rank == 0:
         torch.save(results, out)
-    torch.distributed.destroy_process_group()
+    _leave()
 
 
 @pytest.fixture(scope="module")

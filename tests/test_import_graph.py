@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).parents[1] / "spatialssl"
 LAYERS = [  # lowest first; a module may import from its own layer and those before it
     ("foundation", ["errors", "files"]),
     ("blocks", ["augment", "regularize", "losses", "metrics", "ema"]),
-    ("parts", ["samplers", "models", "data"]),
+    ("parts", ["samplers", "models", "data", "detection"]),
     ("compositions", ["methods", "evaluate"]),
     ("engine", ["engine"]),
     ("commands", ["commands"]),
