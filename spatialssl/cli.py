@@ -19,6 +19,8 @@ EXAMPLES = """examples:
   spatialssl linear-eval --checkpoint runs/sr/last.ckpt --data ~/data/cifar100 --patches 0,1,3,9
   spatialssl pretrain --config recipes/part_cifar10.yaml --data ~/data/cifar10 --out runs/part
   spatialssl finetune --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out runs/part-ft train.epochs=100
+  spatialssl detect --checkpoint runs/part/last.ckpt --data ~/data/coco --out runs/part-det
+  spatialssl detect-eval --checkpoint runs/part-det/last.ckpt
   spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out figures/reconstruct.png
   spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors
   spatialssl export --checkpoint runs/part/last.ckpt --out exports/part_vit_tiny --format hf
@@ -52,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="the whole path on embedded data in minutes on a CPU: RR and SR on "
-                               "images, or PART on signals (--modality timeseries)")
-    demo.add_argument("--out", help="where the demo's runs go (default runs/demo or runs/demo-timeseries)")
-    demo.add_argument("--modality", choices=("images", "timeseries"), default="images",
-                      help="images: RR/SR on generated shapes; timeseries: PART 1-D on generated signals")
+                               "images, PART on signals (--modality timeseries) or for detection (--modality detection)")
+    demo.add_argument("--out", help="where the demo's runs go (default runs/demo, runs/demo-timeseries or "
+                                    "runs/demo-detection)")
+    demo.add_argument("--modality", choices=("images", "timeseries", "detection"), default="images",
+                      help="images: RR/SR on generated shapes; timeseries: PART 1-D on generated signals; detection: "
+                           "PART vs random init finetuned to detect generated shapes (needs spatialssl[detection])")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
 
@@ -88,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--resume", action="store_true", help="continue the finetuning in --out where it stopped")
     fine.add_argument("--no-progress", action="store_true", help="no progress bars")
     fine.add_argument("overrides", nargs="*", help="section.key=value, e.g. finetune.mixup=0 optim.lr=1e-3")
+
+    det = commands.add_parser("detect", help="finetune a pretrained checkpoint for object detection on COCO-style "
+                              "data (ViTDet pyramid + Mask/Faster R-CNN; needs spatialssl[detection])",
+                              epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    det.add_argument("--checkpoint", help="a last.ckpt written by pretrain (not needed with --resume)")
+    det.add_argument("--data", help="a COCO-style folder: annotations/instances_{train,val}.json and the images "
+                                    "in train/ (or train2017/) and val/")
+    det.add_argument("--out", required=True, help="run folder of the detection finetuning")
+    det.add_argument("--scratch", action="store_true", help="the checkpoint's architecture from random weights: "
+                                                            "the baseline at the same budget")
+    det.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    det.add_argument("--no-progress", action="store_true", help="no progress bars")
+    det.add_argument("overrides", nargs="*", help="section.key=value, e.g. detect.image_size=512 train.epochs=24")
+    deval = commands.add_parser("detect-eval", help="COCO AP of a detection checkpoint")
+    deval.add_argument("--checkpoint", required=True, help="a last.ckpt written by detect")
+    deval.add_argument("--data", help="a COCO-style folder (default: the run's)")
+    deval.add_argument("--split", help="which annotations/instances_<split>.json (default: the run's, val)")
+    deval.add_argument("--report", help="write the scores to this JSON file")
 
     ben = commands.add_parser("bench", help="time our batched data path against per-image Pillow in DataLoader workers")
     ben.add_argument("--data", help=DATA_HELP + " (default: generated 32 px images)")
@@ -147,6 +169,10 @@ def run(args: argparse.Namespace) -> None:
 
         if args.modality == "timeseries":
             run_signal_demo(args.out or "runs/demo-timeseries", args.overrides, progress=not args.no_progress)
+        elif args.modality == "detection":
+            from .commands.demo_detection import run_detection_demo
+
+            run_detection_demo(args.out or "runs/demo-detection", args.overrides, progress=not args.no_progress)
         else:
             run_demo(args.out or "runs/demo", args.overrides, progress=not args.no_progress)
     elif args.command == "pretrain":
@@ -191,6 +217,8 @@ def run(args: argparse.Namespace) -> None:
         if os.environ.get("RANK", "0") == "0":
             print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
                   f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
+    elif args.command in ("detect", "detect-eval"):
+        run_detection(args)
     elif args.command == "bench":
         from .studies.bench import run_bench
 
@@ -219,6 +247,21 @@ def run(args: argparse.Namespace) -> None:
         result = run_analysis(args.command, args.checkpoint, args.data, args.out, args.split, args.images,
                               args.seed, args.sampling)
         print(", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
+
+
+def run_detection(args: argparse.Namespace) -> None:
+    from .commands.detect import REPORT, detect, detect_eval, summary
+
+    if args.command == "detect-eval":
+        report = detect_eval(args.checkpoint, args.data, args.split, args.report)
+        print(summary(report) + (f"; report: {args.report}" if args.report else ""))
+        return
+    if not args.resume and (not args.checkpoint or not args.data):
+        raise ConfigError("detect needs --checkpoint and --data (or --resume with --out)")
+    report = detect(args.checkpoint, args.data, args.out, args.overrides, args.resume, not args.no_progress,
+                    args.scratch)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{summary(report)} after {report['epochs']} epochs; report: {Path(args.out) / REPORT}")
 
 
 def _resume_overrides(out: str, overrides: list):

@@ -33,8 +33,8 @@ def build_method(cfg, mean, std, num_classes: int = 0) -> Method:
     """The method named by ``cfg.method.name`` with a fresh backbone (or, with
     ``model.init_from``, one holding a pretrained checkpoint's weights)."""
     cls = METHODS[cfg.method.name]
-    if cls.needs_labels and num_classes < 2:
-        raise ValueError(f"method {cfg.method.name} classifies: num_classes must be >= 2, got {num_classes}")
+    if cls.needs_labels and num_classes < cls.min_classes:
+        raise ValueError(f"method {cfg.method.name} needs labels of >= {cls.min_classes} classes, got {num_classes}")
     backbone = backbone_from_config(cfg.model, num_classes if cls.classifies else 0,
                                     pretrained=cfg.model.pretrained and not cfg.model.init_from)
     if cfg.model.init_from:

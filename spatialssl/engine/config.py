@@ -172,6 +172,29 @@ class FinetuneConfig:
 
 
 @dataclass
+class DetectConfig:
+    """Detection finetuning (``spatialssl detect``; PART Sec. 4 with ViTDet's recipe): the letterboxed canvas,
+    the feature pyramid and the torchvision heads on it, the batch's jitter. Defaults are ViTDet-B's."""
+    image_size: int = 1024  # images letterboxed into S x S canvases (longer side scaled to S, zero-padded)
+    masks: str = "auto"  # auto: Mask R-CNN when the annotations have segmentations | true | false (Faster R-CNN)
+    pyramid_channels: int = 256  # width of every pyramid level and of the heads' convolutions
+    window_size: int = 0  # ViT: attention within windows of this many tokens a side (ViTDet: 14); 0: global
+    global_blocks: list = field(default_factory=lambda: [2, 5, 8, 11])  # ViT blocks kept global with windows on
+    scale_range: list = field(default_factory=lambda: [0.1, 2.0])  # large-scale jitter of the canvas
+    flip_p: float = 0.5
+    anchor_scale: float = 8.0  # anchor side = anchor_scale x its pyramid level's stride (3 aspect ratios)
+    rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN's loss
+    proposals_train: int = 2000  # RPN proposals kept per image (pre- and post-NMS) in training
+    proposals_test: int = 1000
+    box_batch_size_per_image: int = 512  # RoIs sampled per image for the box head's loss
+    box_head_convs: int = 4  # ViTDet's 4conv1fc box head; 0: fully connected only
+    representation_size: int = 1024  # the box head's fully connected width
+    score_threshold: float = 0.05  # detections kept for scoring
+    detections_per_image: int = 100
+    eval_batch_size: int = 8
+
+
+@dataclass
 class TrainConfig:
     epochs: int = 200
     batch_size: int = 128
@@ -215,6 +238,7 @@ class Config:
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
     combined: CombinedConfig = field(default_factory=CombinedConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -497,6 +521,29 @@ def _check_contrastive(cfg: Config) -> None:
         _require(_is_number(value) and value >= 0, key, "a finite number >= 0 (0 turns its term off)", value)
 
 
+MASK_CHOICES = ("auto", "true", "false")
+
+
+def _check_detect(cfg: Config) -> None:
+    d = cfg.detect
+    _choice(d.masks, MASK_CHOICES, "detect.masks")
+    for key in ("image_size", "pyramid_channels", "rpn_batch_size_per_image", "proposals_train", "proposals_test",
+                "box_batch_size_per_image", "representation_size", "detections_per_image", "eval_batch_size"):
+        _require(getattr(d, key) >= 1, f"detect.{key}", ">= 1", getattr(d, key))
+    _require(d.window_size >= 0, "detect.window_size", ">= 0 (0: global attention)", d.window_size)
+    _require(d.box_head_convs >= 0, "detect.box_head_convs", ">= 0", d.box_head_convs)
+    _require(all(isinstance(b, int) and b >= 0 for b in d.global_blocks), "detect.global_blocks",
+             "a list of block indices >= 0", d.global_blocks)
+    _require(len(d.scale_range) == 2 and all(_is_number(v) for v in d.scale_range)
+             and 0 < d.scale_range[0] <= d.scale_range[1], "detect.scale_range", "[min, max] with 0 < min <= max",
+             d.scale_range)
+    _require(_is_number(d.flip_p) and 0 <= d.flip_p <= 1, "detect.flip_p", "in [0, 1]", d.flip_p)
+    _require(_is_number(d.anchor_scale) and d.anchor_scale > 0, "detect.anchor_scale", "a finite number > 0",
+             d.anchor_scale)
+    _require(_is_number(d.score_threshold) and 0 <= d.score_threshold < 1, "detect.score_threshold", "in [0, 1)",
+             d.score_threshold)
+
+
 def validate(cfg: Config) -> None:
     """Checks that need no data; geometry checks against the images happen at sampler build."""
     m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
@@ -506,6 +553,7 @@ def validate(cfg: Config) -> None:
     _check_data_and_signal(cfg)
     _check_model_and_eval(cfg)
     _check_contrastive(cfg)
+    _check_detect(cfg)
     _choice(m.name, METHODS, "method.name")
     _choice(p.sampling, SAMPLING, "part.sampling")
     _choice(p.encoder, ENCODERS, "part.encoder")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .base import Method, RandomWeights
 from .deepcluster import DeepCluster
+from .detection import Detection
 from .finetune import Finetune
 from .mae import MAE
 from .mp3 import MP3
@@ -22,8 +23,9 @@ METHODS = {"rr": RelationalReasoning, "sr": SpatialReasoning, "part": PART, "sup
            "mae": MAE, "mp3": MP3, "deepcluster": DeepCluster}  # baselines: PART's Tables 6-7, the SR paper's Table 1
 METHODS.update({"simclr": SimCLR, "rotation": RotationNet, "sr_simclr": SpatialSimCLR,
                 "part_contrastive": PARTContrastive})
+METHODS["detect"] = Detection  # downstream: `spatialssl detect` (PART's COCO experiments)
 
 
 __all__ = ["Method", "RandomWeights", "RelationalReasoning", "SpatialReasoning", "PART", "Supervised", "Finetune",
            "spatial_targets", "METHODS", "MAE", "MP3", "DeepCluster", "SimCLR", "RotationNet", "SpatialSimCLR",
-           "PARTContrastive"]
+           "PARTContrastive", "Detection"]

@@ -16,6 +16,7 @@ class Method(nn.Module):
     trains = True  # False: the untrained backbone is the result (random-weights baseline)
     needs_labels = False
     classifies = False  # True: the backbone is built with a classification head of num_classes
+    min_classes = 2  # with needs_labels: the fewest classes the labels may have
 
     def __init__(self, backbone: nn.Module):
         super().__init__()

@@ -1,0 +1,133 @@
+"""``spatialssl detect`` and ``detect-eval``: a pretrained checkpoint finetuned for object detection on
+COCO-style data by the one training loop (method ``detect``), then scored with COCO's AP."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+from ..detection.coco import read_coco
+from ..detection.coco_eval import coco_scores, to_coco_results
+from ..engine import checkpoint
+from ..engine.build import build_method
+from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
+from ..engine.distributed import resolve_device
+from ..engine.train import pretrain
+from ..errors import ConfigError
+from ..files import atomic_write
+
+OVERLAY = BUNDLED_RECIPES / "overlays" / "detect.yaml"
+REPORT = "detect.json"
+CLASSIFIER = "method.roi_heads.box_predictor.cls_score.weight"  # K + 1 rows: the classes and the background
+
+
+def detect_config(path, data: Optional[str], overrides: Optional[list] = None, scratch: bool = False) -> Config:
+    """The pretrained run's config turned into a detection one (overlays/detect.yaml); ``scratch`` keeps the
+    architecture but not the weights (the random-init baseline at the same budget)."""
+    _, info = checkpoint.read_checkpoint(path)
+    base = overlay(load_config(base=info["config"]).to_dict(), read_recipe(OVERLAY))
+    base["model"]["init_from"] = None if scratch else str(path)
+    if data is not None:
+        base["data"]["path"] = str(data)
+    return load_config(base=base, overrides=overrides)
+
+
+def read_split(cfg: Config, split: str):
+    """A split of ``data.path`` letterboxed to detect.image_size, with masks when the heads want them."""
+    if cfg.data.path is None:
+        raise ConfigError("detection needs data: --data a COCO-style folder (annotations/instances_<split>.json)")
+    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks != "false")
+
+
+def with_masks_resolved(cfg: Config, train_set) -> Config:
+    """detect.masks=auto becomes true (Mask R-CNN) when the training annotations have segmentations."""
+    if cfg.detect.masks != "auto":
+        if cfg.detect.masks == "true" and not train_set.has_masks:
+            raise ConfigError(f"detect.masks=true but the annotations of {train_set.source} have no segmentations; "
+                              "set detect.masks=false (boxes only)")
+        return cfg
+    masks = "true" if train_set.has_masks else "false"
+    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, masks=masks))
+
+
+def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
+           progress: bool = True, scratch: bool = False, train_set=None, val_set=None) -> dict:
+    """Finetune the checkpoint at ``path`` for detection on ``data`` into ``out_dir``, then score the
+    validation split; returns the report, also written to ``out_dir/detect.json``."""
+    out_dir = Path(out_dir)
+    if resume:
+        _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
+        cfg = load_config(base=info["config"], overrides=overrides)
+    else:
+        cfg = detect_config(path, data, overrides, scratch)
+    train_set = train_set if train_set is not None else read_split(cfg, cfg.data.split)
+    val_set = val_set if val_set is not None else read_split(cfg, cfg.data.test_split)
+    cfg = with_masks_resolved(cfg, train_set)
+    last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress)
+    report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
+              **evaluate_checkpoint(last, val_set), "checkpoint": str(last)}
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one writer
+        atomic_write(out_dir / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return report
+
+
+def load_detector(path) -> tuple:
+    """(the Detection method holding a detection checkpoint's evaluated weights, its Config)."""
+    tensors, info = checkpoint.read_checkpoint(path)
+    cfg = load_config(base=info["config"])
+    if cfg.method.name != "detect" or CLASSIFIER not in tensors:
+        raise ConfigError(f"{path} is not a detection run (method {cfg.method.name}); detect-eval takes the "
+                          "last.ckpt that `spatialssl detect` wrote")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, init_from=None))
+    method = build_method(cfg, cfg.data.mean, cfg.data.std, tensors[CLASSIFIER].shape[0] - 1)
+    state = checkpoint.evaluated_state(tensors)
+    checkpoint.check_finite(state, path)
+    checkpoint.load_exactly(method, state, path)
+    return method, cfg
+
+
+def evaluate_checkpoint(path, val_set) -> dict:
+    """COCO AP of a detection checkpoint on ``val_set`` (a DetectionSet read with its annotation file)."""
+    method, cfg = load_detector(path)
+    device = resolve_device(cfg.train.device)
+    return evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)
+
+
+def evaluate(method, val_set, batch_size: int) -> dict:
+    """Predict every canvas of ``val_set``, map the detections back to its images and score them against its
+    annotation file: box AP (and mask AP with a mask head), in percent."""
+    device = next(method.parameters()).device
+    results = []
+    for start in range(0, len(val_set), batch_size):
+        index = slice(start, start + batch_size)
+        found = method.predict(val_set.images[index].to(device))
+        results += to_coco_results([{k: v.cpu() for k, v in f.items()} for f in found], val_set.image_ids[index],
+                                   val_set.scales[index], val_set.category_ids)
+    kinds = ("bbox", "segm") if method.roi_heads.has_mask() else ("bbox",)
+    scores = coco_scores(results, val_set.annotations, kinds)
+    return {"images": len(val_set), "detections": len(results), **scores}
+
+
+def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Optional[str] = None) -> dict:
+    """``detect-eval``: the AP of a detection checkpoint on a split (its run's validation split by default)
+    of ``data`` (its run's data by default); written to ``out`` when given."""
+    method, cfg = load_detector(path)
+    if data is not None:
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data)))
+    val_set = read_split(cfg, split or cfg.data.test_split)
+    device = resolve_device(cfg.train.device)
+    report = {"checkpoint": str(path), "data": str(cfg.data.path), "split": split or cfg.data.test_split,
+              **evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)}
+    if out is not None:
+        atomic_write(Path(out), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return report
+
+
+def summary(report: dict) -> str:
+    """One line of a report's scores."""
+    line = f"box AP {report['AP']:.1f} (AP50 {report['AP50']:.1f}, AP75 {report['AP75']:.1f})"
+    if "mask_AP" in report:
+        line += f", mask AP {report['mask_AP']:.1f}"
+    return f"{line} on {report['images']} images"

@@ -1,0 +1,39 @@
+"""torchvision's region proposal network and Faster / Mask R-CNN box and mask heads, sized for a feature
+pyramid: ViTDet's choices (two-convolution RPN head, four-convolution box and mask heads with LayerNorm)
+with the head widths and sample counts as options, so a CPU budget can shrink them."""
+from __future__ import annotations
+
+from .pyramid import LayerNorm2d
+
+ASPECT_RATIOS = (0.5, 1.0, 2.0)
+
+
+def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) -> tuple:
+    """(rpn, roi_heads) over ``pyramid``'s levels (their ``names``, ``strides``, ``out_channels``) for
+    ``num_classes`` object classes; ``options`` a DetectConfig."""
+    detection, ops = torchvision.models.detection, torchvision.ops
+    channels, names = pyramid.out_channels, pyramid.names
+    anchors = detection.anchor_utils.AnchorGenerator(
+        tuple((options.anchor_scale * stride,) for stride in pyramid.strides), (ASPECT_RATIOS,) * len(names))
+    rpn = detection.rpn.RegionProposalNetwork(
+        anchors, detection.rpn.RPNHead(channels, len(ASPECT_RATIOS), conv_depth=2),
+        fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=options.rpn_batch_size_per_image,
+        positive_fraction=0.5, nms_thresh=0.7,
+        pre_nms_top_n={"training": options.proposals_train, "testing": options.proposals_test},
+        post_nms_top_n={"training": options.proposals_train, "testing": options.proposals_test})
+    pooled = names[:-1]  # RoIs are pooled from all levels but the subsampled top one (FPN's rule)
+    box_head = detection.faster_rcnn.FastRCNNConvFCHead(
+        (channels, 7, 7), [channels] * options.box_head_convs, [options.representation_size], norm_layer=LayerNorm2d)
+    mask_parts = {}
+    if masks:
+        mask_parts = {"mask_roi_pool": ops.MultiScaleRoIAlign(pooled, 14, sampling_ratio=0),
+                      "mask_head": detection.mask_rcnn.MaskRCNNHeads(channels, [channels] * 4, 1,
+                                                                     norm_layer=LayerNorm2d),
+                      "mask_predictor": detection.mask_rcnn.MaskRCNNPredictor(channels, channels, num_classes + 1)}
+    roi_heads = detection.roi_heads.RoIHeads(
+        ops.MultiScaleRoIAlign(pooled, 7, sampling_ratio=0), box_head,
+        detection.faster_rcnn.FastRCNNPredictor(options.representation_size, num_classes + 1),
+        fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=options.box_batch_size_per_image,
+        positive_fraction=0.25, bbox_reg_weights=None, score_thresh=options.score_threshold, nms_thresh=0.5,
+        detections_per_img=options.detections_per_image, **mask_parts)
+    return rpn, roi_heads
