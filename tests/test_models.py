@@ -56,3 +56,27 @@ def test_adamw_keeps_what_the_model_names_and_1d_parameters_out_of_weight_decay(
     assert {names[id(p)] for p in kept_out["params"]} >= {"backbone.pos_embed", "backbone.cls_token",
                                                           "backbone.norm.weight", "backbone.head.bias"}
     assert all(p.dim() > 1 for p in decayed["params"]) and "backbone.head.weight" in {names[id(p)] for p in decayed["params"]}
+
+
+def test_a_position_embedding_of_another_grid_is_resampled_not_dropped(tmp_path):
+    from safetensors.torch import save_file
+
+    from spatialssl.engine.build import load_pretrained
+    from spatialssl.models.vit import resize_position_embedding
+
+    ramp = torch.arange(4.0).repeat(4)  # 4 x 4 grid whose embedding is the column index in every channel
+    position = torch.cat([torch.full((1, 1, 8), 7.0), ramp.view(1, 16, 1).expand(1, 16, 8)], dim=1)
+    resized = resize_position_embedding(position, 1, 1, 64)
+    assert resized.shape == (1, 65, 8) and torch.equal(resized[0, 0], torch.full((8,), 7.0))  # [CLS] slot kept
+    columns = resized[0, 1:, 0].view(8, 8)
+    assert torch.allclose(columns, columns[:1].expand(8, 8))  # still constant down each column
+    assert (columns[0, 1:] >= columns[0, :-1]).all() and columns[0, -1] > columns[0, 0] + 2  # still a ramp
+    assert resize_position_embedding(position, 1, 0, 64).shape == (1, 64, 8)  # no [CLS] slot wanted
+    assert resize_position_embedding(position[:, :13], 1, 1, 64) is None  # 12 tokens: no square grid
+
+    small = create_backbone("vit_tiny", input_size=(16, 16), patch_size=4, pos_embed=True, class_token=True)
+    save_file(small.state_dict(), str(tmp_path / "small.safetensors"))
+    large = create_backbone("vit_tiny", input_size=(32, 32), patch_size=4, pos_embed=True, class_token=True)
+    load_pretrained(large, tmp_path / "small.safetensors")
+    expected = resize_position_embedding(small.pos_embed.detach(), 1, 1, 64)
+    assert torch.allclose(large.pos_embed.detach(), expected)

@@ -38,18 +38,17 @@ def read_split(cfg: Config, split: str):
     """A split of ``data.path`` letterboxed to detect.image_size, with masks when the heads want them."""
     if cfg.data.path is None:
         raise ConfigError("detection needs data: --data a COCO-style folder (annotations/instances_<split>.json)")
-    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks != "false")
+    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks is not False)
 
 
 def with_masks_resolved(cfg: Config, train_set) -> Config:
-    """detect.masks=auto becomes true (Mask R-CNN) when the training annotations have segmentations."""
-    if cfg.detect.masks != "auto":
-        if cfg.detect.masks == "true" and not train_set.has_masks:
+    """detect.masks=null becomes true (Mask R-CNN) when the training annotations have segmentations."""
+    if cfg.detect.masks is not None:
+        if cfg.detect.masks and not train_set.has_masks:
             raise ConfigError(f"detect.masks=true but the annotations of {train_set.source} have no segmentations; "
                               "set detect.masks=false (boxes only)")
         return cfg
-    masks = "true" if train_set.has_masks else "false"
-    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, masks=masks))
+    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, masks=train_set.has_masks))
 
 
 def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,

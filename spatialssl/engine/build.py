@@ -12,6 +12,8 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from ..methods import METHODS, Method
 from ..models import create_backbone
+from ..models.vit import resize_position_embedding
+from ..models.vit1d import VisionTransformer1D
 from .checkpoint import (backbone_state, check_finite, invalid_config, load_exactly, migrate_config, mismatch,
                          read_checkpoint)
 from .config import load_config
@@ -108,13 +110,28 @@ def pretrained_state(path) -> dict:
         raise DataError(f"cannot read pretrained weights {path}: {err}") from None
 
 
+def resized_to(own: dict, state: dict) -> dict:
+    """``state`` with a position embedding learned on another square grid resampled to the model's (a
+    detection canvas, a finetuning resolution), as timm and ViTDet do."""
+    position, wanted = state.get("pos_embed"), own.get("pos_embed")
+    if position is None or wanted is None or position.shape == wanted.shape or position.dim() != 3:
+        return state
+    new_prefix = int("cls_token" in own)
+    resized = resize_position_embedding(position, int("cls_token" in state), new_prefix, wanted.shape[1] - new_prefix)
+    return state if resized is None or resized.shape != wanted.shape else {**state, "pos_embed": resized}
+
+
 def load_pretrained(backbone: torch.nn.Module, path) -> None:
     """Copy pretrained weights into ``backbone``. A classifier of the pretraining task is
-    dropped; the [CLS] token and position embedding may be missing or sized for another
-    sequence (finetuning then starts them freshly initialised). Anything else that does not match is an error naming the keys."""
+    dropped; the [CLS] token and position embedding may be missing (finetuning then starts them freshly
+    initialised); a position embedding of another square grid is resampled to the model's. Anything else that
+    does not match is an error naming the keys."""
     own = backbone.state_dict()
-    state = {k: v for k, v in pretrained_state(path).items() if not k.startswith(CLASSIFIERS)
-             and not (k in ADDED_AT_FINETUNING and k in own and v.shape != own[k].shape)}  # resized: fresh
+    state = pretrained_state(path)
+    if not isinstance(backbone, VisionTransformer1D):  # a 1-D sequence is no grid
+        state = resized_to(own, state)
+    state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIERS)
+             and not (k in ADDED_AT_FINETUNING and k in own and v.shape != own[k].shape)}  # misfit: fresh
     problems = mismatch(own, state, may_miss=lambda k: k.startswith(CLASSIFIERS) or k in ADDED_AT_FINETUNING)
     if problems:
         raise DataError(f"the weights in {path} do not fit model.backbone ({problems}); "

@@ -176,7 +176,7 @@ class DetectConfig:
     """Detection finetuning (``spatialssl detect``; PART Sec. 4 with ViTDet's recipe): the letterboxed canvas,
     the feature pyramid and the torchvision heads on it, the batch's jitter. Defaults are ViTDet-B's."""
     image_size: int = 1024  # images letterboxed into S x S canvases (longer side scaled to S, zero-padded)
-    masks: str = "auto"  # auto: Mask R-CNN when the annotations have segmentations | true | false (Faster R-CNN)
+    masks: Optional[bool] = None  # true: Mask R-CNN | false: Faster R-CNN | null: masks when the annotations have them
     pyramid_channels: int = 256  # width of every pyramid level and of the heads' convolutions
     window_size: int = 0  # ViT: attention within windows of this many tokens a side (ViTDet: 14); 0: global
     global_blocks: list = field(default_factory=lambda: [2, 5, 8, 11])  # ViT blocks kept global with windows on
@@ -521,12 +521,8 @@ def _check_contrastive(cfg: Config) -> None:
         _require(_is_number(value) and value >= 0, key, "a finite number >= 0 (0 turns its term off)", value)
 
 
-MASK_CHOICES = ("auto", "true", "false")
-
-
 def _check_detect(cfg: Config) -> None:
     d = cfg.detect
-    _choice(d.masks, MASK_CHOICES, "detect.masks")
     for key in ("image_size", "pyramid_channels", "rpn_batch_size_per_image", "proposals_train", "proposals_test",
                 "box_batch_size_per_image", "representation_size", "detections_per_image", "eval_batch_size"):
         _require(getattr(d, key) >= 1, f"detect.{key}", ">= 1", getattr(d, key))

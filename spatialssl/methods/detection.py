@@ -9,7 +9,6 @@ from .. import augment
 from ..detection.heads import build_heads
 from ..detection.jitter import jitter
 from ..detection.pyramid import ResNetPyramid, SimpleFeaturePyramid
-from ..detection.torchvision_ops import import_torchvision
 from ..errors import ConfigError
 from ..models.resnet import ResNet
 from ..models.vit import VisionTransformer
@@ -43,11 +42,13 @@ class Detection(Method):
 
     @classmethod
     def from_config(cls, cfg, backbone, mean, std, num_classes):
-        if cfg.detect.masks == "auto":
+        if cfg.detect.masks is None:
             raise ValueError("detect.masks must be resolved to true or false from the data before the build")
+        from ..detection.torchvision_ops import import_torchvision  # torchvision only when detection is asked for
+
         torchvision = import_torchvision()
         pyramid = build_pyramid(backbone, cfg.detect, torchvision)
-        rpn, roi_heads = build_heads(torchvision, pyramid, num_classes, cfg.detect.masks == "true", cfg.detect)
+        rpn, roi_heads = build_heads(torchvision, pyramid, num_classes, cfg.detect.masks, cfg.detect)
         return cls(backbone, pyramid, rpn, roi_heads, mean, std, cfg.detect, torchvision)
 
     def features(self, images: torch.Tensor) -> dict:

@@ -6,6 +6,8 @@ built with the same options (see ``timm_kwargs``), so weights load there unchang
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +27,21 @@ def sincos_position_embedding(dim: int, rows: int, cols: int, device=None) -> to
                             torch.arange(cols, dtype=torch.float64, device=device), indexing="ij")
     angles = [coordinate.flatten()[:, None] * frequencies for coordinate in (xs, ys)]
     return torch.cat([part for angle in angles for part in (angle.sin(), angle.cos())], dim=1).float()
+
+
+def resize_position_embedding(position: torch.Tensor, prefix: int, new_prefix: int, new_tokens: int):
+    """A learned 1 x (prefix + N) x D position embedding of a square grid resampled (bicubic, as timm's
+    ``resample_abs_pos_embed``) to ``new_tokens`` patches of a square grid behind ``new_prefix`` slots: a
+    [CLS] slot is kept when both have one, zeros when only the new one does. None when either grid is not
+    square (its shape is then unknown)."""
+    side, new_side = math.isqrt(position.shape[1] - prefix), math.isqrt(new_tokens)
+    if side * side != position.shape[1] - prefix or new_side * new_side != new_tokens:
+        return None
+    grid = position[:, prefix:].reshape(1, side, side, -1).permute(0, 3, 1, 2).float()
+    grid = F.interpolate(grid, size=(new_side, new_side), mode="bicubic", align_corners=False, antialias=True)
+    grid = grid.permute(0, 2, 3, 1).reshape(1, new_tokens, -1).to(position.dtype)
+    head = position[:, :new_prefix] if prefix >= new_prefix else position.new_zeros(1, new_prefix, position.shape[2])
+    return torch.cat([head, grid], dim=1)
 
 
 class DropPath(nn.Module):

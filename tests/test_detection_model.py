@@ -1,0 +1,83 @@
+"""The detection model's parts on their own: ViTDet's windowed attention and simple feature pyramid, and the
+batched large-scale jitter that moves boxes and masks with the pixels."""
+import torch
+
+from spatialssl.detection import DetectionTargets
+from spatialssl.detection.jitter import _grid, jitter, move_boxes
+from spatialssl.detection.pyramid import SimpleFeaturePyramid, vit_feature_map, windowed_block
+from spatialssl.models import create_backbone
+
+
+def small_vit(pos_embed=True):
+    torch.manual_seed(0)
+    return create_backbone("vit_tiny", input_size=(64, 64), patch_size=8, depth=2, pos_embed=pos_embed).eval()
+
+
+def test_one_window_over_the_whole_map_is_the_plain_block():
+    vit = small_vit()
+    tokens = torch.randn(2, 64, 192)
+    assert torch.allclose(windowed_block(vit.blocks[0], tokens, (8, 8), 8), vit.blocks[0](tokens), atol=1e-5)
+
+
+def test_windowed_attention_sees_only_its_own_window():
+    vit = small_vit()
+    tokens = torch.randn(1, 64, 192)
+    changed = tokens.clone()
+    changed.view(1, 8, 8, 192)[0, 5:, 5:] += 1.0  # inside the bottom-right 4 x 4 window (windows of 4 from 0)
+    before, after = (windowed_block(vit.blocks[0], t, (8, 8), 4).view(8, 8, 192) for t in (tokens, changed))
+    moved = (after - before).abs().amax(-1) > 1e-6
+    assert moved[4:, 4:].any() and not moved[:4].any() and not moved[:, :4].any()
+    # an uneven grid is padded to whole windows and cropped back
+    assert windowed_block(vit.blocks[0], torch.randn(2, 6 * 10, 192), (6, 10), 4).shape == (2, 60, 192)
+
+
+def test_the_simple_pyramid_has_strides_p_over_4_to_4p():
+    vit = small_vit()
+    pyramid = SimpleFeaturePyramid(192, 8, out_channels=32, window=4, global_blocks=[1])
+    features = pyramid(vit, torch.randn(2, 3, 64, 64))
+    assert pyramid.strides == [2, 4, 8, 16, 32]
+    assert {name: tuple(x.shape) for name, x in features.items()} == {
+        "p2": (2, 32, 32, 32), "p3": (2, 32, 16, 16), "p4": (2, 32, 8, 8), "p5": (2, 32, 4, 4), "p6": (2, 32, 2, 2)}
+    # the map under the pyramid is the ViT's last block, unnormed, one token per patch
+    map_ = vit_feature_map(small_vit(pos_embed=False), torch.randn(1, 3, 64, 48))
+    assert map_.shape == (1, 192, 8, 6)
+
+
+def square_image_and_box(size=32):
+    images = torch.zeros(1, 3, size, size, dtype=torch.uint8)
+    images[..., 8:16, 4:12] = 255  # rows 8..15, columns 4..11
+    box = torch.tensor([[[4.0, 8.0, 12.0, 16.0], [0.0, 0.0, 0.0, 0.0]]])
+    return images, DetectionTargets(box, torch.tensor([[0, -1]]))
+
+
+def test_jitter_moves_the_box_with_the_pixels():
+    images, targets = square_image_and_box()
+    for scale, offset, flip in ((1.0, (0.0, 0.0), False), (1.0, (0.0, 0.0), True), (0.5, (0.0, 0.0), False),
+                                (2.0, (6.0, 10.0), False), (2.0, (30.0, 10.0), True)):
+        scales, offsets, flips = torch.tensor([scale]), torch.tensor([offset]), torch.tensor([flip])
+        x = torch.nn.functional.grid_sample(images.float() / 255, _grid(scales, offsets, flips, 32), align_corners=False)
+        boxes, classes = move_boxes(targets, scales, offsets, flips, 32)
+        rows, cols = torch.nonzero(x[0, 0] > 0.5, as_tuple=True)  # the bright pixels' extent, edges exclusive
+        bright = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]).float()
+        assert torch.allclose(boxes[0, 0], bright, atol=1.0), (scale, offset, flip, boxes[0, 0], bright)
+        assert classes.tolist() == [[0, -1]]  # the empty slot stays empty
+
+
+def test_a_box_cropped_away_becomes_an_empty_slot():
+    images, targets = square_image_and_box()
+    # scale 2 and an offset past the object's right and bottom edges: it leaves the canvas
+    boxes, classes = move_boxes(targets, torch.tensor([2.0]), torch.tensor([[30.0, 32.0]]), torch.tensor([False]), 32)
+    assert classes.tolist() == [[-1, -1]]
+
+
+def test_jitter_draws_per_image_and_keeps_masks_aligned():
+    images, targets = square_image_and_box()
+    masks = (images[:, :1] > 0).to(torch.uint8).expand(1, 2, 32, 32).clone()
+    masks[:, 1] = 0
+    batch = DetectionTargets(targets.boxes.expand(4, 2, 4).clone(), targets.classes.expand(4, 2).clone(),
+                             masks.expand(4, 2, 32, 32).clone())
+    x, moved = jitter(images.expand(4, 3, 32, 32), batch, (0.5, 1.5), 0.5, torch.Generator().manual_seed(3))
+    assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert len({tuple(b) for b in moved.boxes[:, 0].tolist()}) == 4  # each image its own scale / flip
+    bright = (x[:, 0] > 0.5)
+    assert (bright == moved.masks[:, 0].bool()).float().mean() > 0.97  # the mask follows the pixels
