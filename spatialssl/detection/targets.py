@@ -12,6 +12,12 @@ from ..data.imageset import ImageSet
 PADDING = -1  # the class of an empty object slot
 
 
+def letterbox_extent(width: int, height: int, scale: float) -> tuple:
+    """(width, height) in canvas pixels that an original ``width`` x ``height`` image fills once letterboxed
+    at ``scale``: the reader resizes to it and predictions are cropped to it, so both must round alike."""
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 @dataclass
 class DetectionTargets:
     """The objects of N images, at most M each: ``boxes`` N x M x 4 (x1, y1, x2, y2 in canvas pixels,
@@ -71,17 +77,21 @@ class DetectionSet(ImageSet):
     """Images letterboxed into S x S canvases (scaled so the longer side is S, padded right and bottom),
     their objects as DetectionTargets, and what maps predictions back to the annotation file: the COCO
     ``image_ids``, each image's ``scales`` (canvas pixels per original pixel) and the COCO
-    ``category_ids`` of the contiguous classes. ``annotations`` is the file scores are computed against."""
+    ``category_ids`` of the contiguous classes. ``annotations`` is the file scores are computed against;
+    ``sizes`` (N x 2: original height, width; empty when unknown) lets masks be mapped back to it."""
     image_ids: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.int64))
     scales: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     category_ids: list = field(default_factory=list)
     annotations: str = ""
+    sizes: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2, dtype=torch.int64))
 
     def __post_init__(self):
         super().__post_init__()
         if len(self.image_ids) != len(self.images) or len(self.scales) != len(self.images):
             raise ValueError(f"{len(self.image_ids)} image ids and {len(self.scales)} scales for "
                              f"{len(self.images)} images in {self.source}")
+        if len(self.sizes) not in (0, len(self.images)):
+            raise ValueError(f"{len(self.sizes)} original sizes for {len(self.images)} images in {self.source}")
 
     @property
     def has_masks(self) -> bool:
@@ -93,4 +103,5 @@ class DetectionSet(ImageSet):
         index = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
         return DetectionSet(self.images[index], None if self.labels is None else self.labels[index], self.classes,
                             f"{self.source} (subset of {count})", self.layout, self.image_ids[index],
-                            self.scales[index], self.category_ids, self.annotations)
+                            self.scales[index], self.category_ids, self.annotations,
+                            self.sizes[index] if len(self.sizes) else self.sizes)
