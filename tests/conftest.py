@@ -12,37 +12,19 @@ from PIL import Image
 torch.set_num_threads(2)
 
 
-def import_on_cpu_torch(name: str):
-    """Import torchvision (or timm, which imports it) on our CPU torch. torchvision's CUDA
-    wheel registers fake kernels for ops the CPU torch lacks ("operator torchvision::nms
-    does not exist"); skip those registrations instead of skipping the test."""
-    import importlib
-
-    import torch.library
-
-    original = torch.library.register_fake
-
-    def lenient(op, *args, **kwargs):
-        if isinstance(op, str) and op.startswith("torchvision::"):
-            return args[0] if args else (lambda fn: fn)
-        return original(op, *args, **kwargs)
-
-    torch.library.register_fake = lenient
-    try:
-        return importlib.import_module(name)
-    finally:
-        torch.library.register_fake = original
-
-
 @pytest.fixture(scope="session")
 def torchvision():
-    return import_on_cpu_torch("torchvision")
+    """torchvision even where its compiled kernels cannot load (a CUDA build beside a CPU torch)."""
+    from spatialssl.detection.torchvision_ops import import_torchvision
+
+    return import_torchvision()
 
 
 @pytest.fixture(scope="session")
-def timm():
-    import_on_cpu_torch("torchvision")
-    return import_on_cpu_torch("timm")
+def timm(torchvision):  # timm imports torchvision, which must come through import_torchvision first
+    import timm
+
+    return timm
 
 
 def random_images(count: int, size: int, seed: int) -> np.ndarray:
