@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -67,6 +68,7 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress)
     report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
               **evaluate_checkpoint(last, val_set), "checkpoint": str(last)}
+    report = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}  # JSON has no NaN
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one writer
         atomic_write(out_dir / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
@@ -103,7 +105,7 @@ def evaluate(method, val_set, batch_size: int) -> dict:
         index = slice(start, start + batch_size)
         found = method.predict(val_set.images[index].to(device))
         results += to_coco_results([{k: v.cpu() for k, v in f.items()} for f in found], val_set.image_ids[index],
-                                   val_set.scales[index], val_set.category_ids)
+                                   val_set.scales[index], val_set.category_ids, sizes=val_set.sizes[index])
     kinds = ("bbox", "segm") if method.roi_heads.has_mask() else ("bbox",)
     scores = coco_scores(results, val_set.annotations, kinds)
     return {"images": len(val_set), "detections": len(results), **scores}
@@ -119,6 +121,7 @@ def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Opt
     device = resolve_device(cfg.train.device)
     report = {"checkpoint": str(path), "data": str(cfg.data.path), "split": split or cfg.data.test_split,
               **evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)}
+    report = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
     if out is not None:
         atomic_write(Path(out), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report

@@ -32,8 +32,16 @@ def is_external(name: str) -> bool:
 
 def library(name: str):
     """timm or torchvision, whichever ``name`` (``timm/<arch>``) names; one line saying how to install it."""
+    from ..detection.torchvision_ops import import_torchvision  # torchvision with stand-in kernels if needed
+
     source = name.partition("/")[0]
     try:
+        if source == "torchvision":
+            return import_torchvision()
+        try:
+            import_torchvision()  # timm imports it
+        except MissingPackage:
+            pass
         return importlib.import_module(source)
     except Exception as err:  # ImportError, or a torchvision built for another torch (RuntimeError)
         raise MissingPackage(f"model.backbone={name} needs {source}, which cannot be imported here ({first_line(err)}); "
