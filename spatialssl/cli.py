@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out figures/reconstruct.png
   spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors
   spatialssl export --checkpoint runs/part/last.ckpt --out exports/part_vit_tiny --format hf
+  spatialssl export --checkpoint runs/part-det/last.ckpt --out exports/part_vitdet --format detectron2
   spatialssl reproduce --data ~/data/cifar10 --budget cpu --write RESULTS.md
 """
 
@@ -137,14 +138,17 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
     rep.add_argument("overrides", nargs="*", help="section.key=value for every pretraining, e.g. train.precision=bf16")
 
-    exp = commands.add_parser("export", help="write a checkpoint's backbone as timm/torchvision-compatible safetensors")
+    exp = commands.add_parser("export", help="write a checkpoint's backbone for timm, torchvision, the Hugging Face "
+                                          "Hub or detectron2's ViTDet")
     exp.add_argument("--checkpoint", required=True, help="a last.ckpt")
     exp.add_argument("--out", required=True, help="output .safetensors file (a .json beside it says how to load it), "
                                                   "or a folder with --format")
-    exp.add_argument("--format", choices=("timm", "torchvision", "hf"),  # commands.export.FORMATS, which loads the engine
+    # the choices are commands.export.FORMATS, spelled out: importing it loads the engine
+    exp.add_argument("--format", choices=("timm", "torchvision", "hf", "detectron2"),
                      help="a folder (model.safetensors, config.json) that timm.create_model('local-dir:OUT', "
                           "pretrained=True) loads | that torchvision's ResNet loads | for the Hugging Face Hub, "
-                          "with a model card")
+                          "with a model card | a folder (vitdet_init.pth, config.json) of an image ViT for "
+                          "detectron2 ViTDet's train.init_checkpoint, with the command that finetunes it")
     exp.add_argument("--push", metavar="REPO_ID", help="with --format hf: upload the folder to the Hub as REPO_ID "
                                                        "(needs huggingface_hub and a login)")
 
@@ -239,7 +243,8 @@ def run(args: argparse.Namespace) -> None:
         if args.format is None:
             print(f"wrote {described['path']}; load it into {described['class']}(**{described['kwargs']})")
         else:
-            print(f"wrote {described['path']}{f' and pushed it to {args.push}' if args.push else ''}; load it with:\n"
+            use = "finetune ViTDet from it, in a detectron2 checkout" if args.format == "detectron2" else "load it"
+            print(f"wrote {described['path']}{f' and pushed it to {args.push}' if args.push else ''}; {use} with:\n"
                   f"{described['snippet']}")
     elif args.command in ("reconstruct", "symmetry", "uncertainty"):
         from .commands.analysis import run_analysis

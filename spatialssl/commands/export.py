@@ -5,7 +5,10 @@ keys) loads with ``load_state_dict``, and a sibling ``.json`` naming that constr
 With ``--format``, a folder of ``model.safetensors`` and ``config.json``: ``timm`` follows timm's conventions
 (``timm.create_model("local-dir:DIR", pretrained=True)``), ``torchvision`` is a state dict torchvision's ResNet
 loads, ``hf`` adds a model card for the Hugging Face Hub (``--push`` uploads it). Every description holds the
-run's config, so ``spatialssl.load_backbone`` reads an export as it reads a checkpoint.
+run's config, so ``spatialssl.load_backbone`` reads these exports as it reads a checkpoint. ``detectron2`` is a
+folder of ``vitdet_init.pth``, the ViT (and a detection run's pyramid) under detectron2 ViTDet's keys for its
+``train.init_checkpoint``, and a config.json with the LazyConfig overrides that fit it; not a spatialssl backbone,
+so ``load_backbone`` takes the checkpoint it came from instead.
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import torch
+
+from ..detection import detectron2
 from ..engine import build, checkpoint
 from ..engine.runfolder import check_writable
 from ..errors import ConfigError, DataError, first_line
@@ -21,7 +27,7 @@ from ..files import atomic_write, write_or_explain
 from ..models import VisionTransformer, VisionTransformer1D
 from .card import model_card
 
-FORMATS = ("timm", "torchvision", "hf")
+FORMATS = ("timm", "torchvision", "hf", "detectron2")
 TORCHVISION_RESNETS = ("resnet18", "resnet34")  # ours with the ImageNet stem are torchvision's (and timm's)
 
 
@@ -83,15 +89,18 @@ def export(path, out, format: Optional[str] = None, push: Optional[str] = None) 
     out = Path(out)
     if format is None:
         out = out.with_suffix(".safetensors")
-    elif out.suffix == ".safetensors":
-        raise ConfigError(f"--format {format} writes a folder (model.safetensors, config.json); give --out a folder "
-                          "name")
-    check_writable(out if format else out.parent, "the export folder", "choose another --out or fix its permissions")
+    elif out.suffix in (".safetensors", ".pth"):
+        raise ConfigError(f"--format {format} writes a folder (with a config.json); give --out a folder name")
     tensors, info = checkpoint.read_checkpoint(path)
     backbone, cfg = build.backbone_from(tensors, info, path)
+    if format == "detectron2":  # before the folder is made: a refused export leaves nothing behind
+        detectron2.require_image_vit(backbone, cfg.model.backbone)
+    check_writable(out if format else out.parent, "the export folder", "choose another --out or fix its permissions")
     described = describe(backbone, cfg, info, path)
     if format is None:
         return export_file(backbone, described, out)
+    if format == "detectron2":
+        return export_detectron2(backbone, cfg, described, checkpoint.evaluated_state(tensors), out)
     return export_folder(backbone, cfg, described, out, format, push)
 
 
@@ -149,6 +158,26 @@ def export_folder(backbone, cfg, described: dict, folder: Path, format: str, pus
         if push:
             push_to_hub(folder, push)
     return {**described, "path": str(folder), "snippet": snippet}
+
+
+def export_detectron2(backbone, cfg, described: dict, weights: dict, folder: Path) -> dict:
+    """``folder``/vitdet_init.pth, ViTDet's state dict with the ViT (and a detection run's pyramid) as a
+    detectron2 checkpoint, and config.json: the LazyConfig overrides that fit it, notes, our description.
+    ``weights``: the method's evaluated state (the pyramid's source)."""
+    pyramid = ({k[len("pyramid."):]: v for k, v in weights.items() if k.startswith("pyramid.")}
+               if cfg.method.name == "detect" else None)
+    state, notes = detectron2.vitdet_state(backbone, detectron2.position_grid(backbone, cfg.model.input_size),
+                                             pyramid)
+    overrides = detectron2.vitdet_overrides(backbone, state, cfg.data.mean, cfg.data.std)
+    target = folder / detectron2.CHECKPOINT
+    # detectron2's own checkpoint layout: {"model": state dict} (a pickle, which only torch.load reads)
+    content = {"model": state, "__author__": "spatialssl"}
+    write_or_explain(target, lambda: atomic_write(target, lambda tmp: torch.save(content, tmp)), _advice(folder))
+    _write_json(folder / build.EXPORTED_DESCRIPTION,
+                {"detectron2": {"init_checkpoint": detectron2.CHECKPOINT, "config_file": detectron2.CONFIG_FILE,
+                                "overrides": overrides, "notes": notes}, "spatialssl": described})
+    return {**described, "path": str(folder), "notes": notes,
+            "snippet": detectron2.train_command(target, overrides, notes)}
 
 
 def without_local_paths(described: dict) -> dict:
