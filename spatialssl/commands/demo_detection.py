@@ -17,11 +17,12 @@ IMAGES = (600, 200)  # train, val canvases
 DETECT_SETTINGS = ["train.epochs=12", "train.batch_size=16", "optim.lr=3e-4", "optim.warmup_epochs=1"]
 
 
-def run_detection_demo(out_dir="runs/demo-detection", overrides=None, progress: bool = True) -> dict:
+def run_detection_demo(out_dir="runs/demo-detection", overrides=None, progress: bool = True,
+                       images: tuple = IMAGES) -> dict:
     """Pretrain PART, finetune it and its random-init twin for detection; returns {label: report}."""
     out_dir = Path(out_dir)
     cfg = load_config("demo_detection", overrides)
-    data = write_shapes(out_dir / "shapes", *IMAGES, size=cfg.detect.image_size, seed=cfg.train.seed)
+    data = write_shapes(out_dir / "shapes", *images, size=cfg.detect.image_size, seed=cfg.train.seed)
     cfg = load_config("demo_detection", [f"data.path={data}", *(overrides or [])])
     train_set, val_set = read_split(cfg, "train"), read_split(cfg, "val")
     print(f"demo detection data: {len(train_set)} train / {len(val_set)} val canvases of {cfg.detect.image_size} px, "

@@ -39,7 +39,7 @@ def read_split(cfg: Config, split: str):
     """A split of ``data.path`` letterboxed to detect.image_size, with masks when the heads want them."""
     if cfg.data.path is None:
         raise ConfigError("detection needs data: --data a COCO-style folder (annotations/instances_<split>.json)")
-    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks is not False)
+    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks)
 
 
 def with_masks_resolved(cfg: Config, train_set) -> Config:

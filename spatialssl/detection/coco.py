@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import torch
@@ -22,15 +23,17 @@ from .targets import PADDING, DetectionSet, DetectionTargets, letterbox_extent
 MAX_MASK_BYTES = 4 * 2**30  # N x M x S x S uint8 masks are held whole, as the images are
 
 
-def read_coco(folder, split: str = "train", image_size: int = 1024, masks: bool = False) -> DetectionSet:
+def read_coco(folder, split: str = "train", image_size: int = 1024, masks: Optional[bool] = False) -> DetectionSet:
     """``split`` of the COCO-style data set in ``folder``, every image letterboxed to ``image_size`` square;
-    with ``masks``, each object's segmentation as an S x S mask too (Mask R-CNN's targets)."""
+    with ``masks``, each object's segmentation as an S x S mask too (Mask R-CNN's targets); ``masks`` None:
+    masks when the annotations have segmentations."""
     if image_size < 1:
         raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
     root = Path(folder).expanduser()
     annotation_file = _find(root / "annotations", [f"instances_{name}.json" for name in _names(split)], root, split)
     image_folder = _find(root, _names(split), root, split)
     index = parse_coco(annotation_file, masks)
+    masks = index.masks
     if not index.images:
         raise DataError(f"{annotation_file} lists no images")
     _check_files(index.images, image_folder, annotation_file)

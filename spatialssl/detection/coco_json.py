@@ -43,12 +43,14 @@ class CocoIndex:
     images: list  # CocoImage, in the file's order
     category_ids: list  # COCO ids of the contiguous classes 0..K-1, ascending
     classes: list  # their names
+    masks: bool = False  # whether the objects are those with masks (read for Mask R-CNN)
 
 
-def parse_coco(path, masks: bool = False) -> CocoIndex:
+def parse_coco(path, masks: Optional[bool] = False) -> CocoIndex:
     """The images, categories and non-crowd objects of a COCO instances file, all checked. Crowd regions are
     left out: the evaluation reads them from the file. With ``masks``, objects without a usable segmentation
-    are left out too (with a warning), as detectron2 does, and a file without any is refused."""
+    are left out too (with a warning), as detectron2 does, and a file without any is refused; ``masks`` None:
+    masks when the file has segmentations, else boxes alone."""
     data = _load(path)
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
@@ -63,16 +65,20 @@ def parse_coco(path, masks: bool = False) -> CocoIndex:
         if crowd:
             continue
         segmented |= obj.has_mask
-        if masks and not obj.has_mask:
+        if masks is not False and not obj.has_mask:
             unmasked.append(ann_id)
-            continue
         images[entry["image_id"]].objects.append(obj)
+    if masks is None:
+        masks = segmented
+    if masks:  # objects without a mask cannot train the mask head
+        for image in images.values():
+            image.objects = [obj for obj in image.objects if obj.has_mask]
     if masks and unmasked:
         if not segmented:
             raise DataError(f"{path} holds no segmentations; read it with masks off (boxes only)")
         warn(f"{path}: {len(unmasked)} annotations (ids {unmasked[:5]}) have no segmentation (or only "
              "polygons of fewer than 3 points); they are left out of the mask-training targets")
-    return CocoIndex(list(images.values()), category_ids, classes)
+    return CocoIndex(list(images.values()), category_ids, classes, bool(masks))
 
 
 def _load(path) -> dict:
