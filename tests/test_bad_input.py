@@ -210,6 +210,30 @@ def with_recipe(content):
                              str(labelled_npz(tmp_path / "data.npz")), "--out", str(tmp_path / "out"), *TINY]
 
 
+def detect(edit=None, *options):
+    """``spatialssl detect`` of a fresh ViT checkpoint on a generated COCO-style set, its train json edited by
+    ``edit`` (a function of the parsed json)."""
+    from spatialssl.detection import write_shapes
+
+    def argv(tmp_path):
+        data = write_shapes(tmp_path / "shapes", 4, 2, size=32, seed=0)
+        if edit is not None:
+            path = data / "annotations" / "instances_train.json"
+            path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+        assert main(["pretrain", "--data", str(labelled_npz(tmp_path / "data.npz")), "--out", str(tmp_path / "vit"),
+                     *TINY, "method.name=random", "model.backbone=vit_tiny", "model.depth=1"]) == 0
+        return ["detect", "--checkpoint", str(tmp_path / "vit" / "last.ckpt"), "--data", str(data), "--out",
+                str(tmp_path / "det"), "--no-progress", *options]
+    return argv
+
+
+def annotation_of_category(category: int):
+    def edit(described):
+        described["annotations"][0]["category_id"] = category
+        return described
+    return edit
+
+
 CASES = {  # name: (argv from a scratch folder, what the error line says)
     "corrupt JPEG in a class folder": (pretrain(corrupt_jpeg), "cannot decode image"),
     "zero-byte PNG": (pretrain(lambda t: images_with(t, "empty.png", b"")), "the file is empty"),
@@ -248,6 +272,10 @@ CASES = {  # name: (argv from a scratch folder, what the error line says)
     "out-of-range option": (with_options("optim.lr=-1"), "optim.lr"),
     "override that is not YAML": (with_options("augment.scale=[0.2,"), "augment.scale"),
     "missing --data path": (pretrain(lambda t: t / "no-such-data"), "no-such-data"),
+    "detection annotation of an unknown category": (detect(annotation_of_category(99)), "category"),
+    "detection json without annotations": (detect(lambda d: {k: v for k, v in d.items() if k != "annotations"}),
+                                           "instances_train.json"),
+    "detection option out of range": (detect(None, "detect.scale_range=[2,1]"), "detect.scale_range"),
     "checkpoint that is not safetensors": (linear_eval(not_safetensors), "cannot read checkpoint"),
     "checkpoint with missing metadata": (linear_eval(checkpoint_file), "is not a spatialssl checkpoint"),
     "checkpoint without a config": (linear_eval(lambda t: checkpoint_file(t, {"spatialssl": json.dumps(
