@@ -108,3 +108,18 @@ def test_the_demo_compares_part_with_random_init(tmp_path, capsys):
     assert set(reports) == {"random init", "PART"} and all(r["images"] == 8 for r in reports.values())
     printed = capsys.readouterr().out
     assert "PART" in printed and "random init" in printed and "AP points over random init" in printed
+
+
+def test_every_trained_weight_gets_a_gradient(part_checkpoint, shapes):
+    """DistributedDataParallel (torchrun) requires it: a weight that no step uses stops the run."""
+    from spatialssl.commands.detect import read_split
+    from spatialssl.engine.build import build_method
+
+    cfg = detect_config(part_checkpoint, shapes, [*SMALL, "detect.masks=true"])
+    cfg = load_config(base={**cfg.to_dict(), "model": {**cfg.to_dict()["model"], "input_size": [64, 64]}})
+    data = read_split(cfg, "train")
+    method = build_method(cfg, [0.5] * 3, [0.25] * 3, data.num_classes)
+    loss, _ = method(data.images[:4], data.labels[:4], torch.Generator().manual_seed(0))
+    loss.backward()
+    idle = [name for name, p in method.named_parameters() if p.requires_grad and p.grad is None]
+    assert not idle, idle

@@ -13,8 +13,8 @@ from ..engine.config import load_config
 from ..engine.train import pretrain
 from .detect import detect, read_split, summary
 
-IMAGES = (600, 200)  # train, val canvases
-DETECT_SETTINGS = ["train.epochs=12", "train.batch_size=16", "optim.lr=3e-4", "optim.warmup_epochs=1"]
+IMAGES = (300, 100)  # train, val canvases
+DETECT_SETTINGS = ["train.epochs=8", "train.batch_size=16", "optim.lr=3e-4", "optim.warmup_epochs=1"]
 
 
 def run_detection_demo(out_dir="runs/demo-detection", overrides=None, progress: bool = True,
