@@ -55,7 +55,8 @@ def test_jitter_moves_the_box_with_the_pixels():
     for scale, offset, flip in ((1.0, (0.0, 0.0), False), (1.0, (0.0, 0.0), True), (0.5, (0.0, 0.0), False),
                                 (2.0, (6.0, 10.0), False), (2.0, (30.0, 10.0), True)):
         scales, offsets, flips = torch.tensor([scale]), torch.tensor([offset]), torch.tensor([flip])
-        x = torch.nn.functional.grid_sample(images.float() / 255, _grid(scales, offsets, flips, 32), align_corners=False)
+        grid = _grid(scales, offsets, flips, 32)
+        x = torch.nn.functional.grid_sample(images.float() / 255, grid, align_corners=False)
         boxes, classes = move_boxes(targets, scales, offsets, flips, 32)
         rows, cols = torch.nonzero(x[0, 0] > 0.5, as_tuple=True)  # the bright pixels' extent, edges exclusive
         bright = torch.tensor([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1]).float()

@@ -48,8 +48,8 @@ class Detection(Method):
 
         torchvision = import_torchvision()
         pyramid = build_pyramid(backbone, cfg.detect, torchvision)
-        if isinstance(pyramid, SimpleFeaturePyramid):  # ViTDet reads the last block unnormed: the final norm
-            backbone.norm.requires_grad_(False)  # sits idle, and DistributedDataParallel wants every trained weight used
+        if isinstance(pyramid, SimpleFeaturePyramid):  # ViTDet reads the last block unnormed: the final norm sits
+            backbone.norm.requires_grad_(False)  # idle, and DistributedDataParallel wants every trained weight used
         rpn, roi_heads = build_heads(torchvision, pyramid, num_classes, cfg.detect.masks, cfg.detect)
         return cls(backbone, pyramid, rpn, roi_heads, mean, std, cfg.detect, torchvision)
 
