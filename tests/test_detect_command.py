@@ -125,3 +125,13 @@ def test_every_trained_weight_gets_a_gradient(part_checkpoint, shapes):
     loss.backward()
     idle = [name for name, p in method.named_parameters() if p.requires_grad and p.grad is None]
     assert not idle, idle
+
+
+def test_a_resnet_checkpoint_detects_through_a_feature_pyramid_network(shapes, tmp_path):
+    cfg = load_config(overrides=[f"data.path={shapes / 'train'}", "method.name=random", "model.backbone=resnet8",
+                                 "train.epochs=0", "train.knn_monitor=0"])
+    checkpoint = pretrain(cfg, tmp_path / "resnet", progress=False)
+    report = detect(checkpoint, shapes, tmp_path / "det", ["train.epochs=1", "detect.masks=false",
+                                                          "detect.image_size=32", *SMALL], progress=False)
+    assert report["images"] == 8 and "method.pyramid.fpn.inner_blocks.0.0.weight" in load_file(tmp_path / "det" /
+                                                                                                 "last.ckpt")

@@ -67,11 +67,17 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     cfg = with_masks_resolved(cfg, train_set)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress)
     report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
-              **evaluate_checkpoint(last, val_set), "checkpoint": str(last)}
-    report = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}  # JSON has no NaN
-    if os.environ.get("RANK", "0") == "0":  # under torchrun, one writer
-        atomic_write(out_dir / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+              "checkpoint": str(last)}
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, one process scores and writes
+        return report
+    report = without_nan({**report, **evaluate_checkpoint(last, val_set)})
+    atomic_write(out_dir / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
+
+
+def without_nan(report: dict) -> dict:
+    """NaN (pycocotools' "nothing to score", e.g. no large objects) as null: JSON has no NaN."""
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
 
 
 def load_detector(path) -> tuple:
@@ -121,7 +127,7 @@ def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Opt
     device = resolve_device(cfg.train.device)
     report = {"checkpoint": str(path), "data": str(cfg.data.path), "split": split or cfg.data.test_split,
               **evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)}
-    report = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in report.items()}
+    report = without_nan(report)
     if out is not None:
         atomic_write(Path(out), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
