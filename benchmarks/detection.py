@@ -84,7 +84,7 @@ def main() -> None:
     if not (data / "annotations" / "instances_val.json").is_file():
         write_shapes(data, *map(int, args.images.split(",")), size=size, seed=0)
     cfg = load_config("demo_detection", [f"data.path={data}", *args.detect_overrides])
-    train_set, val_set = read_split(cfg, "train"), read_split(cfg, "val")
+    train_set, val_set = read_split(cfg, "train"), read_split(cfg, "val", targets=False)
     canvases = ImageSet(train_set.images, source=train_set.source)
     if args.pretrain_data:  # resized at decode to the canvas size: the ViT's tokens cover the same pixels
         natural = load_config("demo_detection", [f"data.path={args.pretrain_data}", f"data.image_size={size}"])

@@ -202,3 +202,28 @@ def test_each_process_binds_its_gpu_before_joining_the_group(monkeypatch):
     gpu = torch.device("cuda", 1)
     assert (ranks.rank, ranks.world, device) == (1, 2, gpu)
     assert calls == [("set_device", gpu), ("init_process_group", "nccl", {"device_id": gpu})]
+
+
+def _detect_worker(rank: int, world: int, port: int, checkpoint: str, shapes: str, out: str) -> None:
+    from spatialssl.commands.detect import detect
+
+    _join(rank, world, port)
+    detect(checkpoint, shapes, out, ["train.epochs=1", "train.batch_size=4", "train.device=cpu", "model.depth=1",
+                                     "detect.pyramid_channels=16", "detect.representation_size=32",
+                                     "detect.box_head_convs=0", "detect.proposals_train=32", "detect.proposals_test=16"],
+           progress=False)
+    _leave()
+
+
+def test_detection_trains_on_two_processes(tmp_path):
+    """DistributedDataParallel over the detector: every trained weight is used (ViTDet leaves the ViT's final
+    norm out, so it is frozen), and one process scores and writes the report."""
+    from spatialssl.detection import write_shapes
+
+    shapes = write_shapes(tmp_path / "shapes", 8, 4, size=32, seed=0)
+    cfg = load_config("demo_detection", [f"data.path={shapes / 'train'}", "train.epochs=0", "model.depth=1",
+                                         "part.num_pairs=64", "train.batch_size=8"])
+    checkpoint = pretrain(cfg, tmp_path / "part", progress=False)
+    mp.spawn(_detect_worker, args=(2, _free_port(), str(checkpoint), str(shapes), str(tmp_path / "det")), nprocs=2,
+             join=True)
+    assert (tmp_path / "det" / "detect.json").is_file() and len(read_metrics(tmp_path / "det")) == 1

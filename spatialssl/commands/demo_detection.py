@@ -24,7 +24,7 @@ def run_detection_demo(out_dir="runs/demo-detection", overrides=None, progress: 
     cfg = load_config("demo_detection", overrides)
     data = write_shapes(out_dir / "shapes", *images, size=cfg.detect.image_size, seed=cfg.train.seed)
     cfg = load_config("demo_detection", [f"data.path={data}", *(overrides or [])])
-    train_set, val_set = read_split(cfg, "train"), read_split(cfg, "val")
+    train_set, val_set = read_split(cfg, "train"), read_split(cfg, "val", targets=False)
     print(f"demo detection data: {len(train_set)} train / {len(val_set)} val canvases of {cfg.detect.image_size} px, "
           f"{train_set.num_classes} shape classes ({', '.join(train_set.classes)}), generated in {data}")
     pretrained = out_dir / "part"

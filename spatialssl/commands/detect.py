@@ -35,11 +35,12 @@ def detect_config(path, data: Optional[str], overrides: Optional[list] = None, s
     return load_config(base=base, overrides=overrides)
 
 
-def read_split(cfg: Config, split: str):
-    """A split of ``data.path`` letterboxed to detect.image_size, with masks when the heads want them."""
+def read_split(cfg: Config, split: str, targets: bool = True):
+    """A split of ``data.path`` letterboxed to detect.image_size, with masks when the heads want them; without
+    ``targets`` (a split only scored: its annotation file is the reference) boxes alone."""
     if cfg.data.path is None:
         raise ConfigError("detection needs data: --data a COCO-style folder (annotations/instances_<split>.json)")
-    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks)
+    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks if targets else False)
 
 
 def with_masks_resolved(cfg: Config, train_set) -> Config:
@@ -63,7 +64,7 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     else:
         cfg = detect_config(path, data, overrides, scratch)
     train_set = train_set if train_set is not None else read_split(cfg, cfg.data.split)
-    val_set = val_set if val_set is not None else read_split(cfg, cfg.data.test_split)
+    val_set = val_set if val_set is not None else read_split(cfg, cfg.data.test_split, targets=False)
     cfg = with_masks_resolved(cfg, train_set)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress)
     report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
@@ -123,7 +124,7 @@ def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Opt
     method, cfg = load_detector(path)
     if data is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data)))
-    val_set = read_split(cfg, split or cfg.data.test_split)
+    val_set = read_split(cfg, split or cfg.data.test_split, targets=False)
     device = resolve_device(cfg.train.device)
     report = {"checkpoint": str(path), "data": str(cfg.data.path), "split": split or cfg.data.test_split,
               **evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)}
