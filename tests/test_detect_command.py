@@ -135,3 +135,9 @@ def test_a_resnet_checkpoint_detects_through_a_feature_pyramid_network(shapes, t
                                                           "detect.image_size=32", *SMALL], progress=False)
     assert report["images"] == 8 and "method.pyramid.fpn.inner_blocks.0.0.weight" in load_file(tmp_path / "det" /
                                                                                                  "last.ckpt")
+
+
+def test_pretrain_refuses_the_detect_method_on_image_folders(shapes, tmp_path, capsys):
+    assert main(["pretrain", "--data", str(shapes / "train"), "--out", str(tmp_path / "x"), "method.name=detect",
+                 "model.backbone=vit_tiny", "model.patch_size=8", "train.batch_size=8", "--no-progress"]) == 2
+    assert "detection trains through `spatialssl detect`" in capsys.readouterr().err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 
+from ..detection.targets import DetectionTargets
 from ..errors import ConfigError, DataError
 from ..methods import METHODS
 from ..methods.deepcluster import cluster_count
@@ -70,6 +71,9 @@ def check_processes(cfg: Config, world: int, device) -> None:
 def check_against_data(cfg: Config, data) -> None:
     """Checks of the options against the images or signals, before any work."""
     m, p, patch = cfg.method, cfg.part, cfg.model.patch_size
+    if (m.name == "detect") != isinstance(getattr(data, "labels", None), DetectionTargets):
+        raise ConfigError(f"method {m.name} cannot train on {data.source}: detection trains through `spatialssl "
+                          "detect` on COCO-style data, and only it does")
     if METHODS[m.name].needs_labels:
         require_labels(data, f"method {m.name} (split '{cfg.data.split}')")
     size = data.input_size
