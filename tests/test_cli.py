@@ -43,7 +43,7 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
 DATA_SETS = ("cifar100_20", "cifar100", "cifar10", "stl10", "tiny_imagenet", "imagenet", "sleep")
 RECIPES = {  # family (a recipe's name before its data set) -> how many data sets it has a recipe for
     **{method: 5 for method in ("rr", "sr", "sr_additive", "supervised", "random")},  # the SR paper's
-    "part": 3, "part1d": 1, "demo": 1, "demo_timeseries": 1,
+    "part": 3, "part1d": 1, "demo": 1, "demo_timeseries": 1, "demo_detection": 1,
     **{method: 2 for method in ("mae", "mp3", "deepcluster", "simclr", "rotation", "sr_simclr",
                                 "part_contrastive")},  # baselines and combinations on CIFAR-10 and -100
 }
