@@ -14,7 +14,7 @@ from spatialssl.engine.build import load_backbone
 from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics
 from spatialssl.engine.train import pretrain
-from spatialssl.errors import DataError
+from spatialssl.errors import ConfigError, DataError
 
 SMALL = ["model.depth=1", "part.num_pairs=16", "train.batch_size=8", "optim.warmup_epochs=0",
          "detect.pyramid_channels=16", "detect.representation_size=32", "detect.box_head_convs=0",
@@ -141,3 +141,55 @@ def test_pretrain_refuses_the_detect_method_on_image_folders(shapes, tmp_path, c
     assert main(["pretrain", "--data", str(shapes / "train"), "--out", str(tmp_path / "x"), "method.name=detect",
                  "model.backbone=vit_tiny", "model.patch_size=8", "train.batch_size=8", "--no-progress"]) == 2
     assert "detection trains through `spatialssl detect`" in capsys.readouterr().err
+
+
+def test_a_checkpoint_with_a_class_token_detects_without_it(shapes, tmp_path):
+    """MAE's recipes pretrain with a [CLS] token (PART's Table 2 baseline); ViTDet reads patch tokens alone."""
+    cfg = load_config(overrides=[f"data.path={shapes / 'train'}", "method.name=random", "model.backbone=vit_tiny",
+                                 "model.patch_size=8", "model.depth=1", "model.class_token=true",
+                                 "model.pos_embed=true", "train.epochs=0", "train.knn_monitor=0"])
+    checkpoint = pretrain(cfg, tmp_path / "mae-like", progress=False)
+    detecting = detect_config(checkpoint, shapes, SMALL)
+    assert not detecting.model.class_token
+    from spatialssl.engine.build import build_method
+
+    detecting = load_config(base={**detecting.to_dict(), "model": {**detecting.to_dict()["model"],
+                                                                     "input_size": [64, 64]},
+                                  "detect": {**detecting.to_dict()["detect"], "masks": False}})
+    method = build_method(detecting, [0.5] * 3, [0.25] * 3, 3)
+    grid = load_file(checkpoint)["method.backbone.pos_embed"][:, 1:]  # the pretrained grid, [CLS] slot dropped
+    assert method.backbone.cls_token is None and torch.allclose(method.backbone.pos_embed.detach(), grid)
+    with pytest.raises(ConfigError, match="model.class_token=false"):
+        detect_config(checkpoint, shapes, [*SMALL, "model.class_token=true"])
+
+
+def test_vitdet_keeps_the_last_block_of_each_quarter_global(part_checkpoint, shapes):
+    from spatialssl.detection.pyramid import global_blocks
+    from spatialssl.methods.detection import build_pyramid
+
+    assert global_blocks(12) == [2, 5, 8, 11] and global_blocks(24) == [5, 11, 17, 23] and global_blocks(2) == [0, 1]
+    cfg = detect_config(part_checkpoint, shapes, [*SMALL, "detect.global_blocks=[1,3]"])
+    vit = load_backbone(part_checkpoint)[0]
+    with pytest.raises(ConfigError, match=r"detect.global_blocks \[1, 3\] names blocks past the ViT's 1"):
+        build_pyramid(vit, cfg.detect, None)
+
+
+def test_boxes_decode_in_float32_under_bf16(part_checkpoint, shapes):
+    from spatialssl.detection import import_torchvision
+    from spatialssl.detection.heads import float32_box_coder
+
+    coder = float32_box_coder(import_torchvision())(weights=(1.0, 1.0, 1.0, 1.0))
+    anchors = torch.tensor([[1000.0, 1000.0, 1013.0, 1013.0]])
+    decoded = coder.decode_single(torch.zeros(1, 4, dtype=torch.bfloat16), anchors)
+    assert decoded.dtype == torch.float32 and torch.equal(decoded, anchors)  # bf16 would give 1000 -> 1000, 1013 -> 1012
+
+
+def test_a_signal_checkpoint_is_refused_for_detection(shapes, tmp_path):
+    from spatialssl.engine.checkpoint import save_checkpoint
+
+    cfg = load_config(overrides=["model.backbone=vit1d_tiny", "model.patch_size=25", "method.name=part",
+                                 "model.depth=1"])
+    folder = tmp_path / "signals"
+    save_checkpoint(folder, torch.nn.Linear(1, 1), None, {"order": torch.Generator()}, cfg.to_dict(), 0, {})
+    with pytest.raises(ConfigError, match="reads signals; detection takes image backbones"):
+        detect_config(folder / "last.ckpt", shapes)

@@ -18,6 +18,7 @@ from ..engine.distributed import resolve_device
 from ..engine.train import pretrain
 from ..errors import ConfigError
 from ..files import atomic_write
+from ..models import modality
 
 OVERLAY = BUNDLED_RECIPES / "overlays" / "detect.yaml"
 REPORT = "detect.json"
@@ -28,7 +29,11 @@ def detect_config(path, data: Optional[str], overrides: Optional[list] = None, s
     """The pretrained run's config turned into a detection one (overlays/detect.yaml); ``scratch`` keeps the
     architecture but not the weights (the random-init baseline at the same budget)."""
     _, info = checkpoint.read_checkpoint(path)
-    base = overlay(load_config(base=info["config"]).to_dict(), read_recipe(OVERLAY))
+    pretrained = load_config(base=info["config"])
+    if modality(pretrained.model.backbone) != "images":
+        raise ConfigError(f"{path} holds a {pretrained.model.backbone}, which reads signals; detection takes image "
+                          "backbones (spatialssl's ViTs and ResNets)")
+    base = overlay(pretrained.to_dict(), read_recipe(OVERLAY))
     base["model"]["init_from"] = None if scratch else str(path)
     if data is not None:
         base["data"]["path"] = str(data)
@@ -60,7 +65,8 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     out_dir = Path(out_dir)
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
-        cfg = load_config(base=info["config"], overrides=overrides)
+        moved = [f"data.path={data}"] if data is not None else []  # the data may have moved since
+        cfg = load_config(base=info["config"], overrides=[*moved, *(overrides or [])])
     else:
         cfg = detect_config(path, data, overrides, scratch)
     train_set = train_set if train_set is not None else read_split(cfg, cfg.data.split)
@@ -136,7 +142,8 @@ def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Opt
 
 def summary(report: dict) -> str:
     """One line of a report's scores."""
-    line = f"box AP {report['AP']:.1f} (AP50 {report['AP50']:.1f}, AP75 {report['AP75']:.1f})"
+    score = lambda key: "n/a" if report.get(key) is None else f"{report[key]:.1f}"  # noqa: E731 (null: none to score)
+    line = f"box AP {score('AP')} (AP50 {score('AP50')}, AP75 {score('AP75')})"
     if "mask_AP" in report:
-        line += f", mask AP {report['mask_AP']:.1f}"
+        line += f", mask AP {score('mask_AP')}"
     return f"{line} on {report['images']} images"

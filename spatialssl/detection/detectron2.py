@@ -19,6 +19,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models import VisionTransformer, VisionTransformer1D
+from .pyramid import global_blocks
 
 CHECKPOINT = "vitdet_init.pth"  # a .pth: DetectionCheckpointer reads it with torch.load, keys matched exactly
 CONFIG_FILE = "projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"
@@ -117,11 +118,6 @@ def _config_notes(vit: VisionTransformer) -> list:
         notes.append(f"set num_layers={depth} in the config file's optimizer.params.lr_factor_func (layer-wise "
                      "learning-rate decay; a functools.partial the command line cannot reach)")
     return notes
-
-
-def global_blocks(depth: int) -> list:
-    """ViTDet's blocks with global attention: the last of each quarter (2, 5, 8, 11 of ViT-B's 12)."""
-    return sorted({(quarter + 1) * depth // 4 - 1 for quarter in range(4)} - {-1})
 
 
 def vitdet_overrides(vit: VisionTransformer, state: dict, mean: Optional[list], std: Optional[list]) -> dict:

@@ -36,4 +36,18 @@ def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) ->
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=options.box_batch_size_per_image,
         positive_fraction=0.25, bbox_reg_weights=None, score_thresh=options.score_threshold, nms_thresh=0.5,
         detections_per_img=options.detections_per_image, **mask_parts)
+    for coder in (rpn.box_coder, roi_heads.box_coder):
+        coder.__class__ = float32_box_coder(torchvision)
     return rpn, roi_heads
+
+
+def float32_box_coder(torchvision) -> type:
+    """torchvision's BoxCoder decoding in float32: under bf16 autocast it decodes in the deltas' dtype, which
+    rounds a box corner near 1024 px to 4 px (detectron2 casts to float32 for the same reason)."""
+    base = torchvision.models.detection._utils.BoxCoder
+
+    class Float32BoxCoder(base):
+        def decode_single(self, rel_codes, boxes):
+            return super().decode_single(rel_codes.float(), boxes.float())
+
+    return Float32BoxCoder

@@ -42,6 +42,11 @@ class NormedConv(nn.Conv2d):
         return self.norm(super().forward(x))
 
 
+def global_blocks(depth: int) -> list:
+    """ViTDet's blocks with global attention: the last of each quarter (2, 5, 8, 11 of ViT-B's 12)."""
+    return sorted({(quarter + 1) * depth // 4 - 1 for quarter in range(4)} - {-1})
+
+
 def windowed_block(block: nn.Module, tokens: torch.Tensor, grid: tuple, window: int) -> torch.Tensor:
     """One of our ViT blocks with its attention inside non-overlapping ``window`` x ``window`` windows of the
     ``grid`` of tokens, the map zero-padded to whole windows (ViTDet); norms, MLP and drop path as the block's."""

@@ -131,7 +131,7 @@ def load_pretrained(backbone: torch.nn.Module, path) -> None:
     if not isinstance(backbone, VisionTransformer1D):  # a 1-D sequence is no grid
         state = resized_to(own, state)
     state = {k: v for k, v in state.items() if not k.startswith(CLASSIFIERS)
-             and not (k in ADDED_AT_FINETUNING and k in own and v.shape != own[k].shape)}  # misfit: fresh
+             and not (k in ADDED_AT_FINETUNING and (k not in own or v.shape != own[k].shape))}  # unwanted or misfit
     problems = mismatch(own, state, may_miss=lambda k: k.startswith(CLASSIFIERS) or k in ADDED_AT_FINETUNING)
     if problems:
         raise DataError(f"the weights in {path} do not fit model.backbone ({problems}); "

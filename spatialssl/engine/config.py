@@ -179,7 +179,8 @@ class DetectConfig:
     masks: Optional[bool] = None  # true: Mask R-CNN | false: Faster R-CNN | null: masks when the annotations have them
     pyramid_channels: int = 256  # width of every pyramid level and of the heads' convolutions
     window_size: int = 0  # ViT: attention within windows of this many tokens a side (ViTDet: 14); 0: global
-    global_blocks: list = field(default_factory=lambda: [2, 5, 8, 11])  # ViT blocks kept global with windows on
+    global_blocks: Optional[list] = None  # ViT blocks kept global with windows on; null: the last of each
+    # quarter of the depth (ViTDet's: 2, 5, 8, 11 of 12)
     scale_range: list = field(default_factory=lambda: [0.1, 2.0])  # large-scale jitter of the canvas
     flip_p: float = 0.5
     anchor_scale: float = 8.0  # anchor side = anchor_scale x its pyramid level's stride (3 aspect ratios)
@@ -528,8 +529,11 @@ def _check_detect(cfg: Config) -> None:
         _require(getattr(d, key) >= 1, f"detect.{key}", ">= 1", getattr(d, key))
     _require(d.window_size >= 0, "detect.window_size", ">= 0 (0: global attention)", d.window_size)
     _require(d.box_head_convs >= 0, "detect.box_head_convs", ">= 0", d.box_head_convs)
-    _require(all(isinstance(b, int) and b >= 0 for b in d.global_blocks), "detect.global_blocks",
-             "a list of block indices >= 0", d.global_blocks)
+    _require(d.global_blocks is None or all(isinstance(b, int) and b >= 0 for b in d.global_blocks),
+             "detect.global_blocks", "null or a list of block indices >= 0", d.global_blocks)
+    if cfg.method.name == "detect" and cfg.model.class_token:
+        raise ConfigError("detection reads the ViT's patch tokens as a map (ViTDet): a [CLS] token would go unused; "
+                          "set model.class_token=false (and model.global_pool=avg)")
     _require(len(d.scale_range) == 2 and all(_is_number(v) for v in d.scale_range)
              and 0 < d.scale_range[0] <= d.scale_range[1], "detect.scale_range", "[min, max] with 0 < min <= max",
              d.scale_range)

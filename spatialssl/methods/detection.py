@@ -8,7 +8,7 @@ import torch
 from .. import augment
 from ..detection.heads import build_heads
 from ..detection.jitter import jitter
-from ..detection.pyramid import ResNetPyramid, SimpleFeaturePyramid
+from ..detection.pyramid import ResNetPyramid, SimpleFeaturePyramid, global_blocks
 from ..errors import ConfigError
 from ..models.resnet import ResNet
 from ..models.vit import VisionTransformer
@@ -21,8 +21,13 @@ def build_pyramid(backbone, options, torchvision):
         if backbone.patch_size % 4:
             raise ConfigError(f"detection's simple feature pyramid needs model.patch_size divisible by 4 (strides "
                               f"P/4 .. 2P), got {backbone.patch_size}")
+        depth = len(backbone.blocks)
+        kept = global_blocks(depth) if options.global_blocks is None else options.global_blocks
+        if any(block >= depth for block in kept):
+            raise ConfigError(f"detect.global_blocks {kept} names blocks past the ViT's {depth}; use indices below "
+                              f"{depth} or null (ViTDet's choice for the depth: {global_blocks(depth)})")
         return SimpleFeaturePyramid(backbone.embed_dim, backbone.patch_size, options.pyramid_channels,
-                                    options.window_size, options.global_blocks)
+                                    options.window_size, kept)
     if isinstance(backbone, ResNet):
         return ResNetPyramid(backbone, options.pyramid_channels, torchvision)
     raise ConfigError(f"detection takes spatialssl's image ViTs (vit_*) and ResNets, got {type(backbone).__name__}")
