@@ -193,3 +193,19 @@ def test_a_signal_checkpoint_is_refused_for_detection(shapes, tmp_path):
     save_checkpoint(folder, torch.nn.Linear(1, 1), None, {"order": torch.Generator()}, cfg.to_dict(), 0, {})
     with pytest.raises(ConfigError, match="reads signals; detection takes image backbones"):
         detect_config(folder / "last.ckpt", shapes)
+
+
+def test_scoring_data_of_other_categories_is_refused(part_checkpoint, shapes, tmp_path):
+    out = tmp_path / "det"
+    detect(part_checkpoint, shapes, out, ["train.epochs=1", "detect.masks=false", *SMALL], progress=False)
+    other = tmp_path / "other"
+    (other / "annotations").mkdir(parents=True)
+    (other / "val").symlink_to(shapes / "val")
+    described = json.loads((shapes / "annotations" / "instances_val.json").read_text())
+    for category in described["categories"]:
+        category["id"] += 10
+    for annotation in described["annotations"]:
+        annotation["category_id"] += 10
+    (other / "annotations" / "instances_val.json").write_text(json.dumps(described))
+    with pytest.raises(ConfigError, match=r"has the categories \[11, 12, 13\], but the run was trained on \[1, 2, 3\]"):
+        detect_eval(out / "last.ckpt", other)

@@ -48,14 +48,24 @@ def read_split(cfg: Config, split: str, targets: bool = True):
     return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks if targets else False)
 
 
-def with_masks_resolved(cfg: Config, train_set) -> Config:
-    """detect.masks=null becomes true (Mask R-CNN) when the training annotations have segmentations."""
-    if cfg.detect.masks is not None:
-        if cfg.detect.masks and not train_set.has_masks:
-            raise ConfigError(f"detect.masks=true but the annotations of {train_set.source} have no segmentations; "
-                              "set detect.masks=false (boxes only)")
-        return cfg
-    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, masks=train_set.has_masks))
+def fitted_to(cfg: Config, train_set) -> Config:
+    """``cfg`` with what the training data decides: detect.masks=null becomes true (Mask R-CNN) when the
+    annotations have segmentations; the classes' COCO ids are recorded, so scoring can check its data."""
+    if cfg.detect.masks and not train_set.has_masks:
+        raise ConfigError(f"detect.masks=true but the annotations of {train_set.source} have no segmentations; "
+                          "set detect.masks=false (boxes only)")
+    check_categories(cfg, train_set)
+    masks = train_set.has_masks if cfg.detect.masks is None else cfg.detect.masks
+    return dataclasses.replace(cfg, detect=dataclasses.replace(cfg.detect, masks=masks,
+                                                               category_ids=list(train_set.category_ids)))
+
+
+def check_categories(cfg: Config, data) -> None:
+    """A run predicts the classes it was trained on: data with other categories would be scored as garbage."""
+    wanted = cfg.detect.category_ids
+    if wanted is not None and list(data.category_ids) != list(wanted):
+        raise ConfigError(f"{data.source} has the categories {list(data.category_ids)[:10]}, but the run was trained "
+                          f"on {wanted[:10]}: score it on data annotated with the same categories")
 
 
 def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
@@ -71,7 +81,8 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
         cfg = detect_config(path, data, overrides, scratch)
     train_set = train_set if train_set is not None else read_split(cfg, cfg.data.split)
     val_set = val_set if val_set is not None else read_split(cfg, cfg.data.test_split, targets=False)
-    cfg = with_masks_resolved(cfg, train_set)
+    cfg = fitted_to(cfg, train_set)
+    check_categories(cfg, val_set)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress)
     report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
               "checkpoint": str(last)}
@@ -131,6 +142,7 @@ def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Opt
     if data is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data)))
     val_set = read_split(cfg, split or cfg.data.test_split, targets=False)
+    check_categories(cfg, val_set)
     device = resolve_device(cfg.train.device)
     report = {"checkpoint": str(path), "data": str(cfg.data.path), "split": split or cfg.data.test_split,
               **evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)}

@@ -193,6 +193,7 @@ class DetectConfig:
     score_threshold: float = 0.05  # detections kept for scoring
     detections_per_image: int = 100
     eval_batch_size: int = 8
+    category_ids: Optional[list] = None  # recorded from the training annotations: the COCO ids of the classes
 
 
 @dataclass
