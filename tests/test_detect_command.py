@@ -207,5 +207,5 @@ def test_scoring_data_of_other_categories_is_refused(part_checkpoint, shapes, tm
     for annotation in described["annotations"]:
         annotation["category_id"] += 10
     (other / "annotations" / "instances_val.json").write_text(json.dumps(described))
-    with pytest.raises(ConfigError, match=r"has the categories \[11, 12, 13\], but the run was trained on \[1, 2, 3\]"):
+    with pytest.raises(ConfigError, match=r"categories \[11, 12, 13\], but the run was trained on \[1, 2, 3\]"):
         detect_eval(out / "last.ckpt", other)
