@@ -181,7 +181,7 @@ def test_boxes_decode_in_float32_under_bf16(part_checkpoint, shapes):
     coder = float32_box_coder(import_torchvision())(weights=(1.0, 1.0, 1.0, 1.0))
     anchors = torch.tensor([[1000.0, 1000.0, 1013.0, 1013.0]])
     decoded = coder.decode_single(torch.zeros(1, 4, dtype=torch.bfloat16), anchors)
-    assert decoded.dtype == torch.float32 and torch.equal(decoded, anchors)  # bf16 would give 1000 -> 1000, 1013 -> 1012
+    assert decoded.dtype == torch.float32 and torch.equal(decoded, anchors)  # bf16: 1013 -> 1012
 
 
 def test_a_signal_checkpoint_is_refused_for_detection(shapes, tmp_path):
