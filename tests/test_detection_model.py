@@ -82,3 +82,13 @@ def test_jitter_draws_per_image_and_keeps_masks_aligned():
     assert len({tuple(b) for b in moved.boxes[:, 0].tolist()}) == 4  # each image its own scale / flip
     bright = (x[:, 0] > 0.5)
     assert (bright == moved.masks[:, 0].bool()).float().mean() > 0.97  # the mask follows the pixels
+
+
+def test_targets_leave_out_empty_slots_wherever_they_are():
+    boxes = torch.arange(2 * 3 * 4, dtype=torch.float32).view(2, 3, 4)
+    classes = torch.tensor([[-1, 2, 0], [1, -1, -1]])
+    masks = torch.arange(2 * 3, dtype=torch.uint8).view(2, 3, 1, 1).expand(2, 3, 2, 2).clone()
+    first, second = DetectionTargets(boxes, classes, masks).as_torchvision()
+    assert first["labels"].tolist() == [3, 1] and torch.equal(first["boxes"], boxes[0, 1:])  # 0 is the background
+    assert first["masks"][:, 0, 0].tolist() == [1, 2]
+    assert second["labels"].tolist() == [2] and torch.equal(second["boxes"], boxes[1, :1])

@@ -61,13 +61,18 @@ class DetectionTargets:
 
     def as_torchvision(self) -> list:
         """One dict per image as torchvision's detectors take them: boxes, labels (1..K: 0 is their
-        background) and masks, the empty slots left out."""
+        background) and masks, the empty slots left out. One wait for the device, not one per image: the
+        objects are moved ahead of the empty slots (jitter empties slots anywhere), then cut by count."""
+        counts = self.present.sum(1).tolist()
+        order = (~self.present).to(torch.uint8).argsort(dim=1, stable=True)
+        boxes = self.boxes.gather(1, order[..., None].expand(-1, -1, 4))
+        labels = self.classes.gather(1, order) + 1
+        masks = None if self.masks is None else self.masks[torch.arange(len(self), device=order.device)[:, None], order]
         out = []
-        for i in range(len(self)):
-            keep = self.present[i]
-            target = {"boxes": self.boxes[i][keep], "labels": self.classes[i][keep] + 1}
-            if self.masks is not None:
-                target["masks"] = self.masks[i][keep]
+        for i, count in enumerate(counts):
+            target = {"boxes": boxes[i, :count], "labels": labels[i, :count]}
+            if masks is not None:
+                target["masks"] = masks[i, :count]
             out.append(target)
         return out
 
