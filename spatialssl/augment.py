@@ -83,18 +83,25 @@ def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: Sequence[int],
                 flip: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Cut box i = (x0, y0, w, h) out of image i, resize it bilinearly to ``size`` and
     mirror it where ``flip`` is true: one batched grid_sample."""
-    n, _, height, width = images.shape
+    grid = crop_grid(boxes, images.shape[-2:], size, flip).to(images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def crop_grid(boxes: torch.Tensor, image_size: Sequence[int], size: Sequence[int],
+              flip: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``crop_resize``'s sampling grid (N x size x 2): box i = (x0, y0, w, h) of an image of ``image_size``
+    onto ``size`` pixels, mirrored where ``flip`` is true. A box may reach past the image."""
+    height, width = image_size
     x0, y0, w, h = boxes.unbind(1)
     sx = w / width
     if flip is not None:
         sx = torch.where(flip, -sx, sx)
-    theta = torch.zeros(n, 2, 3, device=images.device, dtype=images.dtype)
+    theta = torch.zeros(len(boxes), 2, 3, device=boxes.device, dtype=boxes.dtype)
     theta[:, 0, 0] = sx
     theta[:, 0, 2] = (2 * x0 + w) / width - 1
     theta[:, 1, 1] = h / height
     theta[:, 1, 2] = (2 * y0 + h) / height - 1
-    grid = F.affine_grid(theta, [n, images.shape[1], size[0], size[1]], align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    return F.affine_grid(theta, [len(boxes), 1, size[0], size[1]], align_corners=False)
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from .. import augment
 from .targets import PADDING, DetectionTargets
 
 MIN_SIDE = 1.0  # pixels: a box cropped thinner than this is no longer an object to find
@@ -25,15 +26,12 @@ def jitter_parameters(batch: int, size: int, scale_range: Sequence[float], flip_
 
 
 def _grid(scales: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, size: int) -> torch.Tensor:
-    """The sampling grid taking each output pixel to its source: flip, then scale and crop (align_corners off:
-    output pixel u + 0.5 reads source (u + 0.5 + offset) / s)."""
-    sign = 1 - 2 * flips.float()
-    theta = torch.zeros(len(scales), 2, 3, device=scales.device)
-    theta[:, 0, 0] = sign / scales
-    theta[:, 0, 2] = sign * (1 / scales + 2 * offsets[:, 0] / (scales * size) - 1)
-    theta[:, 1, 1] = 1 / scales
-    theta[:, 1, 2] = 1 / scales + 2 * offsets[:, 1] / (scales * size) - 1
-    return F.affine_grid(theta, [len(scales), 1, size, size], align_corners=False)
+    """The sampling grid taking each output pixel to its source: flip, then scale and crop, i.e. the crop of
+    the S / s square at offset / s of the (flipped) image, resized to S x S."""
+    side = size / scales
+    x0, y0 = (offsets / scales[:, None]).unbind(1)
+    x0 = torch.where(flips, size - x0 - side, x0)  # that crop of the flipped image is the mirror of this one
+    return augment.crop_grid(torch.stack([x0, y0, side, side], dim=1), (size, size), (size, size), flips)
 
 
 def move_boxes(targets: DetectionTargets, scales: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,

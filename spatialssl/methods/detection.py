@@ -12,12 +12,13 @@ from ..detection.pyramid import ResNetPyramid, SimpleFeaturePyramid, global_bloc
 from ..errors import ConfigError
 from ..models.resnet import ResNet
 from ..models.vit import VisionTransformer
+from ..models.vit1d import VisionTransformer1D
 from .base import Method
 
 
 def build_pyramid(backbone, options, torchvision):
     """ViTDet's simple feature pyramid on our ViTs, torchvision's FPN on our ResNets."""
-    if isinstance(backbone, VisionTransformer) and backbone.patch_embed.proj.kernel_size[0] == backbone.patch_size:
+    if isinstance(backbone, VisionTransformer) and not isinstance(backbone, VisionTransformer1D):
         if backbone.patch_size % 4:
             raise ConfigError(f"detection's simple feature pyramid needs model.patch_size divisible by 4 (strides "
                               f"P/4 .. 2P), got {backbone.patch_size}")
