@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import platform
 import sys
 import warnings
 from pathlib import Path
 
+from . import __version__
 from .errors import ConfigError, SpatialSSLError, SpatialSSLWarning
 from .samplers.boxes import MODES as BOX_MODES
 
@@ -28,9 +30,30 @@ EXAMPLES = """examples:
   spatialssl reproduce --data ~/data/cifar10 --budget cpu --write RESULTS.md
 """
 
-DATA_HELP = ("a data set: torchvision's CIFAR-10/100 or STL-10 folders, tiny-imagenet-200, a folder with "
-             "train/ and test/ class sub-folders, a folder of class sub-folders, a flat folder of images, "
-             "or a .npz file")
+IMAGE_DATA = ("torchvision's CIFAR-10/100 or STL-10 folders, tiny-imagenet-200, a folder with train/ and test/ "
+              "class sub-folders, a folder of class sub-folders, a flat folder of images, or an .npz of images "
+              "(N x H x W x C uint8, + labels)")
+DATA_HELP = (f"a data set. Images: {IMAGE_DATA}. Signals (model.backbone=vit1d_*): an .npz of epochs (signals "
+             "N x C x T, + labels, subjects, sampling_rate; or train_/test_ prefixed), or a folder of WFDB (.hea) "
+             "or EDF (.edf) recordings with sleep-stage annotations")
+
+
+# command: (what it is, what its PNG shows, what --seed draws)
+FIGURES = {
+    "reconstruct": ("PART: rebuild images from predicted translations (paper Fig. 4)",
+                    "per image, the image, its patches at their true places, and the patches placed by the predicted "
+                    "translations from one reference patch (outlined); prints the mean position error",
+                    "the images, their boxes and each image's reference patch"),
+    "symmetry": ("PART: predicted vs true dx/dy matrices and their antisymmetry (Fig. 6)",
+                 "for one image, the predicted and the true dx and dy of every ordered pair of its patches; prints "
+                 "how far each matrix is from antisymmetric (dx(i, j) = -dx(j, i) scaled by the boxes' sizes)",
+                 "the image and its boxes"),
+    "uncertainty": ("PART: per-patch spread of predicted positions across references (Fig. 5)",
+                    "for one image, one target patch placed from every other patch as reference, beside its true "
+                    "centre, and a map of each patch's spread of placements; prints the mean and largest spread in "
+                    "pixels",
+                    "the image, its boxes and the target patch"),
+}
 
 
 def _patch_list(text: str) -> list:
@@ -38,6 +61,13 @@ def _patch_list(text: str) -> list:
         return [int(n) for n in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--patches takes numbers separated by commas, e.g. 0,1,3,9; got {text!r}")
+
+
+def version_line() -> str:
+    import torch
+
+    cuda = f"CUDA {torch.version.cuda}, {torch.cuda.device_count()} GPU(s)" if torch.cuda.is_available() else "no GPU"
+    return f"spatialssl {__version__} (torch {torch.__version__}, {cuda}, Python {platform.python_version()})"
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -50,6 +80,8 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="spatialssl", description="Self-supervised pretraining by spatial reasoning.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_line(),
+                        help="spatialssl's version, with torch's and the accelerator (for bug reports)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
                         help="what the 'spatialssl' logger shows (progress lines when output is not a terminal)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--epochs", type=int, help="linear-probe epochs (default 100)")
     lin.add_argument("--affine-augment", action="store_true", help="affine augmentation of training images")
     lin.add_argument("--report", help="where to write the JSON report (default: linear_eval-<data>.json beside "
-                                      "the checkpoint)")
+                                      "the checkpoint, or -2, -3 ... when earlier reports are there: they are kept)")
+    lin.add_argument("--overwrite", action="store_true", help="replace an existing --report file")
     lin.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.labels=coarse eval.lr=1e-3")
     fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data",
                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,18 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--push", metavar="REPO_ID", help="with --format hf: upload the folder to the Hub as REPO_ID "
                                                        "(needs huggingface_hub and a login)")
 
-    for name, text in (("reconstruct", "PART: rebuild images from predicted translations (paper Fig. 4)"),
-                       ("symmetry", "PART: predicted vs true dx/dy matrices and their antisymmetry (Fig. 6)"),
-                       ("uncertainty", "PART: per-patch spread of predicted positions across references (Fig. 5)")):
-        figure = commands.add_parser(name, help=text)
-        figure.add_argument("--checkpoint", required=True, help="a PART last.ckpt")
-        figure.add_argument("--data", required=True, help=DATA_HELP)
+    for name, (text, shows, drawn) in FIGURES.items():
+        figure = commands.add_parser(name, help=text, description=f"{text}. Writes a PNG: {shows}")
+        figure.add_argument("--checkpoint", required=True, help="a PART last.ckpt (images, not signals)")
+        figure.add_argument("--data", required=True, help=f"images of the size the model was trained on: {IMAGE_DATA}")
         figure.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default {name}.png)")
         figure.add_argument("--split", default="test", help="which split's images (default test)")
-        figure.add_argument("--images", type=int, default=4, help="images shown (reconstruct; default 4)")
-        figure.add_argument("--sampling", choices=BOX_MODES,
-                            help="box sampling (default: the checkpoint's)")
-        figure.add_argument("--seed", type=int, default=0, help="which images, boxes and reference (default 0)")
+        if name == "reconstruct":
+            figure.add_argument("--images", type=int, default=4, help="how many images, one row each (default 4)")
+        figure.add_argument("--sampling", choices=BOX_MODES, help="how patches are cut: fixed-size off-grid, "
+                            "scaled (random sizes), grid or stratified boxes (default: the checkpoint's part.sampling)")
+        figure.add_argument("--seed", type=int, default=0, help=f"draws {drawn} (default 0)")
     return parser
 
 
@@ -205,7 +237,8 @@ def run(args: argparse.Namespace) -> None:
             overrides.append(f"eval.epochs={args.epochs}")
         if args.affine_augment:
             overrides.append("eval.affine_augment=true")
-        results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches, args.report)
+        results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches, args.report,
+                                      args.overwrite)
         print(format_results({Path(args.checkpoint).parent.name or "model": results}), flush=True)
         for n, r in results["linear"].items():
             print(f"linear probe with {n} patch features: macro-F1 {r.macro_f1:.3f}, Cohen's kappa {r.kappa:.3f}",
@@ -249,8 +282,9 @@ def run(args: argparse.Namespace) -> None:
     elif args.command in ("reconstruct", "symmetry", "uncertainty"):
         from .commands.analysis import run_analysis
 
-        result = run_analysis(args.command, args.checkpoint, args.data, args.out, args.split, args.images,
-                              args.seed, args.sampling)
+        shown = getattr(args, "images", 1)  # reconstruct's option; the others show one image
+        result = run_analysis(args.command, args.checkpoint, args.data, args.out, args.split, shown, args.seed,
+                              args.sampling)
         print(", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
 
 

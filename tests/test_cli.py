@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 
+import spatialssl
 from spatialssl.cli import main
 
 
@@ -129,6 +130,20 @@ def test_linear_eval_writes_its_report_where_asked(tmp_path, random_run):
     assert set(json.loads(report.read_text())["linear"]) == {"0"}
 
 
+def test_linear_eval_keeps_earlier_reports(tmp_path, random_run, capsys):
+    checkpoint, data = random_run
+    first = checkpoint.with_name(f"linear_eval-{data.name}.json")
+    assert linear_eval(*random_run) == 0 and linear_eval(*random_run, "--patches", "0") == 0
+    second = checkpoint.with_name(f"linear_eval-{data.name}-2.json")
+    assert first.exists() and second.exists() and f"report: {second}" in capsys.readouterr().out
+    first.write_text("mine")
+    assert linear_eval(*random_run, "--report", str(first)) == 2  # refused before any work
+    assert "exists; choose another path, or pass --overwrite" in capsys.readouterr().err
+    assert first.read_text() == "mine"
+    assert linear_eval(*random_run, "--report", str(first), "--overwrite") == 0
+    assert set(json.loads(first.read_text())["linear"]) == {"0"}
+
+
 def test_pretrain_refuses_an_out_it_cannot_write(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -151,3 +166,25 @@ def test_import_spatialssl_stays_light_and_a_missing_extra_is_named(monkeypatch)
     with pytest.raises(ConfigError, match=r"drawing figures needs the 'matplotlib' package: pip install "
                                           r"'spatialssl\[plots\]'"):
         optional_import("matplotlib", "plots", "drawing figures")
+
+
+def help_of(capsys, *command) -> str:
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    return " ".join(capsys.readouterr().out.split())  # unwrapped
+
+
+def test_figure_commands_describe_their_own_options(capsys):
+    pngs = {name: help_of(capsys, name) for name in ("reconstruct", "symmetry", "uncertainty")}
+    assert ["--images" in text for text in pngs.values()] == [True, False, False]  # only reconstruct shows several
+    assert "draws the image and its boxes" in pngs["symmetry"] and "the target patch" in pngs["uncertainty"]
+    assert all("WFDB" not in text for text in pngs.values())  # figures are of images
+
+
+def test_data_help_names_every_input_kind_and_version_names_torch(capsys):
+    text = help_of(capsys, "pretrain")
+    for kind in ("CIFAR-10/100", "STL-10", "tiny-imagenet-200", ".npz of images", ".npz of epochs", "WFDB", "EDF"):
+        assert kind in text, kind
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith(f"spatialssl {spatialssl.__version__} (torch ")

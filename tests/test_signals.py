@@ -1,5 +1,7 @@
 """PART for signals: windows, targets, readers (npz, WFDB, EDF), the 1-D ViT, metrics,
 low-label splits, a tiny pretraining and a finetuning on generated signals."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from spatialssl.data.signals import SignalOptions
 from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics
 from spatialssl.engine.train import pretrain
-from spatialssl.errors import DataError
+from spatialssl.errors import DataError, SpatialSSLWarning
 from spatialssl.metrics import classification_report, cohen_kappa, confusion_matrix, macro_f1
 from spatialssl.models import create_backbone
 from spatialssl.samplers.boxes import relative_targets, sample_pairs
@@ -176,6 +178,32 @@ def test_npz_signals_round_trip_and_subject_split(tmp_path):
     np.savez(tmp_path / "bad.npz", signals=np.zeros((3, 200)))
     with pytest.raises(DataError, match="N x C x T"):
         load_signals(tmp_path / "bad.npz")
+
+
+def test_npz_without_signals_names_both_layouts(tmp_path):
+    np.savez(tmp_path / "eeg.npz", eeg=np.zeros((3, 2, 200), np.float32))
+    with pytest.raises(DataError) as caught:
+        load_signals(tmp_path / "eeg.npz")
+    for key in ("'signals'", "'labels'", "'subjects'", "'sampling_rate'", "'train_signals'", "'test_labels'",
+                "'test_subjects'", "['eeg']"):
+        assert key in str(caught.value), key
+
+
+def test_recording_options_on_an_npz_are_named_as_ignored_and_a_stored_rate_is_checked(tmp_path):
+    path = tmp_path / "eeg.npz"
+    np.savez(path, signals=np.ones((6, 2, 100), np.float32), subjects=np.arange(6) // 2, sampling_rate=100.0)
+    with pytest.warns(SpatialSSLWarning) as caught:
+        load_signals(path, "train", SignalOptions(channels=["C3-M2"], bandpass=None, expected_rate=100.0))
+    message = str(caught[0].message)
+    assert "signal.channels, signal.bandpass do not apply" in message and "expected_rate," not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the defaults and a matching rate: nothing to say
+        load_signals(path, "train", SignalOptions(expected_rate=100.0))
+    with pytest.raises(DataError, match=r"sampled at 100 Hz \(its sampling_rate\), expected 128 Hz"):
+        load_signals(path, "train", SignalOptions(expected_rate=128.0))
+    np.savez(path, signals=np.ones((6, 2, 100), np.float32), subjects=np.arange(6) // 2)
+    with pytest.warns(SpatialSSLWarning, match="^signal.expected_rate do not apply"):
+        load_signals(path, "train", SignalOptions(expected_rate=128.0))
 
 
 def with_one_inf(signals: np.ndarray) -> np.ndarray:

@@ -11,21 +11,28 @@ from ..engine.checks import check_input_size, require_labels
 from ..engine.config import SR_PATCH_METHODS, load_config
 from ..engine.distributed import resolve_device
 from ..engine.runfolder import check_writable
+from ..errors import ConfigError
 from ..evaluate import linear_evaluation
 from ..files import atomic_write, write_or_explain
 
 
 def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
-                        patch_counts: Optional[Sequence[int]] = None, report_path=None) -> dict:
+                        patch_counts: Optional[Sequence[int]] = None, report_path=None,
+                        overwrite: bool = False) -> dict:
     """Linear evaluation of ``path`` on ``data``'s train and test splits.
 
     Normalisation and patch size come from the checkpoint (what the backbone was trained
     with); ``overrides`` may set ``eval.*`` and ``data.*`` (e.g. ``data.labels=coarse``).
-    The results carry their ``report`` and its ``report_path`` (default: beside the checkpoint),
-    whose folder is checked writable first; ``write_report`` writes it, so a caller can show the
-    results before a write that may fail."""
+    The results carry their ``report`` and its ``report_path`` (default: beside the checkpoint, under
+    the next free name so an earlier report is kept), whose folder is checked writable first; a given
+    ``report_path`` that exists is refused unless ``overwrite``. ``write_report`` writes it, so a caller
+    can show the results before a write that may fail."""
     tensors, info = checkpoint.read_checkpoint(path)
-    report_path = Path(report_path) if report_path else default_report_path(path, data)
+    if report_path is None:
+        report_path = default_report_path(path, data)
+    elif Path(report_path).exists() and not overwrite:
+        raise ConfigError(f"--report {report_path} exists; choose another path, or pass --overwrite to replace it")
+    report_path = Path(report_path)
     check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
     backbone, saved = build.backbone_from(tensors, info, path)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
@@ -52,7 +59,13 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
 
 
 def default_report_path(checkpoint_path, data) -> Path:
-    return Path(checkpoint_path).with_name(f"linear_eval-{Path(data).name or 'data'}.json")
+    """``linear_eval-<data>.json`` beside the checkpoint, or ``-2``, ``-3`` ... when earlier reports exist."""
+    stem = Path(checkpoint_path).with_name(f"linear_eval-{Path(data).name or 'data'}")
+    path, number = stem.with_name(stem.name + ".json"), 1
+    while path.exists():
+        number += 1
+        path = stem.with_name(f"{stem.name}-{number}.json")
+    return path
 
 
 def write_report(results: dict) -> Path:

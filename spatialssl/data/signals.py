@@ -24,11 +24,16 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..errors import ConfigError, DataError, optional_import
+from ..errors import ConfigError, DataError, optional_import, warn
 from .arrays import check_labels, check_per_item, npz_array, open_npz
 from .signalset import SignalSet
 
 SLEEP_STAGES = ["W", "N1", "N2", "N3", "R"]
+NPZ_LAYOUT = ("store 'signals' (float N x C x T) with optional 'labels' and 'subjects' (one integer per epoch) and "
+              "'sampling_rate' (Hz), split into train/test by subject; or your own split as 'train_signals', "
+              "'train_labels', 'train_subjects' and 'test_signals', 'test_labels', 'test_subjects'")
+# Options that select, filter and cut recordings: an .npz holds epochs already cut.
+RECORDING_OPTIONS = ("channels", "bandpass", "sampling_rate", "epoch_seconds", "annotation")
 _STAGE_NAMES = {"w": "W", "wake": "W", "sleep stage w": "W", "n1": "N1", "sleep stage 1": "N1", "sleep stage n1": "N1",
                 "n2": "N2", "sleep stage 2": "N2", "sleep stage n2": "N2", "n3": "N3", "n4": "N3",
                 "sleep stage 3": "N3", "sleep stage 4": "N3", "sleep stage n3": "N3", "r": "R", "rem": "R",
@@ -230,8 +235,7 @@ def read_signal_npz(path: Path, split: str, test_fraction: float) -> SignalSet:
     keys = set(arrays.files)
     key = f"{split}_signals" if f"{split}_signals" in keys else "signals" if "signals" in keys else None
     if key is None:
-        raise DataError(f"{path} has no '{split}_signals' or 'signals' array (it has {sorted(keys)}); store "
-                        "'signals' (N x C x T) [+ 'labels', 'subjects'] or 'train_signals'/'test_signals'")
+        raise DataError(f"{path} has no '{split}_signals' or 'signals' array (it has {sorted(keys)}); {NPZ_LAYOUT}")
     signals = npz_array(arrays, key, path)
     if signals.ndim != 3 or signals.dtype.kind not in "iuf":
         raise DataError(f"{path}:{key} must be a real-valued N x C x T array, got {signals.dtype} {signals.shape}")
@@ -308,11 +312,29 @@ def load_signals(path, split: str = "train", options: Optional[SignalOptions] = 
         if path.suffix != ".npz":
             raise DataError(f"--data {path}: signals are read from an .npz file or a folder of WFDB/EDF records")
         data = read_signal_npz(path, split, options.test_fraction)
+        _apply_to_epochs(data, options, path)
     else:
         data = split_by_subject(read_records(path, options), split, options.test_fraction)
     if options.instance_norm:
         data.signals = instance_normalize(data.signals)
     return data
+
+
+def _apply_to_epochs(data: SignalSet, options: SignalOptions, path: Path) -> None:
+    """An .npz's epochs are used as stored: the recording options set away from their defaults are named
+    as ignored rather than dropped in silence; an expected rate is checked against a stored one."""
+    defaults = SignalOptions()
+    ignored = [f"signal.{name}" for name in RECORDING_OPTIONS if getattr(options, name) != getattr(defaults, name)]
+    if options.expected_rate is not None:
+        if not data.sampling_rate:
+            ignored.append("signal.expected_rate")
+        elif data.sampling_rate != options.expected_rate:
+            raise DataError(f"{path} is sampled at {data.sampling_rate:g} Hz (its sampling_rate), expected "
+                            f"{options.expected_rate:g} Hz (signal.expected_rate); resample it or change the option")
+    if ignored:
+        warn(f"{', '.join(ignored)} do not apply to {path}: an .npz holds epochs already cut, used as stored "
+             "(these options select, filter, resample and cut WFDB/EDF recordings; expected_rate needs a stored "
+             "sampling_rate)")
 
 
 def instance_normalize(signals: torch.Tensor) -> torch.Tensor:
