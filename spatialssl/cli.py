@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data",
                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     fine.add_argument("--checkpoint", help="a last.ckpt written by pretrain (not needed with --resume)")
+    fine.add_argument("--scratch", action="store_true", help="the architecture of --checkpoint, or of --config, "
+                                                             "from random weights: the baseline at the same budget")
+    fine.add_argument("--config", help="with --scratch instead of --checkpoint: a pretraining recipe whose model "
+                                       "is finetuned from random weights, e.g. recipes/part_cifar10.yaml")
     fine.add_argument("--data", help=DATA_HELP + " (with labels, train and test splits)")
     fine.add_argument("--out", required=True, help="run folder of the finetuning")
     fine.add_argument("--epochs", type=int, help="finetuning epochs (default 100)")
@@ -247,10 +251,15 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "finetune":
         from .commands.finetune import finetune
 
-        if not args.resume and (not args.checkpoint or not args.data):
-            raise ConfigError("finetune needs --checkpoint and --data (or --resume with --out)")
+        if args.config and (args.checkpoint or not args.scratch):
+            raise ConfigError("finetune takes --config only with --scratch and without --checkpoint (a pretrained "
+                              "run brings its own config)")
+        if not args.resume and (not (args.checkpoint or args.config) or not args.data):
+            raise ConfigError("finetune needs --checkpoint and --data (or --scratch --config RECIPE --data, or "
+                              "--resume with --out)")
         overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
-        report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress)
+        report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress,
+                          scratch=args.scratch, recipe=args.config)
         if os.environ.get("RANK", "0") == "0":
             print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
                   f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")

@@ -15,7 +15,7 @@ from spatialssl.engine import build, checkpoint
 from spatialssl.engine.config import OptimConfig, load_config
 from spatialssl.engine.optim import learning_rate
 from spatialssl.engine.train import pretrain
-from spatialssl.errors import DataError
+from spatialssl.errors import ConfigError, DataError
 from spatialssl.models import create_backbone, embed
 
 VIT = ["model.backbone=vit_tiny", "model.depth=2", "train.knn_monitor=0", "train.batch_size=16"]
@@ -65,6 +65,21 @@ def test_finetuning_starts_from_the_pretrained_weights_and_adds_position_embeddi
     state = method.backbone.state_dict()
     assert all(torch.equal(state[k], v) for k, v in pretrained.items())
     assert state["pos_embed"].shape == (1, 65, 192) and state["head.weight"].shape == (10, 192)
+
+
+def test_finetuning_from_scratch_keeps_the_architecture_not_the_weights(part_run):
+    from spatialssl.commands.finetune import finetune_config
+    from spatialssl.engine.build import build_method
+
+    pretrained = checkpoint.backbone_state(checkpoint.read_checkpoint(part_run)[0])
+    for cfg in (finetune_config(part_run, None, ["model.input_size=[32,32]"], scratch=True),
+                finetune_config(None, None, ["model.input_size=[32,32]", *VIT], scratch=True, recipe="part_cifar10")):
+        assert cfg.finetune.scratch and cfg.model.init_from is None and cfg.model.pos_embed
+        state = build_method(cfg, [0.5] * 3, [0.25] * 3, num_classes=10).backbone.state_dict()
+        assert {k: v.shape for k, v in pretrained.items()} == {k: state[k].shape for k in pretrained}
+        assert not any(torch.equal(state[k], v) for k, v in pretrained.items() if k.endswith("qkv.weight"))
+    with pytest.raises(ConfigError, match=r"needs model.init_from .* \(or --scratch for random weights\)"):
+        load_config(overrides=["method.name=finetune", *VIT])
 
 
 def test_pretrained_weights_that_do_not_fit_are_named(part_run):
@@ -126,13 +141,20 @@ def test_part_commands_end_to_end(part_run, tmp_path, capsys):
              test_images=test.images.numpy(), test_labels=test.labels.numpy())
     for kind in ("reconstruct", "symmetry", "uncertainty"):
         png = tmp_path / f"{kind}.png"
-        assert main([kind, "--checkpoint", str(part_run), "--data", str(data), "--out", str(png), "--images", "2"]) == 0
+        shown = ["--images", "2"] if kind == "reconstruct" else []
+        assert main([kind, "--checkpoint", str(part_run), "--data", str(data), "--out", str(png), *shown]) == 0
         assert png.read_bytes()[:4] == b"\x89PNG"
     assert "antisymmetry error" in capsys.readouterr().out
     assert main(["finetune", "--checkpoint", str(part_run), "--data", str(data), "--out", str(tmp_path / "ft"),
                  "--epochs", "1", "--no-progress", "train.batch_size=16"]) == 0
     report = json.loads((tmp_path / "ft" / "finetune.json").read_text())
     assert 0 <= report["test_acc"] <= 1 and report["pretrained"] == str(part_run)
+    assert main(["finetune", "--scratch", "--checkpoint", str(part_run), "--data", str(data), "--out",
+                 str(tmp_path / "ft-scratch"), "--epochs", "1", "--no-progress", "train.batch_size=16"]) == 0
+    assert json.loads((tmp_path / "ft-scratch" / "finetune.json").read_text())["pretrained"] == "random weights"
+    assert main(["finetune", "--config", "part_cifar10", "--checkpoint", str(part_run), "--data", str(data),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "--config only with --scratch" in capsys.readouterr().err
     assert main(["export", "--checkpoint", str(tmp_path / "ft" / "last.ckpt"), "--out", str(tmp_path / "ft.safetensors")]) == 0
     assert load_file(tmp_path / "ft.safetensors")["head.weight"].shape == (10, 192)
     assert main(["symmetry", "--checkpoint", str(tmp_path / "ft" / "last.ckpt"), "--data", str(data)]) == 2

@@ -24,17 +24,25 @@ from ..models import is_vit, modality
 OVERLAYS = BUNDLED_RECIPES / "overlays"  # finetune.yaml (DeiT's recipe), then finetune_vit / finetune_signals
 
 
-def finetune_config(path, data: Optional[str], overrides: Optional[list] = None) -> Config:
+def finetune_config(path, data: Optional[str], overrides: Optional[list] = None, scratch: bool = False,
+                    recipe: Optional[str] = None) -> Config:
     """The pretrained run's config turned into a finetuning one: the recipe overlays/finetune.yaml, then
     position embedding and [CLS] token for ViTs (overlays/finetune_vit.yaml) or no image augmentation for
-    signals (overlays/finetune_signals.yaml), the model's input size taken from the new data."""
-    _, info = checkpoint.read_checkpoint(path)
-    base = overlay(load_config(base=info["config"]).to_dict(), read_recipe(OVERLAYS / "finetune.yaml"))
+    signals (overlays/finetune_signals.yaml), the model's input size taken from the new data.
+    ``scratch`` keeps the architecture (of the checkpoint at ``path``, or of a pretraining ``recipe``)
+    but not the weights: the random-init baseline at the same budget."""
+    if recipe is not None:
+        base = load_config(recipe).to_dict()
+    else:
+        _, info = checkpoint.read_checkpoint(path)
+        base = load_config(base=info["config"]).to_dict()
+    base = overlay(base, read_recipe(OVERLAYS / "finetune.yaml"))
     if is_vit(base["model"]["backbone"]):
         base = overlay(base, read_recipe(OVERLAYS / "finetune_vit.yaml"))
     if modality(base["model"]["backbone"]) == "signals":
         base = overlay(base, read_recipe(OVERLAYS / "finetune_signals.yaml"))
-    base["model"].update({"init_from": str(path), "input_size": None, "num_tokens": None})
+    base["model"].update({"init_from": None if scratch else str(path), "input_size": None, "num_tokens": None})
+    base["finetune"]["scratch"] = scratch
     if data is not None:
         base["data"].update({"path": str(data), "split": "train"})
     return load_config(base=base, overrides=overrides)
@@ -57,12 +65,14 @@ def predict(backbone, data: torch.Tensor, mean, std, device: str = "cpu", batch_
 
 
 def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
-             progress: bool = True, train_set=None, test_set=None) -> dict:
+             progress: bool = True, train_set=None, test_set=None, scratch: bool = False,
+             recipe: Optional[str] = None) -> dict:
     """Finetune the checkpoint at ``path`` on ``data`` into ``out_dir``; returns the report
     (test accuracy, macro-F1, kappa), also written to ``out_dir/finetune.json``.
-    ``train_set``/``test_set`` may be given directly (e.g. the demo) instead of read from ``data``."""
+    ``train_set``/``test_set`` may be given directly (e.g. the demo) instead of read from ``data``;
+    ``scratch``/``recipe``: see ``finetune_config``."""
     out_dir = Path(out_dir)
-    cfg = finetune_config(path, data, overrides) if not resume else None
+    cfg = finetune_config(path, data, overrides, scratch, recipe) if not resume else None
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         cfg = load_config(base=info["config"], overrides=overrides)
@@ -76,7 +86,8 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     backbone, saved = build.load_backbone(last)
     predicted = predict(backbone, test.tensor, saved.data.mean, saved.data.std, str(resolve_device(saved.train.device)))
     scores = classification_report(predicted, test.labels, max(test.num_classes, int(predicted.max()) + 1))
-    report = {"pretrained": str(saved.model.init_from), "data": str(saved.data.path), "epochs": saved.train.epochs,
+    report = {"pretrained": str(saved.model.init_from) if saved.model.init_from else "random weights",
+              "data": str(saved.data.path), "epochs": saved.train.epochs,
               "test_acc": scores["accuracy"], "macro_f1": scores["macro_f1"], "kappa": scores["kappa"],
               "train_subjects": len(train.subject_ids()) if hasattr(train, "subject_ids") else None,
               "checkpoint": str(last)}

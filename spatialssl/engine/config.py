@@ -169,6 +169,7 @@ class FinetuneConfig:
     randaugment_magnitude: int = 9  # 0..10
     random_erasing: float = 0.25  # probability per image
     subjects: Optional[int] = None  # signals, low-label: finetune on this many training subjects
+    scratch: bool = False  # from random weights (no model.init_from): the baseline at the same budget
 
 
 @dataclass
@@ -586,9 +587,12 @@ def validate(cfg: Config) -> None:
                           "(1-D only: a position embedding over time-sorted windows with part.pos_embed_mask > 0)")
     if not 0 <= p.pos_embed_mask < 1:
         raise ConfigError(f"part.pos_embed_mask must be in [0, 1), got {p.pos_embed_mask}")
-    if m.name == "finetune" and not cfg.model.init_from:
+    if m.name == "finetune" and not cfg.model.init_from and not cfg.finetune.scratch:
         raise ConfigError("method finetune needs model.init_from (a pretrained checkpoint); "
-                          "use `spatialssl finetune --checkpoint RUN/last.ckpt`")
+                          "use `spatialssl finetune --checkpoint RUN/last.ckpt` (or --scratch for random weights)")
+    if cfg.finetune.scratch and cfg.model.init_from:
+        raise ConfigError(f"finetune.scratch starts from random weights, model.init_from from "
+                          f"{cfg.model.init_from}: choose one")
     lo, hi = p.box_scale
     if not 0 < lo <= hi:
         raise ConfigError(f"part.box_scale must satisfy 0 < min <= max, got {p.box_scale}")
