@@ -439,3 +439,20 @@ def test_grey_and_multi_channel_images_keep_their_channels_through_a_run(tmp_pat
                                         f"data.path={tmp_path / 'bands.npz'}", "data.mean=[0.5,0.5,0.5]",
                                         "data.std=[0.2,0.2,0.2]", "train.knn_monitor=0"]), tmp_path / "x",
                  progress=False)
+
+
+def test_signal_options_given_for_images_are_named_as_ignored(tmp_path, images32, labels20):
+    import warnings
+
+    from spatialssl.data.load import load_data
+    from spatialssl.engine.config import load_config
+    from spatialssl.errors import SpatialSSLWarning
+
+    path = tmp_path / "d.npz"
+    np.savez(path, images=images32, labels=labels20)
+    cfg = load_config(overrides=[f"data.path={path}", "signal.channels=[C3-M2]", "signal.epoch_seconds=20"])
+    with pytest.warns(SpatialSSLWarning, match=r"^signal.channels, signal.epoch_seconds do not apply to resnet"):
+        assert len(load_data(cfg, "train")) == len(images32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # defaults say nothing
+        load_data(load_config(overrides=[f"data.path={path}"]), "train")

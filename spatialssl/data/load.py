@@ -6,11 +6,11 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError, DataError, SpatialSSLError
+from ..errors import ConfigError, DataError, SpatialSSLError, warn
 from ..models import modality
 from .imageset import ImageSet
 from .readers import load_images
-from .signals import load_signals
+from .signals import changed_options, load_signals
 from .stream import stream_images
 
 
@@ -22,6 +22,10 @@ def load_data(cfg, split: str, path=None):
         raise ConfigError("no data: pass --data PATH (or data.path=PATH)")
     if modality(cfg.model.backbone) == "signals":
         return load_signals(path, split, cfg.signal)
+    ignored = changed_options(cfg.signal)
+    if ignored:
+        warn(f"{', '.join(ignored)} do not apply to {cfg.model.backbone}: signal.* options read recordings for "
+             "1-D backbones (vit1d_*); they are ignored for images")
     if d.stream:
         return stream_images(path, split, d.image_size, d.resize, d.channels)
     return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)

@@ -16,7 +16,7 @@ split, so no subject is in both. Each recording is band-pass filtered and resamp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
@@ -320,11 +320,17 @@ def load_signals(path, split: str = "train", options: Optional[SignalOptions] = 
     return data
 
 
+def changed_options(options: SignalOptions, names: Optional[Sequence[str]] = None) -> list:
+    """``signal.<name>`` of each option (of ``names``, default all) set away from its default."""
+    defaults = SignalOptions()
+    names = names or [f.name for f in fields(SignalOptions)]
+    return [f"signal.{name}" for name in names if getattr(options, name) != getattr(defaults, name)]
+
+
 def _apply_to_epochs(data: SignalSet, options: SignalOptions, path: Path) -> None:
     """An .npz's epochs are used as stored: the recording options set away from their defaults are named
     as ignored rather than dropped in silence; an expected rate is checked against a stored one."""
-    defaults = SignalOptions()
-    ignored = [f"signal.{name}" for name in RECORDING_OPTIONS if getattr(options, name) != getattr(defaults, name)]
+    ignored = changed_options(options, RECORDING_OPTIONS)
     if options.expected_rate is not None:
         if not data.sampling_rate:
             ignored.append("signal.expected_rate")
