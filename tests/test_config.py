@@ -82,6 +82,9 @@ def test_invalid_options_are_refused_with_their_key(override, message):
     ("finetune.randaugment_ops=-1", "finetune.randaugment_ops"),
     ("finetune.subjects=0", "finetune.subjects"),
     ("optim.min_lr=-1e-5", "optim.min_lr"),
+    ("optim.betas=[0.9]", "optim.betas"),
+    ("optim.betas=[0.9, 1.0]", "optim.betas"),
+    ("optim.betas=[.nan, 0.9]", "optim.betas"),
     ("augment.scale=[0.5", "augment.scale=[0.5"),  # a YAML error names the override
     ("train.device={cpu", "train.device={cpu"),
 ])
@@ -94,7 +97,8 @@ def test_every_value_out_of_range_is_refused_naming_its_key(override, key):
 
 @pytest.mark.parametrize("override", ["train.device=cuda:1", "train.device=mps", "part.num_tokens=null",
                                       "optim.lr=1e-4", "augment.flip_p=0", "finetune.mixup=0", "signal.bandpass=null",
-                                      "signal.bandpass=[0, 30]", "signal.sampling_rate=null", "model.drop_path=0.99"])
+                                      "signal.bandpass=[0, 30]", "signal.sampling_rate=null", "model.drop_path=0.99",
+                                      "optim.betas=[0, 0.95]"])
 def test_values_at_the_edge_of_their_range_are_accepted(override):
     load_config(overrides=[override])
 
@@ -202,3 +206,27 @@ def test_statistics_need_a_value_per_channel_when_the_channels_are_given():
     with pytest.raises(ConfigError, match=r"data.mean needs 1 values \(one per channel: data.channels\)"):
         load_config(overrides=["data.channels=1", "data.mean=[0.5, 0.5, 0.5]"])
     assert load_config(overrides=["data.channels=1", "data.mean=[0.5]", "data.std=[0.2]"]).data.mean == [0.5]
+
+
+def test_betas_reach_both_adams_and_sgd_refuses_them():
+    from torch import nn
+
+    from spatialssl.engine.optim import build_optimizer
+
+    for name in ("adam", "adamw"):
+        optimizer = build_optimizer(load_config(overrides=[f"optim.name={name}", "optim.betas=[0.8, 0.95]"]).optim,
+                                    nn.Linear(2, 2))
+        assert {tuple(group["betas"]) for group in optimizer.param_groups} == {(0.8, 0.95)}
+    with pytest.raises(ConfigError, match="optim.betas must be left at its default with optim.name=sgd"):
+        load_config(overrides=["optim.name=sgd", "optim.betas=[0.8, 0.95]"])
+
+
+def test_finetuning_and_detection_overlays_do_not_inherit_maes_betas():
+    from spatialssl.engine.config import overlay, read_recipe
+
+    mae = load_config("mae_cifar10")
+    assert mae.optim.betas == [0.9, 0.95]
+    for name in ("finetune.yaml", "detect.yaml"):
+        tuned = load_config(base=overlay(mae.to_dict(), read_recipe(BUNDLED_RECIPES / "overlays" / name)),
+                            overrides=["finetune.scratch=true"])
+        assert tuned.optim.betas == [0.9, 0.999], name

@@ -155,6 +155,7 @@ class OptimConfig:
     schedule: str = "constant"  # constant | cosine
     warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine and constant)
     min_lr: float = 0.0  # cosine floor
+    betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw's (beta1, beta2); MAE: [0.9, 0.95]
 
 
 @dataclass
@@ -405,7 +406,8 @@ def _require(holds: bool, key: str, rule: str, value: Any) -> None:
 def _check_lengths(cfg: Config) -> None:
     """Before any check that unpacks these lists: a wrong length would be a traceback there."""
     for key, values, length in (("augment.scale", cfg.augment.scale, 2), ("augment.ratio", cfg.augment.ratio, 2),
-                                ("part.box_scale", cfg.part.box_scale, 2), ("augment.jitter", cfg.augment.jitter, 4)):
+                                ("part.box_scale", cfg.part.box_scale, 2), ("augment.jitter", cfg.augment.jitter, 4),
+                                ("optim.betas", cfg.optim.betas, 2)):
         _require(len(values) == length and all(_is_number(v) for v in values), key, f"a list of {length} numbers",
                  values)
 
@@ -466,6 +468,9 @@ def _check_ranges(cfg: Config) -> None:
     _require(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", "a finite number >= 0",
              o.weight_decay)
     _require(math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", ">= 0", o.warmup_epochs)
+    _require(all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", o.betas)
+    _require(o.name != "sgd" or o.betas == OptimConfig().betas, "optim.betas",
+             "left at its default with optim.name=sgd (betas are Adam's; SGD's momentum is 0.9)", o.betas)
     _require(t.log_every >= 1, "train.log_every", ">= 1", t.log_every)
     _require(t.knn_monitor >= 0, "train.knn_monitor", ">= 0 (0 turns it off)", t.knn_monitor)
     _require(DEVICE.fullmatch(t.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps", t.device)

@@ -12,11 +12,12 @@ SCHEDULES = ("constant", "cosine")
 
 
 def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
-    """Adam, SGD (momentum 0.9), or AdamW with no weight decay on biases, norms (1-D parameters) and what
+    """Adam, SGD (momentum 0.9), or AdamW (both Adams with ``optim.betas``) with no weight decay on biases, norms (1-D parameters) and what
     the model's ``no_weight_decay()`` names (timm's rule). ``fused``: the fused CUDA kernels of Adam/AdamW."""
     extra = {"fused": True} if fused else {}
     if optim.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, **extra)
+        return torch.optim.Adam(model.parameters(), lr=optim.lr, betas=tuple(optim.betas),
+                                weight_decay=optim.weight_decay, **extra)
     if optim.name == "sgd":
         return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -24,7 +25,8 @@ def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch
     decay = [p for n, p in named if p.dim() > 1 and n not in kept_out]
     no_decay = [p for n, p in named if p.dim() <= 1 or n in kept_out]
     return torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, **extra)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, betas=tuple(optim.betas),
+                             **extra)
 
 
 def learning_rate(optim, step: int, total_steps: int, steps_per_epoch: int) -> float:
