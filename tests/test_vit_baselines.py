@@ -189,6 +189,29 @@ def test_deepcluster_labels_are_deterministic_given_the_generator():
     assert method.cluster_weights[labels].mean().item() == pytest.approx(1.0)  # inverse-size weights, mean 1
 
 
+def test_the_loop_forgets_the_optimiser_state_of_the_reset_classifier_only():
+    from types import SimpleNamespace
+
+    from spatialssl.engine.optim import build_optimizer
+    from spatialssl.engine.train import relabel
+
+    cfg = load_config(overrides=["method.name=deepcluster", "model.backbone=resnet8", "deepcluster.clusters=4"])
+    method = build_method(cfg, MEAN, STD, num_classes=10)
+    optimizer = build_optimizer(cfg.optim, method)
+    images = make_demo_images(32, seed=3).images
+    loss, _ = method.training_step(images, torch.arange(32) % 4, torch.Generator().manual_seed(0))
+    loss.backward()
+    optimizer.step()
+    stepped = [p for p in method.parameters() if p in optimizer.state]
+    classifier = method.reinitialised_parameters()
+    assert len(classifier) == 2 and all(p in stepped for p in classifier)
+    run = SimpleNamespace(cfg=cfg, sample=torch.Generator(), ranks=SimpleNamespace(rank=0, broadcast=lambda t: t),
+                          resident=(images, None), method=method, optimizer=optimizer)
+    relabel(run, 1)
+    assert not any(p in optimizer.state for p in classifier)
+    assert sum(p in optimizer.state for p in stepped) == len(stepped) - 2  # the rest keep their moments
+
+
 def test_deepcluster_learns_each_epochs_clusters_and_resumes_exactly(tmp_path):
     data = colour_images(192, seed=0)
     cfg = load_config(overrides=[*TINY_RUN, "method.name=deepcluster", "model.backbone=resnet8",

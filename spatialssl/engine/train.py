@@ -240,6 +240,8 @@ def relabel(run: Run, epoch: int) -> None:
     made = run.method.epoch_labels(inputs, run.sample)
     if made is not None:
         run.resident = (inputs, run.ranks.broadcast(made.to(labels.device if labels is not None else inputs.device)))
+    for parameter in run.method.reinitialised_parameters():
+        run.optimizer.state.pop(parameter, None)  # moments of the old weights would steer the new ones
 
 
 def train_epoch(run: Run, epoch: int) -> tuple:

@@ -31,6 +31,11 @@ class Method(nn.Module):
         of the data's; None (the default): the data's own labels."""
         return None
 
+    def reinitialised_parameters(self) -> list:
+        """Parameters that ``epoch_labels`` re-initialised (e.g. DeepCluster's classifier): the loop forgets
+        their optimiser state, as a new optimiser for them would."""
+        return []
+
     def no_weight_decay(self) -> set:
         """Names of the parameters the backbone keeps out of weight decay (its ``no_weight_decay()``)."""
         return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}

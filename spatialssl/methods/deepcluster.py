@@ -129,13 +129,16 @@ class DeepCluster(Method):
         return labels
 
     def reset_classifier(self) -> None:
-        """A fresh classifier for the new clusters, in place (the optimiser holds these parameters; their Adam
-        moments from the last epoch linger, as in the RR code, which resets it in place too; DeepCluster's code
-        makes a new layer and optimiser). Zero, not the paper's N(0, 0.01): both start from near-uniform
+        """A fresh classifier for the new clusters, in place; the loop forgets its optimiser state
+        (``reinitialised_parameters``), as DeepCluster's code does with a new layer and optimiser (the RR code
+        kept the last epoch's Adam moments). Zero, not the paper's N(0, 0.01): both start from near-uniform
         predictions, and zero needs no draw, so every process under torchrun resets it alike."""
         top = self.head[-1]
         top.weight.zero_()
         top.bias.zero_()
+
+    def reinitialised_parameters(self) -> list:
+        return list(self.head[-1].parameters())
 
     def training_step(self, images, labels, generator):
         logits = self.head(embed(self.backbone, self.views(images, generator)))
