@@ -296,11 +296,25 @@ def test_bad_input_gives_exit_code_2_and_one_error_line(tmp_path, capsys, case):
     assert not (tmp_path / "pwned").exists()  # no code ran from the data
 
 
-@pytest.mark.parametrize("argv, says", [(["pretrain", "--out", "x", "--foo"], "unrecognized arguments: --foo"),
-                                        (["nonsense"], "invalid choice: 'nonsense'"),
-                                        (["pretrain"], "required: --out")])
+MISTAKES = [(["pretrain", "--out", "x", "--foo"], "unrecognized arguments: --foo"),
+            (["nonsense"], "invalid choice: 'nonsense'"),
+            (["pretrain"], "required: --out")]
+
+
+@pytest.mark.parametrize("argv, says", MISTAKES)
 def test_a_command_line_mistake_is_one_line_too(capsys, argv, says):
     with pytest.raises(SystemExit) as stopped:
         main(argv)
     err = capsys.readouterr().err
     assert stopped.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and says in err, err
+
+
+def test_the_readme_counts_these_cases_as_they_are():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    counted = re.search(r"runs the CLI over (\d+) malformed inputs: (\d+) files and options.*?and (\d+)\s+"
+                        r"command-line mistakes", readme, re.S)
+    assert counted, "README.md no longer says how many bad-input cases the tests run"
+    assert [int(n) for n in counted.groups()] == [len(CASES) + len(MISTAKES), len(CASES), len(MISTAKES)]
