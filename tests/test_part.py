@@ -5,7 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from spatialssl.commands.analysis import Sample, antisymmetry_error, paste_boxes, placed_boxes, uncertainty
+from spatialssl.commands.analysis import (Sample, antisymmetry_error, matrix_orders, paste_boxes, placed_boxes,
+                                         spread_map, uncertainty)
 from spatialssl.data import ImageSet
 from spatialssl.engine.config import load_config
 from spatialssl.engine.runlog import read_metrics
@@ -222,6 +223,22 @@ def test_symmetry_and_uncertainty_measures():
     noisy[:, 3] += torch.randn(10, 2)  # patch 3 placed inconsistently
     spread = uncertainty(Sample(exact.image, exact.patches, boxes, noisy, targets))
     assert spread.argmax() == 3 and spread[3] > 1
+
+
+def test_the_spread_map_tells_uncovered_pixels_from_zero_spread():
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 4.0, 4.0]])
+    shown = spread_map(boxes, torch.tensor([0.0, 2.0]), 8, 8)
+    assert shown[0, 0] == 0 and shown[5, 5] == 2 and shown[3, 3] == 1  # overlap: the mean of both
+    assert shown[7, 7].isnan() and shown[0, 7].isnan()  # no box: NaN, drawn grey, never 0
+    assert shown.isnan().sum() == 64 - 16 - 16 + 4
+
+
+def test_symmetry_rows_are_not_shown_twice_when_the_orders_agree():
+    grid = sample_boxes(1, 64, 32, 32, "grid", 4, torch.Generator().manual_seed(0), "cpu")[0]
+    assert [label for label, _ in matrix_orders(grid, 4)] == ["raster order"]  # grid patches come in raster order
+    offgrid = sample_boxes(1, 16, 32, 32, "offgrid", 4, torch.Generator().manual_seed(0), "cpu")[0]
+    (_, raster), (_, sampled) = matrix_orders(offgrid, 4)
+    assert not torch.equal(raster, sampled) and sorted(raster.tolist()) == sampled.tolist()
 
 
 @pytest.mark.parametrize("overrides, message", [

@@ -150,8 +150,8 @@ def reconstruction_figure(samples: list, out, log_scale: bool = False, seed: int
         _show(row[2], predicted, f"predicted from reference (error {error:.2f})")
         x0, y0, w, h = (s.boxes[reference] + margin).tolist()
         for axis in row[1:]:
-            axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, edgecolor="red", linewidth=1.2))
-    figure.suptitle("PART reconstruction (red: reference patch; error in reference-patch units)", fontsize=9)
+            axis.add_patch(plt.Rectangle((x0 - 0.5, y0 - 0.5), w, h, fill=False, edgecolor="#E69F00", linewidth=1.4))
+    figure.suptitle("PART reconstruction (orange: reference patch; error in reference-patch units)", fontsize=9)
     return _save(figure, out), errors
 
 
@@ -174,23 +174,33 @@ def raster_order(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
     return (row * 1e6 + centre[:, 0]).argsort()
 
 
+def matrix_orders(boxes: torch.Tensor, patch_size: int) -> list:
+    """(label, patch order) of each row of the symmetry figure: raster order, and the order the patches
+    were sampled in only where it differs (grid patches come in raster order: one row, not two alike)."""
+    order = raster_order(boxes, patch_size)
+    sampled = torch.arange(len(order))
+    return [("raster order", order)] + ([("as sampled", sampled)] if not torch.equal(order, sampled) else [])
+
+
 def symmetry_figure(sample: Sample, patch_size: int, out):
-    """Predicted vs true dx and dy matrices, in raster order and in sampled order, with the
-    antisymmetry error of each (in units of P, see ``antisymmetry_error``)."""
+    """Predicted vs true dx and dy matrices, in raster order and (if it differs) in sampled order, with
+    the antisymmetry error of each (in units of P, see ``antisymmetry_error``)."""
     import matplotlib.pyplot as plt
 
-    order = raster_order(sample.boxes, patch_size)
-    figure, axes = plt.subplots(2, 4, figsize=(12, 6.4))
+    orders = matrix_orders(sample.boxes, patch_size)
+    figure, axes = plt.subplots(len(orders), 4, figsize=(12, 3.2 * len(orders)), squeeze=False)
     scores = {}
-    for row, (label, index) in zip(axes, (("ordered", order), ("unordered", torch.arange(len(order))))):
+    for row, (label, index) in zip(axes, orders):
         for col, (name, channel, source) in enumerate((("predicted dx", 0, sample.predictions), ("true dx", 0, sample.targets),
                                                        ("predicted dy", 1, sample.predictions), ("true dy", 1, sample.targets))):
             matrix = source[index][:, index][..., channel]
             limit = sample.targets[..., channel].abs().max().item() or 1.0
             axes_image = row[col].imshow(matrix.numpy(), cmap="RdGy_r", vmin=-limit, vmax=limit)
-            score = antisymmetry_error(matrix, sample.boxes[index, 2 + channel] / patch_size)
-            scores[f"antisymmetry error, {name}, {label}"] = score
-            row[col].set_title(f"{name} ({label})\nantisymmetry error {score:.3f}", fontsize=8)
+            # the error does not depend on the order: given once, under the first row
+            score = scores.setdefault(f"antisymmetry error, {name}",
+                                      antisymmetry_error(matrix, sample.boxes[index, 2 + channel] / patch_size))
+            said = f"\nantisymmetry error {score:.3f}" if index is orders[0][1] else ""
+            row[col].set_title(f"{name} ({label}){said}", fontsize=8)
             row[col].set_xlabel("target patch j", fontsize=7)
             row[col].set_ylabel("reference patch i", fontsize=7)
             figure.colorbar(axes_image, ax=row[col], fraction=0.046)
@@ -216,6 +226,18 @@ def uncertainty(sample: Sample) -> torch.Tensor:
     return torch.stack(spreads)
 
 
+def spread_map(boxes: torch.Tensor, spread: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """H x W: each pixel's mean spread over the boxes covering it; NaN where none does."""
+    heat = torch.zeros(height, width)
+    count = torch.zeros(height, width)
+    for (x0, y0, w, h), s in zip(boxes.tolist(), spread.tolist()):
+        rows = slice(int(y0), int(round(y0 + h)))
+        cols = slice(int(x0), int(round(x0 + w)))
+        heat[rows, cols] += s
+        count[rows, cols] += 1
+    return torch.where(count > 0, heat / count.clamp_min(1), torch.full_like(heat, float("nan")))
+
+
 def uncertainty_figure(sample: Sample, out, seed: int = 0):
     """Left: the most and least certain patches placed from every reference (dots) beside
     their true centres (crosses). Right: each patch's spread painted over its box."""
@@ -227,24 +249,22 @@ def uncertainty_figure(sample: Sample, out, seed: int = 0):
     _, height, width = sample.image.shape
     figure, axes = plt.subplots(1, 2, figsize=(9, 4.4))
     axes[0].imshow(sample.image.permute(1, 2, 0).numpy(), extent=(0, width, height, 0))
-    for j, colour in ((int(spread.argmin()), "lime"), (int(spread.argmax()), "red")):
+    # Okabe-Ito blue and vermillion, told apart by marker shape too
+    for j, colour, marker, which in ((int(spread.argmin()), "#0072B2", "o", "least"),
+                                     (int(spread.argmax()), "#D55E00", "^", "most")):
         points = torch.cat([placed[:j, j], placed[j + 1:, j]])
-        axes[0].scatter(points[:, 0], points[:, 1], s=8, c=colour, alpha=0.7,
-                        label=f"patch {j}: spread {spread[j]:.1f} px")
-        axes[0].scatter(centre[j, 0], centre[j, 1], s=80, c=colour, marker="x")
+        axes[0].scatter(points[:, 0], points[:, 1], s=12, c=colour, marker=marker, alpha=0.75,
+                        label=f"patch {j} ({which} uncertain): spread {spread[j]:.1f} px")
+        axes[0].scatter(centre[j, 0], centre[j, 1], s=110, c=colour, marker="X", edgecolors="white", linewidths=1)
     axes[0].set_xlim(-width / 2, 1.5 * width)
     axes[0].set_ylim(1.5 * height, -height / 2)
     axes[0].legend(fontsize=7, loc="lower right")
-    axes[0].set_title("one target placed from every reference (x: true centre)", fontsize=8)
-    heat = torch.zeros(height, width)
-    count = torch.zeros(height, width)
-    for (x0, y0, w, h), s in zip(sample.boxes.tolist(), spread.tolist()):
-        rows = slice(int(y0), int(round(y0 + h)))
-        cols = slice(int(x0), int(round(x0 + w)))
-        heat[rows, cols] += s
-        count[rows, cols] += 1
-    shown = axes[1].imshow((heat / count.clamp_min(1)).numpy(), cmap="magma")
-    axes[1].set_title(f"per-patch spread in px (mean {spread.mean():.1f})", fontsize=8)
+    axes[0].set_title("one target placed from every reference (X: true centre)", fontsize=8)
+    colours = plt.get_cmap("viridis").copy()
+    colours.set_bad("#bdbdbd")  # no patch covers it: not the colour of zero spread
+    # from 0: a narrow range of spreads must not look like large differences
+    shown = axes[1].imshow(spread_map(sample.boxes, spread, height, width).numpy(), cmap=colours, vmin=0)
+    axes[1].set_title(f"per-patch spread in px (mean {spread.mean():.1f}); grey: no patch there", fontsize=8)
     axes[1].axis("off")
     figure.colorbar(shown, ax=axes[1], fraction=0.046)
     figure.suptitle("PART patch uncertainty: do all references agree where a patch goes?", fontsize=9)

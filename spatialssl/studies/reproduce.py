@@ -22,7 +22,8 @@ from ..engine.config import BUNDLED_RECIPES, load_config
 from ..engine.train import pretrain
 from ..errors import ConfigError, DataError
 from ..files import atomic_write
-from .results import headline, plot, write_markdown
+from .plots import plot
+from .results import headline, write_markdown
 
 # Bumped when a method or the evaluation changes meaning, so stored results of the old one are
 # not reused: 2 = SR additive patches at random positions, the published PART encoder and

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from ..errors import optional_import
-from ..metrics import cell, mean_std, verdict
+from ..metrics import cell, verdict
 
 # Published numbers to set beside ours. CIFAR-10 linear evaluation, ResNet-32, 200 epochs
 # (Patacchiola & Storkey 2020, as the SR paper's baselines); SR Table 1 has no CIFAR-10 column.
@@ -207,86 +206,6 @@ def write_markdown(path: Path, budget_name: str, header: list, results: dict, la
         path.write_text("# Reproducing the papers\n")
     write_section(path, text, begin, end)
     return text
-
-
-PLOTS = ("sr_patch_features.png", "sr_patch_size.png", "part_variants.png", "part_pairs.png")
-
-
-def plot(results: dict, labels: dict, folder: Path, studies: dict) -> list:
-    """PNGs: patch features (SR Fig. 4), patch size (Fig. 2), the SR overview, and PART."""
-    optional_import("matplotlib", "plots", "drawing RESULTS.md's plots").use("Agg")
-    import matplotlib.pyplot as plt
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in PLOTS:  # a plot this budget no longer draws must not linger beside the new ones
-        (folder / name).unlink(missing_ok=True)
-    written = []
-
-    def errorbar(axis, xs, measures_runs, label, **style):
-        points = [(x, *mean_std(m.values(runs))) for x, (m, runs) in zip(xs, measures_runs)]
-        points = [p for p in points if p[1] is not None]
-        if points:
-            axis.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points],
-                          label=label, capsize=3, marker="o", **style)
-
-    def save(figure, name):
-        figure.tight_layout()
-        figure.savefig(folder / name, dpi=110)
-        plt.close(figure)
-        written.append(folder / name)
-
-    counts = (0, 1, 3, 5, 9)
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for k in ("random", "rr", "sr-n2-p16", "sr-n3-p16"):
-        if k in results:
-            errorbar(axis, counts, [(Measure("linear", str(n)), results[k]) for n in counts], labels[k])
-    if "sr-n2-p16" in results and "linear_affine" in results["sr-n2-p16"][0]:
-        errorbar(axis, counts, [(Measure("linear_affine", str(n)), results["sr-n2-p16"]) for n in counts],
-                 labels["sr-n2-p16"] + ", affine-augmented probe", linestyle="--", color="red")
-    axis.set(xlabel="patch features beside the image", ylabel="test accuracy (%)",
-             title="Linear evaluation with patch features (SR Fig. 4)")
-    axis.legend(fontsize=7)
-    save(figure, "sr_patch_features.png")
-
-    sizes = [s for s in (12, 16, 20, 24) if f"sr-n2-p{s}" in results]
-    if len(sizes) > 1:
-        figure, axis = plt.subplots(figsize=(6, 4))
-        for measure, name in ((IMAGE, "image only"), (NINE, "image + 9 patches")):
-            errorbar(axis, sizes, [(measure, results[f"sr-n2-p{s}"]) for s in sizes], name)
-        axis.set(xlabel="training patch size (px, 32 px images)", ylabel="test accuracy (%)",
-                 title="SR plain, N=2: patch size (SR Fig. 2)")
-        axis.legend(fontsize=7)
-        save(figure, "sr_patch_size.png")
-
-    part_keys = [k for k in labels if k in results and studies.get(k) == "part" and not k.startswith("part-pairs")]
-    if part_keys:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-        xs = range(len(part_keys))
-        errorbar(left, xs, [(FINETUNED, results[k]) for k in part_keys], "finetuned", linestyle="none")
-        errorbar(left, xs, [(IMAGE, results[k]) for k in part_keys], "linear probe", linestyle="none")
-        errorbar(right, xs, [(ERROR, results[k]) for k in part_keys], "model", linestyle="none")
-        errorbar(right, xs, [(Measure("position_error_mean_predictor", lower_is_better=True), results[k])
-                             for k in part_keys], "mean predictor", linestyle="none")
-        for axis, name in ((left, "test accuracy (%)"), (right, "position error, off-grid boxes")):
-            axis.set_xticks(list(xs), [labels[k].replace(", ", ",\n").replace(" (", "\n(") for k in part_keys], fontsize=7)
-            axis.set_ylabel(name)
-            axis.legend(fontsize=7)
-        figure.suptitle("PART: sampling and relative encoders (Tables 4-5)")
-        save(figure, "part_variants.png")
-
-    points = sorted((num_pairs(results, k), k) for k in results if k == "part-offgrid" or k.startswith("part-pairs"))
-    if len(points) > 1:
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-        xs = [p for p, _ in points]
-        errorbar(left, xs, [(FINETUNED, results[k]) for _, k in points], "finetuned")
-        errorbar(left, xs, [(IMAGE, results[k]) for _, k in points], "linear probe")
-        errorbar(right, xs, [(ERROR, results[k]) for _, k in points], "position error")
-        for axis, name in ((left, "test accuracy (%)"), (right, "position error, off-grid boxes")):
-            axis.set(xscale="log", xlabel="#pairs per image", ylabel=name)
-            axis.legend(fontsize=7)
-        figure.suptitle("PART: number of patch pairs (Fig. 8)")
-        save(figure, "part_pairs.png")
-    return written
 
 
 def headline(result: dict) -> str:
