@@ -46,7 +46,7 @@ RECIPES = {  # family (a recipe's name before its data set) -> how many data set
     **{method: 5 for method in ("rr", "sr", "sr_additive", "supervised", "random")},  # the SR paper's
     "part": 3, "part1d": 1, "demo": 1, "demo_timeseries": 1, "demo_detection": 1,
     **{method: 5 for method in ("simclr", "rotation", "deepcluster")},  # the SR paper's Table 1 baselines
-    **{method: 2 for method in ("mae", "mp3", "sr_simclr", "part_contrastive")},  # on CIFAR-10 and -100
+    **{method: 2 for method in ("mae", "mp3", "droppos", "sr_simclr", "part_contrastive")},  # CIFAR-10, -100
 }
 
 

@@ -50,6 +50,7 @@ CASES = {
     "mae": [*VIT, "method.name=mae", "model.pos_embed=true", "model.class_token=true"],
     "mp3": [*VIT, "method.name=mp3"],
     "mp3 without masking": [*VIT, "method.name=mp3", "mp3.mask_ratio=0"],
+    "droppos": [*VIT, "method.name=droppos", "model.pos_embed=true", "model.class_token=true"],
     "deepcluster": [*IMAGES, "method.name=deepcluster", "deepcluster.clusters=10"],
     "simclr": [*IMAGES, "method.name=simclr"],
     "rotation": [*IMAGES, "method.name=rotation"],

@@ -42,6 +42,7 @@ STEPS = {
     # baselines (DeepCluster's k-means at the epoch's start may wait; its steps may not)
     "mae": ["method.name=mae", "model.pos_embed=true", "model.class_token=true", *VIT],
     "mp3": ["method.name=mp3", *VIT],
+    "droppos": ["method.name=droppos", "model.pos_embed=true", "model.class_token=true", *VIT],
     "deepcluster": ["method.name=deepcluster", "deepcluster.clusters=4", *RESNET],
     "simclr": ["method.name=simclr", *RESNET],
     "rotation": ["method.name=rotation", *RESNET],

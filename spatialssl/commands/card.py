@@ -9,11 +9,12 @@ import yaml
 METHODS = {"rr": "Relational Reasoning (Patacchiola & Storkey 2020)", "sr": "Spatial Reasoning (Albert et al. 2024)",
            "part": "PART (Ayoughi et al.)", "supervised": "supervised training", "finetune": "supervised finetuning",
            "random": "no training (random weights)",
-           "mae": "MAE (He et al. 2022)", "mp3": "MP3 (Zhai et al. 2022)", "deepcluster": "DeepCluster (Caron et al. 2018)"}
+           "mae": "MAE (He et al. 2022)", "mp3": "MP3 (Zhai et al. 2022)",
+           "droppos": "DropPos (Wang et al. 2023)", "deepcluster": "DeepCluster (Caron et al. 2018)"}
 METHODS.update({"simclr": "SimCLR (Chen et al. 2020)", "rotation": "RotationNet (Gidaris et al. 2018)",
                 "sr_simclr": "SimCLR with Spatial Reasoning's patch positions",
                 "part_contrastive": "PART with a contrastive (NT-Xent) term"})
-SECTIONS = {"part": ("part",), "finetune": ("finetune",), "mae": ("mae",), "mp3": ("mp3",),
+SECTIONS = {"part": ("part",), "finetune": ("finetune",), "mae": ("mae",), "mp3": ("mp3",), "droppos": ("droppos",),
             "deepcluster": ("deepcluster",), "simclr": ("simclr",), "sr_simclr": ("simclr", "combined"),
             "part_contrastive": ("part", "simclr", "combined")}  # a method's own config sections
 PLACEHOLDER = "<user>/<model>"  # the repository, until one is pushed to

@@ -120,12 +120,16 @@ def check_against_data(cfg: Config, data) -> None:
 
 
 def check_baselines_against_data(cfg: Config, data) -> None:
-    """MAE and MP3 keep a token of the image's grid visible; DeepCluster has no more clusters than images."""
+    """MAE, MP3 and DropPos keep a token of the image's grid visible (DropPos: one with its position too);
+    DeepCluster has no more clusters than images."""
     name, patch = cfg.method.name, cfg.model.patch_size
-    if name in ("mae", "mp3"):
+    if name in ("mae", "mp3", "droppos"):
         height, width = data.input_size
         with options_named(mask_ratio=f"{name}.mask_ratio"):
-            visible_count((height // patch) * (width // patch), getattr(cfg, name).mask_ratio)
+            visible = visible_count((height // patch) * (width // patch), getattr(cfg, name).mask_ratio)
+        if name == "droppos":
+            with options_named(mask_ratio="droppos.position_mask_ratio"):
+                visible_count(visible, cfg.droppos.position_mask_ratio)
     if name == "deepcluster":
         clusters = cluster_count(cfg, data.num_classes if data.labels is not None else 0)
         if clusters > len(data):

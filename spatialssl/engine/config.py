@@ -123,6 +123,19 @@ class Mp3Config:
 
 
 @dataclass
+class DropPosConfig:
+    """DropPos (Wang et al. 2023): tokens masked as MAE's, positions dropped from most visible ones and
+    classified back (model.pos_embed=true, model.class_token=true with attentive reconstruction)."""
+    mask_ratio: float = 0.75  # share of each image's tokens masked (hidden from the encoder)
+    position_mask_ratio: float = 0.75  # share of the visible tokens whose position embedding is dropped
+    sigma: float = 1.0  # position smoothing at the first epoch (grid cells), decaying linearly to 0; 0: off
+    attentive: bool = True  # weight each token's loss by its similarity to [CLS] (attentive reconstruction)
+    decoder_dim: int = 128  # light decoder for CIFAR-scale ViTs (DropPos's ImageNet decoder: 512 wide, 2 deep)
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+
+
+@dataclass
 class DeepClusterConfig:
     """DeepCluster (Caron et al. 2018): k-means of the features at each epoch's start gives the labels."""
     clusters: Optional[int] = None  # None: 10x the data's classes (the RR code's; 100 for unlabelled data)
@@ -238,6 +251,7 @@ class Config:
     part: PartConfig = field(default_factory=PartConfig)
     mae: MaeConfig = field(default_factory=MaeConfig)
     mp3: Mp3Config = field(default_factory=Mp3Config)
+    droppos: DropPosConfig = field(default_factory=DropPosConfig)
     deepcluster: DeepClusterConfig = field(default_factory=DeepClusterConfig)
     simclr: SimCLRConfig = field(default_factory=SimCLRConfig)
     combined: CombinedConfig = field(default_factory=CombinedConfig)
@@ -492,6 +506,24 @@ def _check_ranges(cfg: Config) -> None:
         _require(0 <= value <= 1, key, "a probability in [0, 1]", value)
 
 
+def _check_droppos(cfg: Config) -> None:
+    d = cfg.droppos
+    _require(0 < d.mask_ratio < 1, "droppos.mask_ratio", "in (0, 1)", d.mask_ratio)
+    _require(0 < d.position_mask_ratio < 1, "droppos.position_mask_ratio", "in (0, 1) (the loss is over dropped "
+             "positions)", d.position_mask_ratio)
+    _require(_is_number(d.sigma) and d.sigma >= 0, "droppos.sigma", ">= 0 (0: no position smoothing)", d.sigma)
+    for key, value in (("droppos.decoder_dim", d.decoder_dim), ("droppos.decoder_depth", d.decoder_depth),
+                       ("droppos.decoder_heads", d.decoder_heads)):
+        _require(value >= 1, key, ">= 1", value)
+    _require(d.decoder_dim % d.decoder_heads == 0, "droppos.decoder_heads",
+             f"a divisor of droppos.decoder_dim {d.decoder_dim}", d.decoder_heads)
+    if cfg.method.name == "droppos" and not cfg.model.pos_embed:
+        raise ConfigError("DropPos drops a share of a fixed sine-cosine position embedding; set model.pos_embed=true")
+    if cfg.method.name == "droppos" and d.attentive and not cfg.model.class_token:
+        raise ConfigError("droppos.attentive weighs tokens by their similarity to [CLS]; set model.class_token=true "
+                          "(or droppos.attentive=false)")
+
+
 def _check_baselines(cfg: Config) -> None:
     """MAE, MP3 and DeepCluster: their sections' ranges and what each needs of the model and the data."""
     mae, mp3, dc, name = cfg.mae, cfg.mp3, cfg.deepcluster, cfg.method.name
@@ -507,7 +539,8 @@ def _check_baselines(cfg: Config) -> None:
     _require(dc.clusters is None or dc.clusters >= 2, "deepcluster.clusters", ">= 2 (or null: 10x the classes)",
              dc.clusters)
     _require(dc.pca_dim >= 0, "deepcluster.pca_dim", ">= 0 (0 turns PCA-whitening off)", dc.pca_dim)
-    if name in ("mae", "mp3") and not cfg.model.backbone.startswith("vit_"):
+    _check_droppos(cfg)
+    if name in ("mae", "mp3", "droppos") and not cfg.model.backbone.startswith("vit_"):
         raise ConfigError(f"method {name} needs one of spatialssl's image ViTs (model.backbone=vit_tiny, vit_small "
                           f"or vit_base), got '{cfg.model.backbone}'")
     if name == "mae" and not cfg.model.pos_embed:

@@ -234,6 +234,7 @@ def relabel(run: Run, epoch: int) -> None:
     exactly, under torchrun too) and let a method that makes its own labels make them, from the weights
     as they are now; rank 0's labels are everyone's."""
     run.sample.manual_seed(sample_seed(run.cfg.train.seed, epoch, run.ranks.rank))
+    run.method.start_epoch(epoch, run.cfg.train.epochs)
     inputs, labels = run.resident
     if inputs is None:  # streamed: only methods that need no labels of their own stream
         return

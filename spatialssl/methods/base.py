@@ -31,6 +31,11 @@ class Method(nn.Module):
         of the data's; None (the default): the data's own labels."""
         return None
 
+    def start_epoch(self, epoch: int, epochs: int) -> None:
+        """Called at each epoch's start (0-based ``epoch`` of ``epochs``), before ``epoch_labels``: for a
+        schedule of the method's own (e.g. DropPos's position smoothing). A function of the epoch alone,
+        so a resumed run continues exactly."""
+
     def reinitialised_parameters(self) -> list:
         """Parameters that ``epoch_labels`` re-initialised (e.g. DeepCluster's classifier): the loop forgets
         their optimiser state, as a new optimiser for them would."""

@@ -47,3 +47,28 @@ class MaskedDecoder(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.pred(self.norm(x))[:, self.prefix_tokens:]
+
+
+class PositionDecoder(nn.Module):
+    """DropPos's decoder (Wang et al. 2023): a few transformer blocks over the encoded visible tokens alone,
+    with no position embedding (it would give the answer away), and a linear map of each token to the
+    ``num_positions`` grid positions it may have come from. ``forward(latent)``: B x T x D -> B x T x positions."""
+
+    def __init__(self, encoder_dim: int, num_positions: int, dim: int = 128, depth: int = 2, num_heads: int = 4):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"num_heads {num_heads} must divide dim {dim}")
+        self.embed = nn.Linear(encoder_dim, dim)
+        self.blocks = nn.ModuleList([Block(dim, num_heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pred = nn.Linear(dim, num_positions)
+        for module in self.modules():  # DropPos's (MAE's) initialisation
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        x = self.embed(latent)
+        for block in self.blocks:
+            x = block(x)
+        return self.pred(self.norm(x))
