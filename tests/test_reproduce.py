@@ -162,4 +162,4 @@ def test_the_baselines_table_sets_each_method_beside_the_papers_number():
     assert "| MAE (position embedding) | 41.0 ± 0.0 | 35.0 ± 0.0 | 84.5 |" in rows
     assert not any("RR, K=4" in row for row in rows)  # the SR study's own table has it
     assert [r.key for r in plan(BUDGETS["cpu"]) if r.study == "baselines"] == [
-        "simclr", "rotation", "deepcluster", "sr-simclr", "mae", "mp3", "part-contrastive"]
+        "simclr", "rotation", "deepcluster", "sr-simclr", "mae", "mp3", "droppos", "part-contrastive"]

@@ -140,6 +140,7 @@ def baselines(budget: Budget) -> list:
             Run("sr-simclr", "SR + SimCLR", "baselines", "sr_simclr_cifar10", evaluation),
             Run("mae", "MAE (position embedding)", "baselines", "mae_cifar10", vit=True),
             Run("mp3", "MP3 (no position embedding)", "baselines", "mp3_cifar10", vit=True),
+            Run("droppos", "DropPos (position embedding)", "baselines", "droppos_cifar10", vit=True),
             Run("part-contrastive", "PART + contrastive", "baselines", "part_contrastive_cifar10",
                 (f"part.num_pairs={budget.default_pairs}",), vit=True)]
 
