@@ -70,6 +70,17 @@ def version_line() -> str:
     return f"spatialssl {__version__} (torch {torch.__version__}, {cuda}, Python {platform.python_version()})"
 
 
+class VersionAction(argparse.Action):
+    """``--version``: asks torch about GPUs only when given, not on every command."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_line())
+        parser.exit()
+
+
 class OneLineParser(argparse.ArgumentParser):
     """A usage mistake is one line naming it and where help is (argparse prints the usage too)."""
 
@@ -80,7 +91,7 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="spatialssl", description="Self-supervised pretraining by spatial reasoning.",
                                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=version_line(),
+    parser.add_argument("--version", action=VersionAction,
                         help="spatialssl's version, with torch's and the accelerator (for bug reports)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
                         help="what the 'spatialssl' logger shows (progress lines when output is not a terminal)")
