@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
@@ -350,21 +351,29 @@ class _ToStdout(logging.Handler):
         print(self.format(record), file=sys.stdout, flush=True)
 
 
-def _configure_logging(level: str) -> None:
+@contextmanager
+def _logging_to_stdout(level: str):
+    """The 'spatialssl' logger at ``level`` on standard output while a command runs, then as it was: a
+    program (or test) that calls main() in-process keeps its own logging configuration."""
     logger = logging.getLogger("spatialssl")
+    kept = logger.level, logger.propagate
+    handler = _ToStdout()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.setLevel(level.upper())
-    if not any(isinstance(h, _ToStdout) for h in logger.handlers):
-        handler = _ToStdout()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logger.addHandler(handler)
-        logger.propagate = False  # the root logger's handlers would print each line twice
+    logger.addHandler(handler)
+    logger.propagate = False  # the root logger's handlers would print each line twice
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(kept[0])
+        logger.propagate = kept[1]
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(args.log_level)
     try:
-        with warnings.catch_warnings():  # restores the caller's showwarning (tests call main in-process)
+        with _logging_to_stdout(args.log_level), warnings.catch_warnings():  # restores the caller's showwarning
             warnings.showwarning = _show_warning
             run(args)
     except SpatialSSLError as err:

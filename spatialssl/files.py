@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 def current_umask() -> int:
@@ -96,3 +96,16 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def refuse_to_replace(path, overwrite: bool, option: str = "--out", resumable: bool = False) -> None:
+    """The one overwrite rule of every command that writes: output already at ``path`` (a file, or a
+    folder that is not empty) is kept unless the user passed ``--overwrite``. Said in the same words by all;
+    ``resumable``: a run folder, which ``--resume`` continues."""
+    path = Path(path)
+    if overwrite or not (path.exists() or path.is_symlink()):
+        return
+    if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        return  # an empty folder holds nothing to lose
+    ways = "--resume to continue it, --overwrite to replace it" if resumable else "--overwrite to replace it"
+    raise ConfigError(f"{option} {path} already exists; pass {ways}, or choose another {option}")

@@ -1,6 +1,8 @@
 """What a run reports: bars on a terminal, plain lines on a cluster, per-step scalars in steps.csv."""
 import logging
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -19,18 +21,66 @@ def demo():
     return make_demo_images(80, seed=1)  # 5 steps an epoch
 
 
-def test_without_a_terminal_progress_is_plain_log_lines_every_log_every_steps(tmp_path, demo, caplog, monkeypatch):
+class Kept(logging.Handler):
+    """The records the 'spatialssl' logger handles, whatever other tests did to logging before."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
+def test_without_a_terminal_progress_is_plain_log_lines_every_log_every_steps(tmp_path, demo, monkeypatch):
     monkeypatch.setattr(progress_module, "is_interactive", lambda: False)
-    monkeypatch.setattr(logging.getLogger("spatialssl"), "propagate", True)  # the CLI, if run before, stops it
-    with caplog.at_level(logging.INFO, logger="spatialssl"):
+    logger, kept = logging.getLogger("spatialssl"), Kept()
+    monkeypatch.setattr(logger, "handlers", [kept])
+    monkeypatch.setattr(logger, "propagate", False)
+    logger.setLevel(logging.INFO)
+    try:
         pretrain(load_config(overrides=TINY), tmp_path, train_set=demo, progress=True)
-    lines = [r.getMessage() for r in caplog.records if r.name == "spatialssl"]
+    finally:
+        logger.setLevel(logging.NOTSET)
+    lines = kept.lines
     steps = [line for line in lines if " step " in line]
     assert len(steps) == 2 * 3  # steps 1, 3 and the last (5) of each epoch
     assert re.fullmatch(r"epoch 1/2 step 1/5 loss \d+\.\d{4} lr [\d.e-]+ images/s \d+ eta \d+:\d\d:\d\d", steps[0])
     assert steps[-1].startswith("epoch 2/2 step 5/5") and steps[-1].endswith("eta 0:00:00")
     assert [line.split(":")[0] for line in lines if not " step " in line][-2:] == ["epoch 1/2", "epoch 2/2"]
     assert "\r" not in "".join(lines)
+
+
+SCRIPT = """
+import sys, spatialssl
+from spatialssl.data import make_demo_images
+cfg = spatialssl.load_config(overrides={overrides!r})
+spatialssl.pretrain(cfg, sys.argv[1], train_set=make_demo_images(80, seed=1), progress=sys.argv[2] == "on")
+"""
+
+
+@pytest.mark.parametrize("progress", ["on", "off"])
+def test_a_script_that_configures_no_logging_sees_the_lines_the_cli_prints(tmp_path, progress):
+    script = SCRIPT.format(overrides=[*TINY, "train.epochs=1"])
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run"), progress], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    if progress == "off":
+        assert lines == []
+        return
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d epoch 1/1 step 1/5 loss .*", lines[1]), lines
+    assert sum(" step " in line for line in lines) == 3 and lines[-1].split(" ", 2)[2].startswith("epoch 1/1: loss")
+
+
+def test_the_cli_leaves_logging_as_it_found_it(tmp_path, capsys):
+    from spatialssl.cli import main
+
+    logger = logging.getLogger("spatialssl")
+    before = list(logger.handlers), logger.propagate, logger.level
+    assert main(["--log-level", "debug", "pretrain", "--config", "missing/recipe.yaml", "--out", str(tmp_path)]) == 2
+    assert "missing/recipe.yaml does not exist" in capsys.readouterr().err
+    assert (list(logger.handlers), logger.propagate, logger.level) == before
 
 
 def test_logged_steps_go_to_steps_csv_and_resume_drops_the_unfinished_epochs(tmp_path, demo):

@@ -1,6 +1,7 @@
 """The package as PyPI and a user's fresh environment see it: wheel and sdist build, pass
 ``twine check``, carry what they must, and the wheel installs into a new venv whose
 ``spatialssl`` command runs."""
+import site
 import subprocess
 import sys
 import tarfile
@@ -59,9 +60,13 @@ def test_sdist_carries_what_rebuilds_and_tests_it(dists):
 
 def test_wheel_installs_into_a_fresh_venv_and_runs(dists, tmp_path):
     venv = tmp_path / "venv"
-    # the system's packages give the venv torch without a download; the wheel itself goes into the venv
-    run(sys.executable, "-m", "venv", "--system-site-packages", str(venv))
+    run(sys.executable, "-m", "venv", str(venv))
     python = venv / "bin" / "python"
+    # The packages of the interpreter running the tests (a venv's own, not its base's) give the new venv
+    # torch without a download. A .pth only adds their folders: the checkout's editable install, itself a
+    # .pth there, is not followed, and the wheel installed into the venv comes first.
+    purelib = Path(run(python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])").strip())
+    (purelib / "running-interpreter.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     run(python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--force-reinstall", str(dists["wheel"]))
     where = run(python, "-c", "import spatialssl; print(spatialssl.__file__)", cwd=tmp_path)
     assert Path(where.strip()).is_relative_to(venv), where  # the wheel's copy, not the checkout

@@ -248,3 +248,30 @@ def test_export_into_an_unwritable_place_or_a_full_disk_is_one_line(tmp_path, de
     with pytest.raises(DataError, match=f"cannot write {tmp_path / 'out.safetensors'} .*No space left.*export again"):
         export(run, tmp_path / "out.safetensors")
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".out", "out"))]
+
+
+def test_overwrite_replaces_a_run_and_resume_with_overwrite_is_refused(tmp_path, demo_small):
+    untrained(tmp_path, demo_small)
+    (tmp_path / "linear_eval-old.json").write_text("{}")  # the replaced run's report goes with it
+    with pytest.raises(ConfigError, match="already exists; pass --resume to continue it, --overwrite to replace"):
+        untrained(tmp_path, demo_small)
+    with pytest.raises(ConfigError, match="choose one"):
+        untrained(tmp_path, demo_small, resume=True, overwrite=True)
+    cfg = load_config(base=TINY, overrides=["train.epochs=2"])
+    pretrain(cfg, tmp_path, train_set=demo_small, progress=False, overwrite=True)
+    assert [int(r["epoch"]) for r in read_metrics(tmp_path)] == [1, 2]
+    assert not (tmp_path / "linear_eval-old.json").exists()
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_the_folder_as_it_was(tmp_path, demo_small):
+    bad = load_config(base=TINY, overrides=["method.patch_size=40"])  # larger than the 32 px images
+    new = tmp_path / "new"
+    with pytest.raises(ConfigError, match="patch_size"):
+        pretrain(bad, new, train_set=demo_small, progress=False)
+    assert not new.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    with pytest.raises(ConfigError, match="patch_size"):
+        pretrain(bad, mine, train_set=demo_small, progress=False)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

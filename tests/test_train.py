@@ -41,7 +41,7 @@ def test_resume_continues_exactly(tmp_path, demo_small):
 
 def test_resume_refuses_a_different_config_and_existing_runs_are_not_overwritten(tmp_path, demo_small):
     pretrain(tiny_config("train.epochs=1"), tmp_path, train_set=demo_small, progress=False)
-    with pytest.raises(ConfigError, match="already holds a run"):
+    with pytest.raises(ConfigError, match="already exists; pass --resume to continue it, --overwrite to replace it"):
         pretrain(tiny_config(), tmp_path, train_set=demo_small, progress=False)
     with pytest.raises(ConfigError, match="differs .* in method.num_patches"):
         pretrain(tiny_config("method.num_patches=3"), tmp_path, resume=True, train_set=demo_small, progress=False)

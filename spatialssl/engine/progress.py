@@ -1,5 +1,7 @@
 """What a run tells its user while it trains: a progress bar on a terminal; on a cluster (output to a
-file) plain lines every ``train.log_every`` steps through Python logging (logger ``spatialssl``)."""
+file) plain lines every ``train.log_every`` steps through Python logging (logger ``spatialssl``), or,
+where the program configured no logging (a script calling ``spatialssl.pretrain``), on standard output
+as the CLI prints them."""
 from __future__ import annotations
 
 import datetime
@@ -18,6 +20,15 @@ def is_interactive() -> bool:
     return sys.stderr.isatty() or "ipykernel" in sys.modules
 
 
+def report(text: str) -> None:
+    """One plain line: to the ``spatialssl`` logger when anything would handle it (the CLI's handler, the
+    program's logging configuration, which then decides), else printed with a time stamp, as the CLI does."""
+    if log.hasHandlers():
+        log.info(text)
+    else:
+        print(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {text}", flush=True)
+
+
 class Progress:
     def __init__(self, enabled: bool, epochs: int, steps: int, interactive: Optional[bool] = None):
         self.enabled, self.epochs, self.steps = enabled, epochs, steps
@@ -30,7 +41,7 @@ class Progress:
         if self.interactive:
             tqdm.write(text)
         else:
-            log.info(text)
+            report(text)
 
     def start_epoch(self, epoch: int) -> None:
         self._epoch, self._started = epoch, time.perf_counter()
@@ -45,7 +56,7 @@ class Progress:
             if scalars:
                 self._bar.set_postfix(loss=f"{scalars['loss']:.4f}", img_s=f"{scalars['images_per_s']:.0f}")
         elif self.enabled and scalars:
-            log.info(f"epoch {self._epoch + 1}/{self.epochs} step {step + 1}/{self.steps} loss {scalars['loss']:.4f} "
+            report(f"epoch {self._epoch + 1}/{self.epochs} step {step + 1}/{self.steps} loss {scalars['loss']:.4f} "
                      f"lr {scalars['lr']:.3g} images/s {scalars['images_per_s']:.0f} eta {self.eta(step)}")
 
     def eta(self, step: int) -> str:

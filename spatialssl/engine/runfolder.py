@@ -1,10 +1,12 @@
 """A run folder for one run at a time: checked writable before any work, locked against a second
-run on the same ``--out``, and cleared of the temporaries that killed runs left behind."""
+run on the same ``--out``, cleared of the temporaries that killed runs left behind, and left as it
+was found by a run that fails before its first checkpoint."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..errors import ConfigError, warn
@@ -16,6 +18,7 @@ except ImportError:  # Windows: no flock; runs there are not protected from one 
     fcntl = None
 
 LOCK_NAME = ".lock"
+CHECKPOINT_NAME = "last.ckpt"  # a folder holding one holds a run
 
 
 def check_writable(folder: Path, what: str, advice: str) -> None:
@@ -55,14 +58,39 @@ def locked(folder: Path):
 
 
 @contextmanager
-def claimed(folder: Path, writer: bool):
+def claimed(folder: Path, writer: bool, overwrite: bool = False):
     """``folder`` for the length of a run. Only the writing process (rank 0 under torchrun) checks,
-    locks and sweeps it; the others only read what rank 0 wrote."""
+    locks and sweeps it; the others only read what rank 0 wrote. With ``overwrite``, a run already
+    there is removed first. A run that fails before it commits a checkpoint removes what it added
+    (the folder too, if it made it): nothing is left that looks like a run but cannot be resumed."""
     if not writer:
         yield
         return
+    existed = folder.is_dir()
+    found = set(os.listdir(folder)) if existed else set()
     check_writable(folder, "the run folder", "choose another --out or fix its permissions")
     with locked(folder) as held:
         if held:  # otherwise a live writer's temporary could be swept from under it
             sweep_temporaries(folder)
-        yield
+        if overwrite and (folder / CHECKPOINT_NAME).exists():
+            _remove(folder, set(os.listdir(folder)) - {LOCK_NAME})
+            found = set()
+        try:
+            yield
+        except BaseException:
+            if not (folder / CHECKPOINT_NAME).exists():
+                _remove(folder, set(os.listdir(folder)) - found)
+                if not existed:
+                    with suppress(OSError):  # something else wrote there meanwhile: it stays
+                        folder.rmdir()
+            raise
+
+
+def _remove(folder: Path, names: set) -> None:
+    """Remove ``names`` in ``folder``; a link is removed, never followed."""
+    for name in names:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

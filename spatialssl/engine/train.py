@@ -20,6 +20,7 @@ from ..data.stream import ImageStream
 from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
+from ..files import refuse_to_replace
 from ..models import compile_backbone, use_generator
 from . import checkpoint
 from .build import build_method
@@ -39,23 +40,27 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision ->
 
 
 def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Optional[ImageSet] = None,
-             monitor: Optional[tuple] = None, progress: bool = True, stop_after_epoch: Optional[int] = None) -> Path:
+             monitor: Optional[tuple] = None, progress: bool = True, stop_after_epoch: Optional[int] = None,
+             overwrite: bool = False) -> Path:
     """Pretrain ``cfg.method`` and write checkpoints to ``out_dir`` every epoch.
 
     ``train_set``/``monitor`` may be given directly (e.g. the demo); otherwise they are read
     from ``cfg.data``. With ``resume`` the run continues from ``out_dir/last.ckpt`` exactly:
     weights, optimiser, data order and augmentation randomness. ``stop_after_epoch`` ends
-    this call early, as an interruption would (the run stays resumable).
+    this call early, as an interruption would (the run stays resumable). A run already in
+    ``out_dir`` is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
     out_dir = Path(out_dir)
-    with claimed(out_dir, writes()):  # held to the end: a second run on out_dir is refused meanwhile
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if not (resume or overwrite) and (out_dir / "last.ckpt").exists():
+        refuse_to_replace(out_dir, overwrite, resumable=True)
+    with claimed(out_dir, writes(), overwrite):  # held to the end: a second run on out_dir is refused meanwhile
         state = None
         if resume:
             cfg, *state = resume_config(out_dir, cfg)
             if writes():
                 recommit(out_dir, *state)
-        elif (out_dir / "last.ckpt").exists():
-            raise ConfigError(f"{out_dir} already holds a run; pass --resume to continue it or choose another --out")
         with algorithms(cfg.train.deterministic):
             run = setup(cfg, out_dir, state, train_set, monitor, progress)
             return run.train(stop_after_epoch)
