@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--data", help=DATA_HELP)
     pre.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, tensorboard/")
     pre.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    pre.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     pre.add_argument("--download", action="store_true", help="download data.dataset into --data first (needs torchvision)")
     pre.add_argument("--no-progress", action="store_true", help="no progress bars")
     pre.add_argument("overrides", nargs="*", help="section.key=value, e.g. method.num_patches=3")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--affine-augment", action="store_true", help="affine augmentation of training images")
     lin.add_argument("--report", help="where to write the JSON report (default: linear_eval-<data>.json beside "
                                       "the checkpoint, or -2, -3 ... when earlier reports are there: they are kept)")
-    lin.add_argument("--overwrite", action="store_true", help="replace an existing --report file")
+    lin.add_argument("--overwrite", action="store_true", help="replace an existing --report")
     lin.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.labels=coarse eval.lr=1e-3")
     fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data",
                                epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--out", required=True, help="run folder of the finetuning")
     fine.add_argument("--epochs", type=int, help="finetuning epochs (default 100)")
     fine.add_argument("--resume", action="store_true", help="continue the finetuning in --out where it stopped")
+    fine.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     fine.add_argument("--no-progress", action="store_true", help="no progress bars")
     fine.add_argument("overrides", nargs="*", help="section.key=value, e.g. finetune.mixup=0 optim.lr=1e-3")
 
@@ -153,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--scratch", action="store_true", help="the checkpoint's architecture from random weights: "
                                                             "the baseline at the same budget")
     det.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    det.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     det.add_argument("--no-progress", action="store_true", help="no progress bars")
     det.add_argument("overrides", nargs="*", help="section.key=value, e.g. detect.image_size=512 train.epochs=24")
     deval = commands.add_parser("detect-eval", help="COCO AP of a detection checkpoint")
@@ -160,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     deval.add_argument("--data", help="a COCO-style folder (default: the run's)")
     deval.add_argument("--split", help="which annotations/instances_<split>.json (default: the run's, val)")
     deval.add_argument("--report", help="write the scores to this JSON file")
+    deval.add_argument("--overwrite", action="store_true", help="replace an existing --report")
 
     ben = commands.add_parser("bench", help="time our batched data path against per-image Pillow in DataLoader workers")
     ben.add_argument("--data", help=DATA_HELP + " (default: generated 32 px images)")
@@ -206,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         figure.add_argument("--checkpoint", required=True, help="a PART last.ckpt (images, not signals)")
         figure.add_argument("--data", required=True, help=f"images of the size the model was trained on: {IMAGE_DATA}")
         figure.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default {name}.png)")
+        figure.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         figure.add_argument("--split", default="test", help="which split's images (default test)")
         if name == "reconstruct":
             figure.add_argument("--images", type=int, default=4, help="how many images, one row each (default 4)")
@@ -242,7 +247,7 @@ def run(args: argparse.Namespace) -> None:
             from .data.download import download
 
             download(cfg.data.dataset, Path(cfg.data.path))
-        path = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        path = pretrain(cfg, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one process reports
             print(f"checkpoint: {path}")
     elif args.command == "linear-eval":
@@ -271,7 +276,7 @@ def run(args: argparse.Namespace) -> None:
                               "--resume with --out)")
         overrides = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs is not None else [])
         report = finetune(args.checkpoint, args.data, args.out, overrides, args.resume, not args.no_progress,
-                          scratch=args.scratch, recipe=args.config)
+                          scratch=args.scratch, recipe=args.config, overwrite=args.overwrite)
         if os.environ.get("RANK", "0") == "0":
             print(f"test accuracy {100 * report['test_acc']:.2f}%, macro-F1 {report['macro_f1']:.3f}, Cohen's kappa "
                   f"{report['kappa']:.3f} after {report['epochs']} epochs; report: {Path(args.out) / 'finetune.json'}")
@@ -305,7 +310,7 @@ def run(args: argparse.Namespace) -> None:
 
         shown = getattr(args, "images", 1)  # reconstruct's option; the others show one image
         result = run_analysis(args.command, args.checkpoint, args.data, args.out, args.split, shown, args.seed,
-                              args.sampling)
+                              args.sampling, args.overwrite)
         print(", ".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()))
 
 
@@ -313,13 +318,13 @@ def run_detection(args: argparse.Namespace) -> None:
     from .commands.detect import REPORT, detect, detect_eval, summary
 
     if args.command == "detect-eval":
-        report = detect_eval(args.checkpoint, args.data, args.split, args.report)
+        report = detect_eval(args.checkpoint, args.data, args.split, args.report, args.overwrite)
         print(summary(report) + (f"; report: {args.report}" if args.report else ""))
         return
     if not args.resume and (not args.checkpoint or not args.data):
         raise ConfigError("detect needs --checkpoint and --data (or --resume with --out)")
     report = detect(args.checkpoint, args.data, args.out, args.overrides, args.resume, not args.no_progress,
-                    args.scratch)
+                    args.scratch, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":
         print(f"{summary(report)} after {report['epochs']} epochs; report: {Path(args.out) / REPORT}")
 

@@ -17,6 +17,7 @@ from ..engine.build import build_method
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
 from ..errors import ConfigError, optional_import
+from ..files import refuse_to_replace
 from ..models import modality
 from ..samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
@@ -283,8 +284,10 @@ def _save(figure, out) -> Path:
 
 
 def run_analysis(kind: str, path, data: str, out, split: str = "test", count: int = 4, seed: int = 0,
-                 sampling: Optional[str] = None) -> dict:
-    """The ``reconstruct`` / ``symmetry`` / ``uncertainty`` commands: figure path and numbers."""
+                 sampling: Optional[str] = None, overwrite: bool = False) -> dict:
+    """The ``reconstruct`` / ``symmetry`` / ``uncertainty`` commands: figure path and numbers. An existing
+    figure at ``out`` is replaced only with ``overwrite``."""
+    refuse_to_replace(out, overwrite)
     optional_import("matplotlib", "plots", "drawing PART's figures").use("Agg")
     method, cfg = load_part(path)
     d = cfg.data

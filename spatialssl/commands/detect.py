@@ -15,9 +15,9 @@ from ..engine import checkpoint
 from ..engine.build import build_method
 from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
 from ..engine.distributed import resolve_device
-from ..engine.train import pretrain
+from ..engine.train import pretrain, refuse_existing_run
 from ..errors import ConfigError
-from ..files import atomic_write
+from ..files import atomic_write, refuse_to_replace
 from ..models import modality
 
 OVERLAY = BUNDLED_RECIPES / "overlays" / "detect.yaml"
@@ -69,10 +69,12 @@ def check_categories(cfg: Config, data) -> None:
 
 
 def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
-           progress: bool = True, scratch: bool = False, train_set=None, val_set=None) -> dict:
+           progress: bool = True, scratch: bool = False, train_set=None, val_set=None, overwrite: bool = False) -> dict:
     """Finetune the checkpoint at ``path`` for detection on ``data`` into ``out_dir``, then score the
-    validation split; returns the report, also written to ``out_dir/detect.json``."""
+    validation split; returns the report, also written to ``out_dir/detect.json``. A run already in
+    ``out_dir`` is continued (``resume``) or replaced (``overwrite``)."""
     out_dir = Path(out_dir)
+    refuse_existing_run(out_dir, resume, overwrite)
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         moved = [f"data.path={data}"] if data is not None else []  # the data may have moved since
@@ -83,7 +85,7 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     val_set = val_set if val_set is not None else read_split(cfg, cfg.data.test_split, targets=False)
     cfg = fitted_to(cfg, train_set)
     check_categories(cfg, val_set)
-    last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress)
+    last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress, overwrite=overwrite)
     report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
               "checkpoint": str(last)}
     if os.environ.get("RANK", "0") != "0":  # under torchrun, one process scores and writes
@@ -135,9 +137,13 @@ def evaluate(method, val_set, batch_size: int) -> dict:
     return {"images": len(val_set), "detections": len(results), **scores}
 
 
-def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Optional[str] = None) -> dict:
+def detect_eval(path, data: Optional[str], split: Optional[str] = None, out: Optional[str] = None,
+                overwrite: bool = False) -> dict:
     """``detect-eval``: the AP of a detection checkpoint on a split (its run's validation split by default)
-    of ``data`` (its run's data by default); written to ``out`` when given."""
+    of ``data`` (its run's data by default); written to ``out`` when given (an existing file only with
+    ``overwrite``)."""
+    if out is not None:
+        refuse_to_replace(out, overwrite, "--report")
     method, cfg = load_detector(path)
     if data is not None:
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, path=str(data)))

@@ -16,7 +16,7 @@ from ..engine.checks import require_labels
 from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
 from ..engine.distributed import resolve_device
 from ..engine.safeguards import warn_about_short_finetune
-from ..engine.train import pretrain
+from ..engine.train import pretrain, refuse_existing_run
 from ..files import atomic_write
 from ..metrics import classification_report
 from ..models import is_vit, modality
@@ -66,12 +66,14 @@ def predict(backbone, data: torch.Tensor, mean, std, device: str = "cpu", batch_
 
 def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
              progress: bool = True, train_set=None, test_set=None, scratch: bool = False,
-             recipe: Optional[str] = None) -> dict:
+             recipe: Optional[str] = None, overwrite: bool = False) -> dict:
     """Finetune the checkpoint at ``path`` on ``data`` into ``out_dir``; returns the report
     (test accuracy, macro-F1, kappa), also written to ``out_dir/finetune.json``.
     ``train_set``/``test_set`` may be given directly (e.g. the demo) instead of read from ``data``;
-    ``scratch``/``recipe``: see ``finetune_config``."""
+    ``scratch``/``recipe``: see ``finetune_config``. A run already in ``out_dir`` is continued (``resume``)
+    or replaced (``overwrite``)."""
     out_dir = Path(out_dir)
+    refuse_existing_run(out_dir, resume, overwrite)
     cfg = finetune_config(path, data, overrides, scratch, recipe) if not resume else None
     if resume:
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
@@ -82,7 +84,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     train = train_set if train_set is not None else load_data(cfg, cfg.data.split)
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
-    last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress)
+    last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress, overwrite=overwrite)
     backbone, saved = build.load_backbone(last)
     predicted = predict(backbone, test.tensor, saved.data.mean, saved.data.std, str(resolve_device(saved.train.device)))
     scores = classification_report(predicted, test.labels, max(test.num_classes, int(predicted.max()) + 1))

@@ -13,7 +13,7 @@ from ..engine.distributed import resolve_device
 from ..engine.runfolder import check_writable
 from ..errors import ConfigError
 from ..evaluate import linear_evaluation
-from ..files import atomic_write, write_or_explain
+from ..files import atomic_write, refuse_to_replace, write_or_explain
 
 
 def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
@@ -30,8 +30,8 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     tensors, info = checkpoint.read_checkpoint(path)
     if report_path is None:
         report_path = default_report_path(path, data)
-    elif Path(report_path).exists() and not overwrite:
-        raise ConfigError(f"--report {report_path} exists; choose another path, or pass --overwrite to replace it")
+    else:
+        refuse_to_replace(report_path, overwrite, "--report")
     report_path = Path(report_path)
     check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
     backbone, saved = build.backbone_from(tensors, info, path)
@@ -59,8 +59,10 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
 
 
 def default_report_path(checkpoint_path, data) -> Path:
-    """``linear_eval-<data>.json`` beside the checkpoint, or ``-2``, ``-3`` ... when earlier reports exist."""
-    stem = Path(checkpoint_path).with_name(f"linear_eval-{Path(data).name or 'data'}")
+    """``linear_eval-<data>.json`` beside the checkpoint (<data>: a folder's name, a file's without its suffix),
+    or ``-2``, ``-3`` ... when earlier reports exist."""
+    data = Path(data)
+    stem = Path(checkpoint_path).with_name(f"linear_eval-{(data.stem if data.is_file() else data.name) or 'data'}")
     path, number = stem.with_name(stem.name + ".json"), 1
     while path.exists():
         number += 1

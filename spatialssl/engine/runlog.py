@@ -14,7 +14,8 @@ from ..files import atomic_write, write_or_explain
 
 
 def metrics_row(epoch: int, metrics: dict) -> dict:
-    return {"epoch": epoch, **{k: round(float(v), 6) for k, v in metrics.items()}}
+    """Counts (the kNN monitor's k) stay integers; measures are rounded floats."""
+    return {"epoch": epoch, **{k: v if isinstance(v, int) else round(float(v), 6) for k, v in metrics.items()}}
 
 
 STEPS = "steps.csv"

@@ -51,10 +51,7 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
     ``out_dir`` is refused unless ``resume`` (continue it) or ``overwrite`` (replace it).
     """
     out_dir = Path(out_dir)
-    if resume and overwrite:
-        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
-    if not (resume or overwrite) and (out_dir / "last.ckpt").exists():
-        refuse_to_replace(out_dir, overwrite, resumable=True)
+    refuse_existing_run(out_dir, resume, overwrite)
     with claimed(out_dir, writes(), overwrite):  # held to the end: a second run on out_dir is refused meanwhile
         state = None
         if resume:
@@ -64,6 +61,15 @@ def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Op
         with algorithms(cfg.train.deterministic):
             run = setup(cfg, out_dir, state, train_set, monitor, progress)
             return run.train(stop_after_epoch)
+
+
+def refuse_existing_run(out_dir, resume: bool, overwrite: bool) -> None:
+    """A run already in ``out_dir`` is continued (``resume``) or replaced (``overwrite``), never written over
+    unasked; commands that read data first call this before reading it."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if not (resume or overwrite) and (Path(out_dir) / "last.ckpt").exists():
+        refuse_to_replace(out_dir, overwrite, resumable=True)
 
 
 @dataclasses.dataclass
