@@ -211,7 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
         figure.add_argument("--data", required=True, help=f"images of the size the model was trained on: {IMAGE_DATA}")
         figure.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default {name}.png)")
         figure.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-        figure.add_argument("--split", default="test", help="which split's images (default test)")
+        figure.add_argument("--split", help="which split's images (default: test, or all the images of data "
+                                             "without one)")
         if name == "reconstruct":
             figure.add_argument("--images", type=int, default=4, help="how many images, one row each (default 4)")
         figure.add_argument("--sampling", choices=BOX_MODES, help="how patches are cut: fixed-size off-grid, "

@@ -17,6 +17,14 @@ class DataError(SpatialSSLError):
     """A missing, corrupt or unrecognised data set."""
 
 
+class MissingSplit(DataError):
+    """The data has no split of that name. ``what`` says so alone, for a caller that explains what it needs."""
+
+    def __init__(self, what: str, advice: str):
+        super().__init__(f"{what}; {advice}")
+        self.what = what
+
+
 class TrainingDiverged(SpatialSSLError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

@@ -74,13 +74,42 @@ def test_every_recipe_loads(tmp_path):
             assert cfg.part.pos_embed_mask == 0.2 and cfg.part.num_tokens == 40
 
 
-def test_linear_eval_refuses_unlabelled_data(tmp_path, capsys):
-    np.savez(tmp_path / "x.npz", train_images=np.zeros((4, 8, 8, 3), np.uint8), test_images=np.zeros((4, 8, 8, 3), np.uint8))
+FIGURES = ("reconstruct", "symmetry", "uncertainty")
+
+
+@pytest.mark.parametrize("arrays, missing", [
+    ({"images": np.zeros((4, 8, 8, 3), np.uint8)}, "has no 'test_images' array (it has images)"),
+    ({"train_images": np.zeros((4, 8, 8, 3), np.uint8), "test_images": np.zeros((4, 8, 8, 3), np.uint8)},
+     "[train] has no labels"),
+])
+def test_linear_eval_says_it_needs_labelled_splits_and_how_to_give_them(tmp_path, capsys, arrays, missing):
+    np.savez(tmp_path / "x.npz", **arrays)
     out = tmp_path / "run"
     assert main(["pretrain", "--out", str(out), "--data", str(tmp_path / "x.npz"), "--no-progress",
                  "method.name=random", "model.backbone=resnet8"]) == 0
     assert main(["linear-eval", "--checkpoint", str(out / "last.ckpt"), "--data", str(tmp_path / "x.npz")]) == 2
-    assert "needs labels" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: linear evaluation needs labelled train and test splits, but ") and missing in err
+    assert "a .npz of train_images, train_labels, test_images and test_labels, or a folder of train/ and test/" in err
+
+
+def test_the_figures_draw_from_an_unlabelled_folder(tmp_path, capsys):
+    from PIL import Image
+
+    folder = tmp_path / "unlabelled"
+    folder.mkdir()
+    for i, image in enumerate(np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    out = tmp_path / "run"
+    assert main(["pretrain", "--out", str(out), "--data", str(folder), "--no-progress", "method.name=part",
+                 "model.backbone=vit_tiny", "model.depth=1", "part.num_pairs=8", "train.epochs=0", "train.batch_size=4"]) == 0
+    for kind in FIGURES:
+        png = tmp_path / f"{kind}.png"
+        assert main([kind, "--checkpoint", str(out / "last.ckpt"), "--data", str(folder), "--out", str(png)]) == 0
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["symmetry", "--checkpoint", str(out / "last.ckpt"), "--data", str(folder), "--split", "test",
+                 "--out", str(tmp_path / "asked.png")]) == 2  # a split asked for by name must exist
+    assert "has no 'test' split" in capsys.readouterr().err
 
 
 @pytest.fixture
@@ -145,9 +174,6 @@ def test_linear_eval_keeps_earlier_reports(tmp_path, random_run, capsys):
     assert first.read_text() == "mine"
     assert linear_eval(*random_run, "--report", str(first), "--overwrite") == 0
     assert set(json.loads(first.read_text())["linear"]) == {"0"}
-
-
-FIGURES = ("reconstruct", "symmetry", "uncertainty")
 
 
 @pytest.mark.parametrize("command", ["pretrain", "finetune", "detect", "linear-eval", "detect-eval", *FIGURES])

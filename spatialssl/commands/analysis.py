@@ -16,7 +16,7 @@ from ..engine import checkpoint
 from ..engine.build import build_method
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
-from ..errors import ConfigError, optional_import
+from ..errors import ConfigError, MissingSplit, optional_import
 from ..files import refuse_to_replace
 from ..models import modality
 from ..samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
@@ -261,8 +261,7 @@ def uncertainty_figure(sample: Sample, out, seed: int = 0):
     axes[0].set_ylim(1.5 * height, -height / 2)
     axes[0].legend(fontsize=7, loc="lower right")
     axes[0].set_title("one target placed from every reference (X: true centre)", fontsize=8)
-    colours = plt.get_cmap("viridis").copy()
-    colours.set_bad("#bdbdbd")  # no patch covers it: not the colour of zero spread
+    colours = plt.get_cmap("viridis").with_extremes(bad="#bdbdbd")  # no patch covers it: not zero spread's colour
     # from 0: a narrow range of spreads must not look like large differences
     shown = axes[1].imshow(spread_map(sample.boxes, spread, height, width).numpy(), cmap=colours, vmin=0)
     axes[1].set_title(f"per-patch spread in px (mean {spread.mean():.1f}); grey: no patch there", fontsize=8)
@@ -283,7 +282,18 @@ def _save(figure, out) -> Path:
     return out
 
 
-def run_analysis(kind: str, path, data: str, out, split: str = "test", count: int = 4, seed: int = 0,
+def figure_images(data: str, split: Optional[str], d):
+    """The images a figure draws from: ``split``, or by default the test split, or, where there is none (an
+    unlabelled folder), the images there are: the figures need no labels."""
+    try:
+        return load_images(data, split or "test", d.labels, d.image_size, d.cache, d.resize)
+    except MissingSplit:
+        if split is not None:
+            raise
+        return load_images(data, "train", d.labels, d.image_size, d.cache, d.resize)
+
+
+def run_analysis(kind: str, path, data: str, out, split: Optional[str] = None, count: int = 4, seed: int = 0,
                  sampling: Optional[str] = None, overwrite: bool = False) -> dict:
     """The ``reconstruct`` / ``symmetry`` / ``uncertainty`` commands: figure path and numbers. An existing
     figure at ``out`` is replaced only with ``overwrite``."""
@@ -291,7 +301,7 @@ def run_analysis(kind: str, path, data: str, out, split: str = "test", count: in
     optional_import("matplotlib", "plots", "drawing PART's figures").use("Agg")
     method, cfg = load_part(path)
     d = cfg.data
-    images = load_images(data, split, d.labels, d.image_size, d.cache, d.resize)
+    images = figure_images(data, split, d)
     if tuple(images.image_size) != tuple(cfg.model.input_size):
         raise ConfigError(f"the images of {images.source} are {images.image_size}, the model was trained on "
                           f"{tuple(cfg.model.input_size)}; set data.image_size when reading them")

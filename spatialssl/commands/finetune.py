@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from .. import augment
-from ..data.load import load_data, low_label
+from ..data.load import load_data, load_labelled, low_label
 from ..engine import build, checkpoint
 from ..engine.checks import require_labels
 from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
@@ -79,8 +79,8 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         cfg = load_config(base=info["config"], overrides=overrides)
     warn_about_short_finetune(cfg)
-    test = test_set if test_set is not None else load_data(cfg, cfg.data.test_split)
-    require_labels(test, "finetuning's test split")
+    test = test_set if test_set is not None else load_labelled(cfg, (cfg.data.test_split,), "finetuning")[0]
+    require_labels(test, "finetuning's test split")  # a test set given in memory
     train = train_set if train_set is not None else load_data(cfg, cfg.data.split)
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)

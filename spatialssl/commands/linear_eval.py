@@ -5,13 +5,12 @@ import json
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..data.load import load_data, low_label
+from ..data.load import load_labelled, low_label
 from ..engine import build, checkpoint
-from ..engine.checks import check_input_size, require_labels
+from ..engine.checks import check_input_size
 from ..engine.config import SR_PATCH_METHODS, load_config
 from ..engine.distributed import resolve_device
 from ..engine.runfolder import check_writable
-from ..errors import ConfigError
 from ..evaluate import linear_evaluation
 from ..files import atomic_write, refuse_to_replace, write_or_explain
 
@@ -36,10 +35,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
     backbone, saved = build.backbone_from(tensors, info, path)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
-    train = load_data(cfg, "train", data)
-    test = load_data(cfg, cfg.data.test_split, data)
-    for split in (train, test):
-        require_labels(split, "linear evaluation")
+    train, test = load_labelled(cfg, ("train", cfg.data.test_split), "linear evaluation", data)
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     cfg.data.mean, cfg.data.std = saved.data.mean, saved.data.std  # what the backbone was trained with

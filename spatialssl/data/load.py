@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from ..errors import ConfigError, DataError, SpatialSSLError, warn
+from ..errors import ConfigError, DataError, MissingSplit, SpatialSSLError, warn
 from ..models import modality
 from .imageset import ImageSet
 from .readers import load_images
@@ -29,6 +29,24 @@ def load_data(cfg, split: str, path=None):
     if d.stream:
         return stream_images(path, split, d.image_size, d.resize, d.channels)
     return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
+
+
+LABELLED_SPLITS = ("give labelled train and test splits: a .npz of train_images, train_labels, test_images and "
+                   "test_labels, or a folder of train/ and test/ (or val/), each with one sub-folder per class")
+
+
+def load_labelled(cfg, splits: tuple, purpose: str, path=None) -> list:
+    """The ``splits`` of ``path`` (default ``data.path``), each with labels, or one error saying that
+    ``purpose`` needs labelled train and test splits and how to give them."""
+    try:
+        sets = [load_data(cfg, split, path) for split in splits]
+    except MissingSplit as err:
+        raise DataError(f"{purpose} needs labelled train and test splits, but {err.what}; {LABELLED_SPLITS}") from None
+    for data in sets:
+        if data.labels is None:
+            raise DataError(f"{purpose} needs labelled train and test splits, but {data.source} has no labels; "
+                            f"{LABELLED_SPLITS}")
+    return sets
 
 
 def load_training_data(cfg):

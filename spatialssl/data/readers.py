@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..augment import GRAY_WEIGHTS
-from ..errors import DataError
+from ..errors import DataError, MissingSplit
 from .arrays import check_labels, npz_array, open_npz
 from .decode import Resize, decode_files, is_image, list_images
 from .imageset import ImageSet
@@ -232,8 +232,8 @@ def read_npz(path: Path, split: str) -> Arrays:
     elif "images" in keys and split == "train":
         image_key = "images"
     else:
-        raise DataError(f"{path} has no '{split}_images' array (it has {sorted(keys)}); "
-                        "store 'images' [+ 'labels'] or 'train_images'/'test_images' [+ '_labels']")
+        raise MissingSplit(f"{path} has no '{split}_images' array (it has {', '.join(sorted(keys))})",
+                           "store 'images' [+ 'labels'] or 'train_images'/'test_images' [+ '_labels']")
     label_key = image_key.replace("images", "labels")
     images = npz_array(arrays, image_key, path)
     if images.dtype != np.uint8 or images.ndim != 4:
@@ -296,7 +296,7 @@ SPLITS = {
 
 def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional[Resize], cache: bool) -> Arrays:
     if split not in SPLITS[layout]:
-        raise DataError(f"{root} ({layout} layout) has no '{split}' split; it has {', '.join(SPLITS[layout])}")
+        raise MissingSplit(f"{root} ({layout} layout) has no '{split}' split", f"it has {', '.join(SPLITS[layout])}")
     readers: dict = {
         "cifar10": lambda: read_cifar10(root, split, labels),
         "cifar100": lambda: read_cifar100(root, split, labels),
@@ -316,7 +316,7 @@ def _split_folder(root: Path, split: str) -> Path:
     if split == "test" and not folder.is_dir():
         folder = root / "val"
     if not folder.is_dir():
-        raise DataError(f"{root} has no '{split}' folder")
+        raise MissingSplit(f"{root} has no '{split}' folder", "add it, or name a split it has")
     return folder
 
 

@@ -177,8 +177,9 @@ def timm_backbone(name: str, num_classes: int, input_size: Optional[Sequence[int
     adopt(model, TimmViT)
     if model.patch_embed.patch_size != (patch_size, patch_size):
         side = "x".join(map(str, model.patch_embed.patch_size))
-        raise ConfigError(f"{name} cuts {side}-pixel patches; set model.patch_size={model.patch_size} (PART cuts its "
-                          f"boxes to model.patch_size), got {patch_size}")
+        raise ConfigError(f"{name} embeds {side}-pixel tokens but model.patch_size is {patch_size}; set "
+                          f"model.patch_size={model.patch_embed.patch_size[0]} (the token size of the ViT, which "
+                          "methods that cut patches for it also use), or choose a timm ViT with that token size")
     return model
 
 
