@@ -222,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
+    if getattr(args, "checkpoint", None):  # --checkpoint RUN: the run folder names its last.ckpt
+        from .engine.checkpoint import run_checkpoint
+
+        args.checkpoint = str(run_checkpoint(args.checkpoint))
     if args.command == "demo":
         from .commands.demo import run_demo, run_signal_demo
 

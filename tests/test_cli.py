@@ -156,6 +156,18 @@ def test_linear_eval_prints_its_results_before_a_failing_report_write(random_run
     assert captured.err.count("\n") == 1 and "(No space left on device); the results are printed above" in captured.err
 
 
+def test_a_run_folder_stands_for_its_checkpoint(random_run, capsys):
+    checkpoint, data = random_run
+    assert main(["linear-eval", "--checkpoint", str(checkpoint.parent), "--data", str(data), "--patches", "0",
+                 "--epochs", "1"]) == 0
+    assert f"report: {checkpoint.with_name('linear_eval-small.json')}" in capsys.readouterr().out
+    assert main(["export", "--checkpoint", str(checkpoint.parent), "--out", str(checkpoint.with_name("x"))]) == 0
+    empty = checkpoint.parent / "empty"
+    empty.mkdir()
+    assert main(["export", "--checkpoint", str(empty), "--out", str(checkpoint.with_name("y"))]) == 2
+    assert f"checkpoint {empty} is a folder without a last.ckpt" in capsys.readouterr().err
+
+
 def test_linear_eval_writes_its_report_where_asked(tmp_path, random_run):
     report = tmp_path / "reports" / "mine.json"
     assert linear_eval(*random_run, "--report", str(report)) == 0

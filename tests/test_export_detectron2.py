@@ -12,10 +12,10 @@ from spatialssl.cli import main
 from spatialssl.commands.export import export
 from spatialssl.detection import detectron2
 from spatialssl.detection.pyramid import SimpleFeaturePyramid
-from spatialssl.engine.build import backbone_from_config
+from spatialssl.engine.build import backbone_from_config, load_backbone
 from spatialssl.engine.checkpoint import save_checkpoint
 from spatialssl.engine.config import load_config
-from spatialssl.errors import ConfigError
+from spatialssl.errors import ConfigError, DataError
 from spatialssl.models import VisionTransformer1D
 
 # detectron2/modeling/backbone/vit.py: ViT.patch_embed (utils.PatchEmbed.proj), Block.norm1, Attention.qkv/proj
@@ -102,6 +102,8 @@ def test_without_a_position_embedding_vitdet_learns_its_own(tmp_path):
     assert any("no position embedding" in note for note in described["notes"])
     assert "pretrain_img_size" not in described["snippet"]
     assert "# no position embedding" in described["snippet"]  # the notes head the command
+    with pytest.raises(DataError, match=f"is an export for detectron2's ViTDet .*load_backbone takes {path} instead"):
+        load_backbone(tmp_path / "d2")
 
 
 def test_a_detection_run_exports_its_pyramid_too(tmp_path):

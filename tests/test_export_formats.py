@@ -112,8 +112,12 @@ def test_load_backbone_reads_a_default_export_and_explains_other_files(part_run,
     with torch.no_grad():
         assert torch.equal(embed(load_backbone(tmp_path / "vit.safetensors")[0].eval(), x),
                            embed(load_backbone(part_run)[0].eval(), x))
-    with pytest.raises(DataError, match="load_backbone takes a last.ckpt, an export folder"):
-        load_backbone(part_run.parent / "backbone.safetensors")  # a run's backbone has no description beside it
+        for named in (part_run.parent, part_run.parent / "backbone.safetensors"):  # the run, its backbone
+            assert torch.equal(embed(load_backbone(named)[0].eval(), x), embed(load_backbone(part_run)[0].eval(), x))
+    lone = tmp_path / "lone.safetensors"
+    lone.write_bytes((part_run.parent / "backbone.safetensors").read_bytes())
+    with pytest.raises(DataError, match="load_backbone takes a run folder .or its last.ckpt., an export folder"):
+        load_backbone(lone)  # nothing beside it says what it is
 
 
 @pytest.mark.parametrize("arguments, message", [

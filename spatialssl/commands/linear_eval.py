@@ -26,6 +26,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     the next free name so an earlier report is kept), whose folder is checked writable first; a given
     ``report_path`` that exists is refused unless ``overwrite``. ``write_report`` writes it, so a caller
     can show the results before a write that may fail."""
+    path = checkpoint.run_checkpoint(path)  # a run folder: its last.ckpt, beside which the report goes
     tensors, info = checkpoint.read_checkpoint(path)
     if report_path is None:
         report_path = default_report_path(path, data)

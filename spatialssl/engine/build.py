@@ -9,13 +9,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from ..detection import detectron2
 from ..errors import ConfigError, DataError
 from ..methods import METHODS, Method
 from ..models import create_backbone
 from ..models.vit import resize_position_embedding
 from ..models.vit1d import VisionTransformer1D
 from .checkpoint import (backbone_state, check_finite, invalid_config, load_exactly, migrate_config, mismatch,
-                         read_checkpoint)
+                         read_checkpoint, run_checkpoint)
 from .config import load_config
 
 ADDED_AT_FINETUNING = ("cls_token", "pos_embed")
@@ -45,14 +46,27 @@ def build_method(cfg, mean, std, num_classes: int = 0) -> Method:
 
 
 def load_backbone(path) -> tuple:
-    """(backbone with the evaluated weights, its run's Config) from a ``last.ckpt``, an export folder
-    (``export --format``) or an exported ``.safetensors`` with its ``.json`` beside it; a finetuned backbone
-    comes with its classification head. Non-finite weights are refused."""
-    path = Path(path)
+    """(backbone with the evaluated weights, its run's Config) from a run folder or its ``last.ckpt`` or
+    ``backbone.safetensors``, an export folder (``export --format``) or an exported ``.safetensors`` with its
+    ``.json`` beside it; a finetuned backbone comes with its classification head. Non-finite weights are refused."""
+    path = run_checkpoint(path)
+    if path.is_dir() and (path / detectron2.CHECKPOINT).is_file():
+        raise DataError(detectron2_export(path))
     if path.is_dir() or path.suffix == ".safetensors":
         return backbone_from_export(path)
     tensors, info = read_checkpoint(path)
     return backbone_from(tensors, info, path)
+
+
+def detectron2_export(folder: Path) -> str:
+    """What to say of a folder ``export --format detectron2`` wrote: detectron2's, not a spatialssl backbone."""
+    try:
+        source = json.loads((folder / EXPORTED_DESCRIPTION).read_text())["spatialssl"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        source = "the checkpoint it was exported from"
+    return (f"{folder} is an export for detectron2's ViTDet ({detectron2.CHECKPOINT}, ViTDet's keys), which "
+            f"detectron2 loads as train.init_checkpoint; load_backbone takes {source} instead (or an export "
+            "without --format, or with --format timm, torchvision or hf)")
 
 
 def backbone_from(tensors: dict, info: dict, path) -> tuple:
@@ -65,11 +79,14 @@ def backbone_from_export(path: Path) -> tuple:
     "spatialssl" in a folder's config.json, which may follow timm's conventions around it)."""
     weights, description = ((path / EXPORTED_WEIGHTS, path / EXPORTED_DESCRIPTION) if path.is_dir()
                             else (path, path.with_suffix(".json")))
+    if path.name == "backbone.safetensors" and not description.exists():  # a run's own: its last.json says what
+        description = path.with_name("last.json")
     try:
         described = json.loads(description.read_text())
     except (OSError, ValueError) as err:
         raise DataError(f"cannot read {description} ({getattr(err, 'strerror', None) or err}); load_backbone takes "
-                        "a last.ckpt, an export folder, or an exported .safetensors with its .json beside it") from None
+                        "a run folder (or its last.ckpt), an export folder, or an exported .safetensors with its .json "
+                        "beside it") from None
     ours = described.get("spatialssl", described) if isinstance(described, dict) else None
     config = ours.get("config") if isinstance(ours, dict) else None
     if not isinstance(config, dict):

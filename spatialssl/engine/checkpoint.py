@@ -119,9 +119,17 @@ def _write_or_explain(path: Path, write) -> None:
                                   f"{path.parent} and continue with --resume")
 
 
-def read_checkpoint(path) -> tuple:
-    """Return (tensors, info) of a checkpoint, or raise DataError naming the file."""
+def run_checkpoint(path) -> Path:
+    """The checkpoint ``path`` names: a run folder names its ``last.ckpt``, so ``--checkpoint RUN`` works."""
     path = Path(path)
+    return path / "last.ckpt" if path.is_dir() and (path / "last.ckpt").is_file() else path
+
+
+def read_checkpoint(path) -> tuple:
+    """Return (tensors, info) of a checkpoint (or of a run folder's), or raise DataError naming the file."""
+    path = run_checkpoint(path)
+    if path.is_dir():
+        raise DataError(f"checkpoint {path} is a folder without a last.ckpt; pass a run folder or a last.ckpt")
     if not path.is_file():
         raise DataError(f"checkpoint {path} does not exist")
     try:
