@@ -14,29 +14,37 @@ from . import __version__
 from .errors import ConfigError, SpatialSSLError, SpatialSSLWarning
 from .samplers.boxes import MODES as BOX_MODES
 
-EXAMPLES = """examples:
-  spatialssl demo
-  spatialssl pretrain --config recipes/sr_cifar10.yaml --data ~/data/cifar10 --out runs/sr
-  spatialssl pretrain --config recipes/sr_cifar10.yaml --data ~/data/cifar10 --out runs/sr method.num_patches=3 train.epochs=50
-  spatialssl pretrain --out runs/sr --resume
-  spatialssl linear-eval --checkpoint runs/sr/last.ckpt --data ~/data/cifar100 --patches 0,1,3,9
-  spatialssl pretrain --config recipes/part_cifar10.yaml --data ~/data/cifar10 --out runs/part
-  spatialssl finetune --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out runs/part-ft train.epochs=100
-  spatialssl detect --checkpoint runs/part/last.ckpt --data ~/data/coco --out runs/part-det
-  spatialssl detect-eval --checkpoint runs/part-det/last.ckpt
-  spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out figures/reconstruct.png
-  spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors
-  spatialssl export --checkpoint runs/part/last.ckpt --out exports/part_vit_tiny --format hf
-  spatialssl export --checkpoint runs/part-det/last.ckpt --out exports/part_vitdet --format detectron2
-  spatialssl reproduce --data ~/data/cifar10 --budget cpu --write RESULTS.md
-"""
+# Each command's --help ends with its own examples; the top-level one with the commonest path.
+EXAMPLES = {
+    "spatialssl": ("spatialssl demo",
+                   "spatialssl pretrain --config recipes/sr_cifar10.yaml --data ~/data/cifar10 --out runs/sr",
+                   "spatialssl linear-eval --checkpoint runs/sr/last.ckpt --data ~/data/cifar10",
+                   "spatialssl options optim"),
+    "demo": ("spatialssl demo", "spatialssl demo --modality timeseries train.epochs=2"),
+    "pretrain": ("spatialssl pretrain --config recipes/sr_cifar10.yaml --data ~/data/cifar10 --out runs/sr",
+                 "spatialssl pretrain --config sr_cifar10 --data ~/data/cifar10 --out runs/sr3 method.num_patches=3",
+                 "spatialssl pretrain --out runs/sr --resume train.epochs=300"),
+    "linear-eval": ("spatialssl linear-eval --checkpoint runs/sr/last.ckpt --data ~/data/cifar100 --patches 0,1,3,9",),
+    "finetune": ("spatialssl finetune --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out runs/part-ft",
+                 "spatialssl finetune --scratch --config part_cifar10 --data ~/data/cifar10 --out runs/part-ft0"),
+    "detect": ("spatialssl detect --checkpoint runs/part/last.ckpt --data ~/data/coco --out runs/part-det",),
+    "detect-eval": ("spatialssl detect-eval --checkpoint runs/part-det/last.ckpt --report runs/part-det/ap.json",),
+    "bench": ("spatialssl bench --data ~/data/cifar10 --methods sr,part --write BENCHMARKS.md",),
+    "reproduce": ("spatialssl reproduce --data ~/data/cifar10 --budget cpu --write RESULTS.md",
+                  "spatialssl reproduce --dry-run --only part"),
+    "export": ("spatialssl export --checkpoint runs/part/last.ckpt --out part_vit_tiny.safetensors",
+               "spatialssl export --checkpoint runs/part/last.ckpt --out exports/part_vit_tiny --format hf",
+               "spatialssl export --checkpoint runs/part-det/last.ckpt --out exports/part_vitdet --format detectron2"),
+    "reconstruct": ("spatialssl reconstruct --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out rebuilt.png",),
+    "symmetry": ("spatialssl symmetry --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out symmetry.png",),
+    "uncertainty": ("spatialssl uncertainty --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --seed 3",),
+    "options": ("spatialssl options", "spatialssl options optim", "spatialssl options optim.lr"),
+}
 
-IMAGE_DATA = ("torchvision's CIFAR-10/100 or STL-10 folders, tiny-imagenet-200, a folder with train/ and test/ "
-              "class sub-folders, a folder of class sub-folders, a flat folder of images, or an .npz of images "
-              "(N x H x W x C uint8, + labels)")
-DATA_HELP = (f"a data set. Images: {IMAGE_DATA}. Signals (model.backbone=vit1d_*): an .npz of epochs (signals "
-             "N x C x T, + labels, subjects, sampling_rate; or train_/test_ prefixed), or a folder of WFDB (.hea) "
-             "or EDF (.edf) recordings with sleep-stage annotations")
+LAYOUTS = "README's --data says how each is laid out"
+IMAGE_DATA = "CIFAR-10/100, STL-10 or tiny-imagenet-200 folders, class folders, a folder of images, an .npz of images"
+DATA_HELP = f"{IMAGE_DATA}; for vit1d_* backbones an .npz of epochs, WFDB or EDF recordings ({LAYOUTS})"
+OVERRIDES_HELP = "section.key=value (see `spatialssl options`)"
 
 
 # command: (what it is, what its PNG shows, what --seed draws)
@@ -82,8 +90,23 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
+class ExamplesFormatter(argparse.HelpFormatter):
+    """Prose wrapped to the terminal; the indented example lines kept whole, so they paste as they are."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        return "\n".join(line if line.startswith("  ") else fill(line, width, indent) for line in text.splitlines())
+
+
+def _examples(command: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+
+
 class OneLineParser(argparse.ArgumentParser):
     """A usage mistake is one line naming it and where help is (argparse prints the usage too)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, formatter_class=ExamplesFormatter, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
@@ -91,7 +114,8 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="spatialssl", description="Self-supervised pretraining by spatial reasoning.",
-                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=_examples("spatialssl") + "\n\n`spatialssl COMMAND --help` shows a command's options "
+                           "and examples.")
     parser.add_argument("--version", action=VersionAction,
                         help="spatialssl's version, with torch's and the accelerator (for bug reports)")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
@@ -106,10 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images: RR/SR on generated shapes; timeseries: PART 1-D on generated signals; detection: "
                            "PART vs random init finetuned to detect generated shapes (needs spatialssl[detection])")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
-    demo.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.epochs=2")
+    demo.add_argument("overrides", nargs="*", help=f"{OVERRIDES_HELP}, e.g. train.epochs=2")
 
-    pre = commands.add_parser("pretrain", help="pretrain a backbone", epilog=EXAMPLES,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    pre = commands.add_parser("pretrain", help="pretrain a backbone")
     pre.add_argument("--config", help="a YAML recipe (see recipes/)")
     pre.add_argument("--data", help=DATA_HELP)
     pre.add_argument("--out", required=True, help="run folder: checkpoints, metrics.csv, tensorboard/")
@@ -117,11 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     pre.add_argument("--download", action="store_true", help="download data.dataset into --data first (needs torchvision)")
     pre.add_argument("--no-progress", action="store_true", help="no progress bars")
-    pre.add_argument("overrides", nargs="*", help="section.key=value, e.g. method.num_patches=3")
+    pre.add_argument("overrides", nargs="*", help=f"{OVERRIDES_HELP}, e.g. method.num_patches=3")
 
-    lin = commands.add_parser("linear-eval", help="linear evaluation of a checkpoint",
-                              epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    lin.add_argument("--checkpoint", required=True, help="a last.ckpt written by pretrain")
+    lin = commands.add_parser("linear-eval", help="linear evaluation of a checkpoint")
+    lin.add_argument("--checkpoint", required=True, help="a run folder of pretrain (or its last.ckpt)")
     lin.add_argument("--data", required=True, help=DATA_HELP + " (with labels, train and test splits)")
     lin.add_argument("--patches", type=_patch_list, help="patch-feature counts to evaluate, from 0,1,3,5,7,9")
     lin.add_argument("--epochs", type=int, help="linear-probe epochs (default 100)")
@@ -129,10 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--report", help="where to write the JSON report (default: linear_eval-<data>.json beside "
                                       "the checkpoint, or -2, -3 ... when earlier reports are there: they are kept)")
     lin.add_argument("--overwrite", action="store_true", help="replace an existing --report")
-    lin.add_argument("overrides", nargs="*", help="section.key=value, e.g. data.labels=coarse eval.lr=1e-3")
-    fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data",
-                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fine.add_argument("--checkpoint", help="a last.ckpt written by pretrain (not needed with --resume)")
+    lin.add_argument("overrides", nargs="*", help=f"{OVERRIDES_HELP}, e.g. data.labels=coarse eval.lr=1e-3")
+    fine = commands.add_parser("finetune", help="finetune a pretrained checkpoint end to end on labelled data")
+    fine.add_argument("--checkpoint", help="a run folder of pretrain, or its last.ckpt (not needed with --resume)")
     fine.add_argument("--scratch", action="store_true", help="the architecture of --checkpoint, or of --config, "
                                                              "from random weights: the baseline at the same budget")
     fine.add_argument("--config", help="with --scratch instead of --checkpoint: a pretraining recipe whose model "
@@ -143,12 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     fine.add_argument("--resume", action="store_true", help="continue the finetuning in --out where it stopped")
     fine.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     fine.add_argument("--no-progress", action="store_true", help="no progress bars")
-    fine.add_argument("overrides", nargs="*", help="section.key=value, e.g. finetune.mixup=0 optim.lr=1e-3")
+    fine.add_argument("overrides", nargs="*", help=f"{OVERRIDES_HELP}, e.g. finetune.mixup=0 optim.lr=1e-3")
 
     det = commands.add_parser("detect", help="finetune a pretrained checkpoint for object detection on COCO-style "
-                              "data (ViTDet pyramid + Mask/Faster R-CNN; needs spatialssl[detection])",
-                              epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    det.add_argument("--checkpoint", help="a last.ckpt written by pretrain (not needed with --resume)")
+                              "data (ViTDet pyramid + Mask/Faster R-CNN; needs spatialssl[detection])")
+    det.add_argument("--checkpoint", help="a run folder of pretrain, or its last.ckpt (not needed with --resume)")
     det.add_argument("--data", help="a COCO-style folder: annotations/instances_{train,val}.json and the images "
                                     "in train/ (or train2017/) and val/")
     det.add_argument("--out", required=True, help="run folder of the detection finetuning")
@@ -157,9 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     det.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     det.add_argument("--no-progress", action="store_true", help="no progress bars")
-    det.add_argument("overrides", nargs="*", help="section.key=value, e.g. detect.image_size=512 train.epochs=24")
+    det.add_argument("overrides", nargs="*", help=f"{OVERRIDES_HELP}, e.g. detect.image_size=512 train.epochs=24")
     deval = commands.add_parser("detect-eval", help="COCO AP of a detection checkpoint")
-    deval.add_argument("--checkpoint", required=True, help="a last.ckpt written by detect")
+    deval.add_argument("--checkpoint", required=True, help="a run folder of detect (or its last.ckpt)")
     deval.add_argument("--data", help="a COCO-style folder (default: the run's)")
     deval.add_argument("--split", help="which annotations/instances_<split>.json (default: the run's, val)")
     deval.add_argument("--report", help="write the scores to this JSON file")
@@ -189,11 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--report-only", action="store_true",
                      help="write --write from the runs finished in --out so far, run nothing (no --data needed)")
     rep.add_argument("--no-progress", action="store_true", help="no progress bars")
-    rep.add_argument("overrides", nargs="*", help="section.key=value for every pretraining, e.g. train.precision=bf16")
+    rep.add_argument("overrides", nargs="*", help=f"{OVERRIDES_HELP} for every pretraining, e.g. "
+                     "train.precision=bf16")
 
     exp = commands.add_parser("export", help="write a checkpoint's backbone for timm, torchvision, the Hugging Face "
                                           "Hub or detectron2's ViTDet")
-    exp.add_argument("--checkpoint", required=True, help="a last.ckpt")
+    exp.add_argument("--checkpoint", required=True, help="a run folder (or its last.ckpt)")
     exp.add_argument("--out", required=True, help="output .safetensors file (a .json beside it says how to load it), "
                                                   "or a folder with --format")
     # the choices are commands.export.FORMATS, spelled out: importing it loads the engine
@@ -205,10 +226,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--push", metavar="REPO_ID", help="with --format hf: upload the folder to the Hub as REPO_ID "
                                                        "(needs huggingface_hub and a login)")
 
+    listing = "every config option (section.key) with its default, range or choices and meaning"
+    opts = commands.add_parser("options", help=listing, description=f"{listing}, from the declarations the "
+                               "config's checks enforce")
+    opts.add_argument("name", nargs="?", metavar="SECTION | KEY", help="one section (optim) or option (optim.lr); "
+                                                                     "default: all of them")
+
     for name, (text, shows, drawn) in FIGURES.items():
         figure = commands.add_parser(name, help=text, description=f"{text}. Writes a PNG: {shows}")
-        figure.add_argument("--checkpoint", required=True, help="a PART last.ckpt (images, not signals)")
-        figure.add_argument("--data", required=True, help=f"images of the size the model was trained on: {IMAGE_DATA}")
+        figure.add_argument("--checkpoint", required=True, help="a PART run folder or last.ckpt (images, not signals)")
+        figure.add_argument("--data", required=True, help=f"images of the size the model was trained on: {IMAGE_DATA} "
+                                                            f"({LAYOUTS})")
         figure.add_argument("--out", default=f"{name}.png", help=f"PNG to write (default {name}.png)")
         figure.add_argument("--overwrite", action="store_true", help="replace an existing --out")
         figure.add_argument("--split", help="which split's images (default: test, or all the images of data "
@@ -218,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         figure.add_argument("--sampling", choices=BOX_MODES, help="how patches are cut: fixed-size off-grid, "
                             "scaled (random sizes), grid or stratified boxes (default: the checkpoint's part.sampling)")
         figure.add_argument("--seed", type=int, default=0, help=f"draws {drawn} (default 0)")
+    for name, command in commands.choices.items():
+        command.epilog = _examples(name)
     return parser
 
 
@@ -310,6 +340,10 @@ def run(args: argparse.Namespace) -> None:
             use = "finetune ViTDet from it, in a detectron2 checkout" if args.format == "detectron2" else "load it"
             print(f"wrote {described['path']}{f' and pushed it to {args.push}' if args.push else ''}; {use} with:\n"
                   f"{described['snippet']}")
+    elif args.command == "options":
+        from .commands.options import describe
+
+        print(describe(args.name))
     elif args.command in ("reconstruct", "symmetry", "uncertainty"):
         from .commands.analysis import run_analysis
 
@@ -390,7 +424,8 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; resume with --resume", file=sys.stderr)
+        print("interrupted; --resume continues a run from its last checkpoint (a run stopped before its first "
+              "one left nothing behind)", file=sys.stderr)
         return 130
     return 0
 

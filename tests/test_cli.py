@@ -93,6 +93,18 @@ def test_linear_eval_says_it_needs_labelled_splits_and_how_to_give_them(tmp_path
     assert "a .npz of train_images, train_labels, test_images and test_labels, or a folder of train/ and test/" in err
 
 
+def test_a_timm_vit_s_token_size_is_explained_for_the_method_that_uses_it(tmp_path, capsys, timm):
+    np.savez(tmp_path / "x.npz", images=np.zeros((8, 32, 32, 3), np.uint8))
+    assert main(["pretrain", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "x.npz"), "--no-progress",
+                 "method.name=sr", "model.backbone=timm/vit_tiny_patch16_224", "model.patch_size=8",
+                 "method.patch_size=16", "train.batch_size=4"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: timm/vit_tiny_patch16_224 embeds 16x16-pixel tokens but model.patch_size is 8; set "
+                   "model.patch_size=16 (the token size of the ViT, which methods that cut patches for it also use), "
+                   "or choose a timm ViT with that token size\n")
+    assert not (tmp_path / "run").exists()  # refused before its first checkpoint: nothing left behind
+
+
 def test_the_figures_draw_from_an_unlabelled_folder(tmp_path, capsys):
     from PIL import Image
 

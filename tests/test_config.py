@@ -22,7 +22,7 @@ def test_overrides_are_typed_and_nested():
     ("nonsense", "not of the form"),
     ("method.focal=maybe", "expects bool"),
     ("method.additive_placement=elsewhere", "method.additive_placement 'elsewhere' is unknown"),
-    ("method.position_weight=-1", "method.position_weight must be >= 0"),
+    ("method.position_weight=-1", "method.position_weight must be a finite number >= 0"),
     ("part.encoder=transformer", "part.encoder 'transformer' is unknown"),
 ])
 def test_invalid_options_are_refused_with_their_key(override, message):
@@ -106,7 +106,7 @@ def test_values_at_the_edge_of_their_range_are_accepted(override):
 def test_knn_k_and_determinism_options():
     assert load_config().eval.knn_k is None and load_config().train.deterministic is False
     assert load_config(overrides=["train.deterministic=true", "eval.knn_k=20"]).eval.knn_k == 20
-    with pytest.raises(ConfigError, match="eval.knn_k must be positive"):
+    with pytest.raises(ConfigError, match="eval.knn_k must be >= 1"):
         load_config(overrides=["eval.knn_k=0"])
 
 

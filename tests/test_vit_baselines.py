@@ -173,7 +173,7 @@ def test_droppos_smoothing_decays_by_epoch_and_attention_weights_sum_to_one():
     (["method.name=droppos", "model.backbone=vit_tiny"], "set model.pos_embed=true"),
     (["method.name=droppos", "model.backbone=vit_tiny", "model.pos_embed=true"], "set model.class_token=true"),
     (["droppos.position_mask_ratio=1"], "droppos.position_mask_ratio must be in \\(0, 1\\)"),
-    (["droppos.sigma=-1"], "droppos.sigma must be >= 0"),
+    (["droppos.sigma=-1"], "droppos.sigma must be a finite number >= 0"),
 ])
 def test_droppos_options_are_checked(overrides, message):
     with pytest.raises(ConfigError, match=message):

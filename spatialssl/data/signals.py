@@ -16,7 +16,7 @@ split, so no subject is in both. Each recording is band-pass filtered and resamp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, optional_import, warn
+from ..options import option
 from .arrays import check_labels, check_per_item, npz_array, open_npz
 from .signalset import SignalSet
 
@@ -44,14 +45,17 @@ _STAGE_NAMES = {"w": "W", "wake": "W", "sleep stage w": "W", "n1": "N1", "sleep 
 class SignalOptions:
     """How recordings (WFDB, EDF, npz) become epochs; used by the 1-D backbones (vit1d_*). The ``signal``
     section of a run's config."""
-    sampling_rate: Optional[float] = 100.0  # resample every recording to this (Hz); None keeps it
-    channels: Optional[list] = None  # channel names to keep, in this order; None: all
-    bandpass: Optional[list] = field(default_factory=lambda: [0.1, 30.0])  # Hz, before resampling; None: off
-    epoch_seconds: float = 30.0
-    expected_rate: Optional[float] = None  # refuse recordings recorded at another rate
-    annotation: str = "arousal"  # WFDB annotation extension holding the sleep stages
-    test_fraction: float = 0.2  # share of recordings (subjects) held out as the test split
-    instance_norm: bool = True  # normalise each epoch per channel (mean 0, std 1)
+    sampling_rate: Optional[float] = option(100.0, "resample every recording to this rate (Hz); null keeps the files'",
+                                            range="> 0")
+    channels: Optional[list] = option(None, "channel names to keep, in this order; null: all")
+    bandpass: Optional[list] = option([0.1, 30.0], "band-pass filter [low, high] in Hz, low < high, before "
+                                                   "resampling; null: off", range=">= 0", length=2)
+    epoch_seconds: float = option(30.0, "length of an epoch in seconds", range="> 0")
+    expected_rate: Optional[float] = option(None, "refuse recordings recorded at another rate (Hz); null: any rate",
+                                            range="> 0")
+    annotation: str = option("arousal", "WFDB annotation extension holding the sleep stages")
+    test_fraction: float = option(0.2, "share of recordings (subjects) held out as the test split", range="(0, 1)")
+    instance_norm: bool = option(True, "normalise each epoch per channel (mean 0, std 1)")
 
 
 def stage_of(text: str) -> Optional[str]:

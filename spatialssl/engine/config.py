@@ -2,6 +2,8 @@
 
 Every option has a default here; a recipe only states what differs. Unknown keys and
 values of the wrong type are rejected with an error naming the key, before work starts.
+Each field is declared with ``options.option``: its meaning and its range, length or choices,
+which ``validate`` enforces and ``spatialssl options`` lists, from the one declaration.
 """
 from __future__ import annotations
 
@@ -23,125 +25,165 @@ from ..models import ENCODERS, check_backbone, is_vit, modality
 from ..models.external import is_external
 from ..models.vit import POOLS
 from ..models.vit import SIZES as VIT_SIZES
+from ..options import Option, declared, option
 from ..samplers.boxes import MODES as SAMPLING
 from ..samplers.patches import PLACEMENTS
 from .optim import OPTIMIZERS, SCHEDULES
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOGGERS = ("tensorboard", "wandb")
+EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
+
 
 @dataclass
 class DataConfig:
-    path: Optional[str] = None
-    dataset: Optional[str] = None  # cifar10 | cifar100 | stl10: what --download fetches, and the data set
-    # data.mean/std belong to: on other data they are measured instead (None: given statistics always apply)
-    split: str = "train"  # what pretraining reads; e.g. "train+unlabeled" for STL-10
-    test_split: str = "test"
-    labels: str = "fine"  # CIFAR-100: fine (100) or coarse (the 20 super-classes)
-    image_size: Optional[int] = None  # resize at decode time (once); None keeps files' size
-    resize: str = "short_side"  # to image_size: short side scaled, long one centre-cropped | squash (both scaled)
-    channels: Optional[int] = None  # 1 (grey), 3 (RGB) or an array's own count; None: RGB, or an array's own
-    mean: Optional[list] = None  # None: measured on the training images
-    std: Optional[list] = None
-    cache: bool = True
-    stream: bool = False  # image folders too large for memory: decode batches in DataLoader workers
-    workers: Optional[int] = None  # decoding processes when streaming; None: all cores
+    """The data set a run reads and how its images are decoded."""
+    path: Optional[str] = option(None, "the data set, a folder or an .npz file (--data sets it)")
+    dataset: Optional[str] = option(None, "the recipe's data set, cifar10 | cifar100 | stl10: what --download "
+                                          "fetches, and whose statistics a recipe's data.mean/std are")
+    split: str = option("train", "the split pretraining reads, e.g. train+unlabeled for STL-10")
+    test_split: str = option("test", "the split evaluated on (linear probe, kNN monitor, finetuning's test)")
+    labels: str = option("fine", "CIFAR-100: fine (100 classes) or coarse (the 20 super-classes)",
+                         choices=CIFAR100_LABELS)
+    image_size: Optional[int] = option(None, "resize images to this size once, at decoding; null keeps the files' "
+                                             "size", range=">= 1")
+    resize: str = option("short_side", "to data.image_size: short_side (scaled, the long side centre-cropped) | "
+                                       "squash (both sides scaled)", choices=RESIZE_MODES)
+    channels: Optional[int] = option(None, "1 (grey), 3 (RGB) or an array's own count; null: RGB, or an array's own",
+                                     range=">= 1")
+    mean: Optional[list] = option(None, "per-channel mean the images are normalised with; null: measured on the "
+                                        "training images")
+    std: Optional[list] = option(None, "per-channel standard deviation the images are divided by; null: measured on "
+                                       "the training images", range="> 0")
+    statistics_of: Optional[str] = option(None, "the data set data.mean/std are of (set from data.dataset by the "
+                                                "layer that gives them): on other data they are measured anew; "
+                                                "null: they apply to any data")
+    cache: bool = option(True, "cache decoded image folders in .spatialssl-cache/ beside the data")
+    stream: bool = option(False, "decode batches in DataLoader workers instead of all at once (image folders too "
+                                 "large for memory)")
+    workers: Optional[int] = option(None, "decoding processes when streaming; null: all cores", range=">= 0")
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet32"  # resnet8/20/32/56/18/34, vit_tiny/small/base, vit1d_tiny/small (signals),
-    # timm/<name> or torchvision/<name> (e.g. timm/vit_small_patch16_224, torchvision/resnet50) when installed
-    pretrained: bool = False  # timm/ and torchvision/ backbones: start from the library's pretrained weights (downloads)
-    cifar_stem: bool = False  # ResNet-18/34 only: 3x3 stride-1 stem, no max-pool
-    patch_size: int = 4  # ViT token size P (4 at 32 px, 16 at 224 px; samples per window for 1-D)
-    pos_embed: bool = False  # ViT: learnable position embedding (off for PART pretraining)
-    class_token: bool = False  # ViT: a [CLS] token
-    global_pool: str = "avg"  # ViT: avg (mean of patch tokens) or token ([CLS])
-    drop_path: float = 0.0  # ViT: stochastic depth rate
-    depth: Optional[int] = None  # ViT: number of blocks; None: the size's (12)
-    input_size: Optional[list] = None  # [H, W] (or [T] for signals) the model sees; filled in from the data
-    in_chans: Optional[int] = None  # input channels; filled in from the data
-    num_tokens: Optional[int] = None  # 1-D: position-embedding length; None: T / patch_size
-    init_from: Optional[str] = None  # start from a checkpoint's backbone (finetuning)
+    """The backbone and its architecture."""
+    backbone: str = option("resnet32", "resnet8/20/32/56/18/34, vit_tiny/small/base, vit1d_tiny/small (signals), or "
+                                       "timm/<name>, torchvision/<name> when installed (e.g. torchvision/resnet50)")
+    pretrained: bool = option(False, "timm/ and torchvision/ backbones: start from the library's pretrained weights "
+                                     "(downloads)")
+    cifar_stem: bool = option(False, "ResNet-18/34 only: a 3x3 stride-1 stem without max-pool")
+    patch_size: int = option(4, "ViT token size P (4 at 32 px, 16 at 224 px; samples per window for 1-D)",
+                             range=">= 1")
+    pos_embed: bool = option(False, "ViT: a learnable position embedding (off for PART pretraining)")
+    class_token: bool = option(False, "ViT: a [CLS] token")
+    global_pool: str = option("avg", "ViT: avg (mean of the patch tokens) or token (the [CLS] token)", choices=POOLS)
+    drop_path: float = option(0.0, "ViT: stochastic depth rate", range="[0, 1)")
+    depth: Optional[int] = option(None, "ViT: number of blocks; null: the size's (12)", range=">= 1")
+    input_size: Optional[list] = option(None, "[H, W] (or [T] for signals) the model sees, positive ints; null: "
+                                              "taken from the data")
+    in_chans: Optional[int] = option(None, "input channels; null: taken from the data", range=">= 1")
+    num_tokens: Optional[int] = option(None, "1-D ViT: position-embedding length; null: T / model.patch_size",
+                                       range=">= 1")
+    init_from: Optional[str] = option(None, "start from this checkpoint's backbone (finetuning sets it)")
 
 
 @dataclass
 class AugmentConfig:
-    scale: list = field(default_factory=lambda: [0.08, 1.0])
-    ratio: list = field(default_factory=lambda: [3 / 4, 4 / 3])
-    flip_p: float = 0.5
-    jitter: list = field(default_factory=lambda: [0.8, 0.8, 0.8, 0.2])  # b, c, s, h
-    jitter_p: float = 0.8
-    gray_p: float = 0.2
+    """The augmented views: random resized crop, flip, colour jitter and grayscale."""
+    scale: list = option([0.08, 1.0], "random resized crop: [min, max] share of the image's area, "
+                                      "0 < min <= max <= 1", length=2)
+    ratio: list = option([3 / 4, 4 / 3], "random resized crop: [min, max] aspect ratio", length=2)
+    flip_p: float = option(0.5, "probability of a horizontal flip", range="[0, 1]")
+    jitter: list = option([0.8, 0.8, 0.8, 0.2], "colour jitter's brightness, contrast, saturation and hue", length=4)
+    jitter_p: float = option(0.8, "probability of colour jitter", range="[0, 1]")
+    gray_p: float = option(0.2, "probability of grayscale", range="[0, 1]")
 
 
 @dataclass
 class MethodConfig:
-    name: str = "sr"  # rr | sr | part | supervised | finetune | random; baselines and combinations:
-    # simclr | rotation | sr_simclr | part_contrastive
-    augmentations: int = 4  # K
-    num_patches: int = 2  # N (SR)
-    patch_size: int = 16
-    additive: bool = False  # SR additive-patch-use
-    additive_placement: str = "random"  # additive: paste at a random position (the paper's) | same (where cut)
-    position_weight: float = 1.0  # SR: weight of each axis's MSE (paper eq. 3); 0.5 = the official code's one MSE
-    non_overlapping: bool = True  # first two patches never overlap
-    focal: Optional[bool] = None  # None: focal for RR, plain BCE for SR (as published)
-    head_hidden: int = 256  # hidden width of the relation head and of SimCLR's projection MLP
+    """The method, and the settings of RR's and SR's views and patches."""
+    name: str = option("sr", "what pretraining learns: ours, a baseline or a combination (README: Baselines)",
+                       choices=METHODS)
+    augmentations: int = option(4, "K augmented views per image (RR and SR pair them: at least 2)")
+    num_patches: int = option(2, "N patches cut per view (SR and sr_simclr pair them: at least 2)")
+    patch_size: int = option(16, "side of SR's patches, in pixels", range=">= 1")
+    additive: bool = option(False, "SR's additive-patch use: each patch pasted on a black canvas of the image's size")
+    additive_placement: str = option("random", "additive: paste at a random position (the paper's) | same (where "
+                                               "it was cut)", choices=PLACEMENTS)
+    position_weight: float = option(1.0, "SR: weight of each axis's MSE (paper eq. 3); 0.5 = the official code's one "
+                                         "MSE", range=">= 0")
+    non_overlapping: bool = option(True, "the first two patches never overlap")
+    focal: Optional[bool] = option(None, "focal loss for the relation head; null: focal for RR, plain BCE for SR "
+                                         "(as published)")
+    head_hidden: int = option(256, "hidden width of the relation head and of SimCLR's projection MLP", range=">= 1")
 
 
 @dataclass
 class PartConfig:
     """PART (Ayoughi et al.): relative translation of off-grid patches."""
-    sampling: str = "offgrid"  # offgrid (fixed D x D, the paper's) | scale (PART + scale: w, h in box_scale * P) | grid | stratified
-    box_size: Optional[int] = None  # offgrid: side D of the cut boxes; None: the token size P
-    box_scale: list = field(default_factory=lambda: [0.5, 2.0])  # scale: w, h range in units of P
-    num_tokens: Optional[int] = None  # patches per image; None: (H / P) * (W / P)
-    num_pairs: int = 2048  # random ordered pairs per image whose translation is regressed
-    encoder: str = "cross_attention"  # cross_attention (as published) | cross_attention_block | pairwise_mlp | mlp
-    encoder_heads: int = 1  # cross_attention only: attention heads (the official code's 1); the block variant uses the ViT's
-    predict_scale: Optional[bool] = None  # also regress dw, dh; None: in the scale sampling mode
-    log_scale: bool = False  # dw, dh as log-ratios
-    mlp_hidden: int = 512  # full-MLP encoder bottleneck; 0: the paper's single linear map
-    pos_embed_mask: float = 0.0  # 1-D: share of position embeddings dropped (windows sorted by time)
+    sampling: str = option("offgrid", "offgrid (fixed D x D boxes, the paper's) | scale (PART + scale: w, h in "
+                                      "part.box_scale x P) | grid | stratified", choices=SAMPLING)
+    box_size: Optional[int] = option(None, "offgrid: side D of the cut boxes; null: the token size P", range=">= 1")
+    box_scale: list = option([0.5, 2.0], "scale: [min, max] of w and h in units of P, 0 < min <= max", length=2)
+    num_tokens: Optional[int] = option(None, "patches per image; null: (H / P) * (W / P)", range=">= 1")
+    num_pairs: int = option(2048, "random ordered pairs per image whose translation is regressed", range=">= 1")
+    encoder: str = option("cross_attention", "cross_attention (as published) | cross_attention_block | pairwise_mlp "
+                                             "| mlp", choices=ENCODERS)
+    encoder_heads: int = option(1, "cross_attention: attention heads, a divisor of the ViT's width (the official "
+                                   "code's 1); the block variant uses the ViT's", range=">= 1")
+    predict_scale: Optional[bool] = option(None, "also regress dw, dh; null: in the scale sampling mode")
+    log_scale: bool = option(False, "dw, dh as log-ratios")
+    mlp_hidden: int = option(512, "full-MLP encoder bottleneck; 0: the paper's single linear map", range=">= 0")
+    pos_embed_mask: float = option(0.0, "1-D: share of position embeddings dropped (windows sorted by time)",
+                                   range="[0, 1)")
 
 
 # --- Baselines on ViTs (PART's Tables 6-7) and ResNets (the SR paper's Table 1) ---
 @dataclass
 class MaeConfig:
     """MAE (He et al. 2022): the pixels of masked tokens regressed from the visible ones (model.pos_embed=true)."""
-    mask_ratio: float = 0.75  # share of each image's tokens masked (MAE's 75%)
-    decoder_dim: int = 128  # light decoder for CIFAR-scale ViTs (MAE's ImageNet decoder: 512 wide, 8 deep)
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    norm_pix_loss: bool = True  # targets normalised per patch (its mean and variance), as MAE's best setting
+    mask_ratio: float = option(0.75, "share of each image's tokens masked (MAE's 75%; the loss is over them)",
+                               range="(0, 1)")
+    decoder_dim: int = option(128, "light decoder's width, a multiple of 4 (MAE's ImageNet decoder: 512 wide, "
+                                   "8 deep)", range=">= 4")
+    decoder_depth: int = option(2, "decoder blocks", range=">= 1")
+    decoder_heads: int = option(4, "decoder attention heads, a divisor of mae.decoder_dim", range=">= 1")
+    norm_pix_loss: bool = option(True, "targets normalised per patch (its mean and variance), as MAE's best setting")
 
 
 @dataclass
 class Mp3Config:
     """MP3 (Zhai et al. 2022): every token classifies its grid position; no position embedding."""
-    mask_ratio: float = 0.75  # share of tokens no token may attend to (their keys and values left out); 0: none
+    mask_ratio: float = option(0.75, "share of tokens no token may attend to (their keys and values left out); "
+                                     "0: none", range="[0, 1)")
 
 
 @dataclass
 class DropPosConfig:
     """DropPos (Wang et al. 2023): tokens masked as MAE's, positions dropped from most visible ones and
     classified back (model.pos_embed=true, model.class_token=true with attentive reconstruction)."""
-    mask_ratio: float = 0.75  # share of each image's tokens masked (hidden from the encoder)
-    position_mask_ratio: float = 0.75  # share of the visible tokens whose position embedding is dropped
-    sigma: float = 1.0  # position smoothing at the first epoch (grid cells), decaying linearly to 0; 0: off
-    attentive: bool = True  # weight each token's loss by its similarity to [CLS] (attentive reconstruction)
-    decoder_dim: int = 128  # light decoder for CIFAR-scale ViTs (DropPos's ImageNet decoder: 512 wide, 2 deep)
-    decoder_depth: int = 2
-    decoder_heads: int = 4
+    mask_ratio: float = option(0.75, "share of each image's tokens masked (hidden from the encoder)", range="(0, 1)")
+    position_mask_ratio: float = option(0.75, "share of the visible tokens whose position embedding is dropped (the "
+                                              "loss is over them)", range="(0, 1)")
+    sigma: float = option(1.0, "position smoothing at the first epoch (grid cells), decaying linearly to 0; 0: off",
+                          range=">= 0")
+    attentive: bool = option(True, "weight each token's loss by its similarity to [CLS] (attentive reconstruction)")
+    decoder_dim: int = option(128, "light decoder's width (DropPos's ImageNet decoder: 512 wide, 2 deep)",
+                              range=">= 1")
+    decoder_depth: int = option(2, "decoder blocks", range=">= 1")
+    decoder_heads: int = option(4, "decoder attention heads, a divisor of droppos.decoder_dim", range=">= 1")
 
 
 @dataclass
 class DeepClusterConfig:
     """DeepCluster (Caron et al. 2018): k-means of the features at each epoch's start gives the labels."""
-    clusters: Optional[int] = None  # None: 10x the data's classes (the RR code's; 100 for unlabelled data)
-    kmeans_iterations: int = 20  # Lloyd iterations (DeepCluster's faiss setting)
-    pca_dim: int = 256  # PCA-whitening to this many components before l2-normalising (DeepCluster's); 0: none
-    balance: bool = True  # weight the loss by inverse cluster size (the paper samples uniformly over clusters)
+    clusters: Optional[int] = option(None, "k-means clusters; null: 10x the data's classes (the RR code's; 100 for "
+                                           "unlabelled data)", range=">= 2")
+    kmeans_iterations: int = option(20, "Lloyd iterations (DeepCluster's faiss setting)", range=">= 1")
+    pca_dim: int = option(256, "PCA-whitening to this many components before l2-normalising (DeepCluster's); "
+                               "0: none", range=">= 0")
+    balance: bool = option(True, "weight the loss by inverse cluster size (the paper samples uniformly over "
+                                 "clusters)")
 # --- end of the baselines ---
 
 
@@ -149,96 +191,118 @@ class DeepClusterConfig:
 @dataclass
 class SimCLRConfig:
     """SimCLR's contrastive term (Chen et al. 2020): NT-Xent on two views, after a projection MLP."""
-    temperature: float = 0.5  # RR's SimCLR baseline (SR's Table 1), SimCLR's CIFAR-10 command (0.1 on ImageNet)
-    projection_dim: int = 128  # the projection MLP's outputs, as SimCLR (its hidden width: method.head_hidden)
+    temperature: float = option(0.5, "NT-Xent's temperature: RR's SimCLR baseline (SR's Table 1), SimCLR's CIFAR-10 "
+                                     "command (0.1 on ImageNet)", range="> 0")
+    projection_dim: int = option(128, "the projection MLP's outputs, as SimCLR (its hidden width: "
+                                      "method.head_hidden)", range=">= 1")
 
 
 @dataclass
 class CombinedConfig:
     """Weights of the two loss terms of sr_simclr and part_contrastive (0 turns a term off)."""
-    contrastive_weight: float = 1.0  # SimCLR's NT-Xent
-    spatial_weight: float = 1.0  # sr_simclr: SR's patch-position MSE_x + MSE_y; part_contrastive: PART's MSE
+    contrastive_weight: float = option(1.0, "weight of SimCLR's NT-Xent", range=">= 0")
+    spatial_weight: float = option(1.0, "weight of sr_simclr's SR patch-position MSE_x + MSE_y, or "
+                                        "part_contrastive's PART MSE", range=">= 0")
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adam"  # adam | adamw | sgd (momentum 0.9)
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    schedule: str = "constant"  # constant | cosine
-    warmup_epochs: float = 0.0  # linear warm-up from 0 (cosine and constant)
-    min_lr: float = 0.0  # cosine floor
-    betas: list = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw's (beta1, beta2); MAE: [0.9, 0.95]
+    """The optimiser and its step-wise learning-rate schedule."""
+    name: str = option("adam", "the optimiser; sgd with momentum 0.9", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "the learning rate after the warm-up (the cosine schedule's start)", range="> 0")
+    weight_decay: float = option(0.0, "weight decay (adamw: decoupled; never on biases and norms)", range=">= 0")
+    schedule: str = option("constant", "the learning rate after the warm-up: constant, or a cosine down to "
+                                       "optim.min_lr", choices=SCHEDULES)
+    warmup_epochs: float = option(0.0, "linear warm-up from 0 over this many epochs (fractions allowed)",
+                                  range=">= 0")
+    min_lr: float = option(0.0, "the cosine schedule's floor", range=">= 0")
+    betas: list = option([0.9, 0.999], "adam/adamw's (beta1, beta2); MAE: [0.9, 0.95]; left at the default with sgd",
+                         range="[0, 1)", length=2)
 
 
 @dataclass
 class FinetuneConfig:
     """Supervised finetuning of a pretrained backbone (DeiT-style recipe, batched on device)."""
-    label_smoothing: float = 0.1
-    mixup: float = 0.8  # Beta(alpha, alpha); 0 turns it off
-    cutmix: float = 1.0  # Beta(alpha, alpha); 0 turns it off
-    mix_prob: float = 1.0  # share of batches mixed
-    switch_prob: float = 0.5  # with both on: share of mixed batches that use cutmix
-    randaugment_ops: int = 2  # ops per image; 0 turns RandAugment off
-    randaugment_magnitude: int = 9  # 0..10
-    random_erasing: float = 0.25  # probability per image
-    subjects: Optional[int] = None  # signals, low-label: finetune on this many training subjects
-    scratch: bool = False  # from random weights (no model.init_from): the baseline at the same budget
+    label_smoothing: float = option(0.1, "label smoothing of the cross-entropy", range="[0, 1)")
+    mixup: float = option(0.8, "mixup's Beta(alpha, alpha); 0 turns it off", range=">= 0")
+    cutmix: float = option(1.0, "cutmix's Beta(alpha, alpha); 0 turns it off", range=">= 0")
+    mix_prob: float = option(1.0, "share of batches mixed", range="[0, 1]")
+    switch_prob: float = option(0.5, "with both on: share of mixed batches that use cutmix", range="[0, 1]")
+    randaugment_ops: int = option(2, "RandAugment ops per image; 0 turns RandAugment off", range=">= 0")
+    randaugment_magnitude: int = option(9, "RandAugment's magnitude", range="[0, 10]")
+    random_erasing: float = option(0.25, "probability of random erasing per image", range="[0, 1]")
+    subjects: Optional[int] = option(None, "signals, low-label: finetune on this many training subjects; null: all",
+                                     range=">= 1")
+    scratch: bool = option(False, "from random weights (no model.init_from): the baseline at the same budget")
 
 
 @dataclass
 class DetectConfig:
     """Detection finetuning (``spatialssl detect``; PART Sec. 4 with ViTDet's recipe): the letterboxed canvas,
     the feature pyramid and the torchvision heads on it, the batch's jitter. Defaults are ViTDet-B's."""
-    image_size: int = 1024  # images letterboxed into S x S canvases (longer side scaled to S, zero-padded)
-    masks: Optional[bool] = None  # true: Mask R-CNN | false: Faster R-CNN | null: masks when the annotations have them
-    pyramid_channels: int = 256  # width of every pyramid level and of the heads' convolutions
-    window_size: int = 0  # ViT: attention within windows of this many tokens a side (ViTDet: 14); 0: global
-    global_blocks: Optional[list] = None  # ViT blocks kept global with windows on; null: the last of each
-    # quarter of the depth (ViTDet's: 2, 5, 8, 11 of 12)
-    scale_range: list = field(default_factory=lambda: [0.1, 2.0])  # large-scale jitter of the canvas
-    flip_p: float = 0.5
-    anchor_scale: float = 8.0  # anchor side = anchor_scale x its pyramid level's stride (3 aspect ratios)
-    rpn_batch_size_per_image: int = 256  # anchors sampled per image for the RPN's loss
-    proposals_train: int = 2000  # RPN proposals kept per image (pre- and post-NMS) in training
-    proposals_test: int = 1000
-    box_batch_size_per_image: int = 512  # RoIs sampled per image for the box head's loss
-    box_head_convs: int = 4  # ViTDet's 4conv1fc box head; 0: fully connected only
-    representation_size: int = 1024  # the box head's fully connected width
-    score_threshold: float = 0.05  # detections kept for scoring
-    detections_per_image: int = 100
-    eval_batch_size: int = 8
-    category_ids: Optional[list] = None  # recorded from the training annotations: the COCO ids of the classes
+    image_size: int = option(1024, "images letterboxed into S x S canvases (longer side scaled to S, zero-padded)",
+                             range=">= 1")
+    masks: Optional[bool] = option(None, "true: Mask R-CNN | false: Faster R-CNN | null: masks when the annotations "
+                                         "have them")
+    pyramid_channels: int = option(256, "width of every pyramid level and of the heads' convolutions", range=">= 1")
+    window_size: int = option(0, "ViT: attention within windows of this many tokens a side (ViTDet: 14); 0: global",
+                              range=">= 0")
+    global_blocks: Optional[list] = option(None, "ViT blocks (indices >= 0) kept global with windows on; null: the "
+                                                 "last of each quarter of the depth (ViTDet's: 2, 5, 8, 11 of 12)")
+    scale_range: list = option([0.1, 2.0], "large-scale jitter of the canvas: [min, max] scale, 0 < min <= max",
+                               length=2)
+    flip_p: float = option(0.5, "probability of a horizontal flip", range="[0, 1]")
+    anchor_scale: float = option(8.0, "anchor side = anchor_scale x its pyramid level's stride (3 aspect ratios)",
+                                 range="> 0")
+    rpn_batch_size_per_image: int = option(256, "anchors sampled per image for the RPN's loss", range=">= 1")
+    proposals_train: int = option(2000, "RPN proposals kept per image (pre- and post-NMS) in training", range=">= 1")
+    proposals_test: int = option(1000, "RPN proposals kept per image (pre- and post-NMS) in evaluation",
+                                 range=">= 1")
+    box_batch_size_per_image: int = option(512, "RoIs sampled per image for the box head's loss", range=">= 1")
+    box_head_convs: int = option(4, "convolutions of the box head (ViTDet's 4conv1fc); 0: fully connected only",
+                                 range=">= 0")
+    representation_size: int = option(1024, "the box head's fully connected width", range=">= 1")
+    score_threshold: float = option(0.05, "detections below this score are dropped before scoring", range="[0, 1)")
+    detections_per_image: int = option(100, "detections kept per image", range=">= 1")
+    eval_batch_size: int = option(8, "images per batch in evaluation", range=">= 1")
+    category_ids: Optional[list] = option(None, "the COCO ids of the classes, recorded from the training "
+                                                "annotations")
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 200
-    batch_size: int = 128
-    seed: int = 0
-    device: str = "auto"
-    knn_monitor: int = 2000  # images per split for the per-epoch kNN monitor; 0 turns it off
-    log_every: int = 20
-    logger: str = "tensorboard"  # tensorboard (and metrics.csv, always) | wandb (Weights & Biases too; extra [wandb])
-    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; weights and optimiser stay fp32; fp16 with a gradient
-    # scaler, for GPUs without bf16: T4, V100)
-    channels_last: bool = False  # NHWC memory layout for convolutions (GPUs)
-    compile: bool = False  # torch.compile the backbone
-    ema: float = 0.0  # decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off
-    deterministic: bool = False  # bit-identical reruns of a seed (deterministic kernels; slower)
+    """The training loop: length, batch, device, precision and logging."""
+    epochs: int = option(200, "epochs to train (a larger value with --resume extends a run)", range=">= 0")
+    batch_size: int = option(128, "images per step (under torchrun: the global batch)", range=">= 2")
+    seed: int = option(0, "seeds the initial weights, the data order and the augmentation")
+    device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
+    knn_monitor: int = option(2000, "images per split for the per-epoch kNN monitor; 0 turns it off", range=">= 0")
+    log_every: int = option(20, "steps between logged steps (steps.csv, TensorBoard, progress lines)", range=">= 1")
+    logger: str = option("tensorboard", "tensorboard (and metrics.csv, always) | wandb (Weights & Biases too; extra "
+                                        "[wandb])", choices=LOGGERS)
+    sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over the global batch")
+    precision: str = option("fp32", "autocast precision; weights and optimiser stay fp32 (fp16 with a gradient "
+                                    "scaler, for GPUs without bf16: T4, V100)", choices=PRECISIONS)
+    channels_last: bool = option(False, "NHWC memory layout for convolutions (GPUs)")
+    compile: bool = option(False, "torch.compile the backbone")
+    ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off",
+                        range="[0, 1)")
+    deterministic: bool = option(False, "bit-identical reruns of a seed (deterministic kernels; slower)")
 
 
 @dataclass
 class EvalConfig:
-    epochs: int = 100
-    lr: float = 1e-3
-    batch_size: int = 128
-    patches: list = field(default_factory=lambda: [0, 1, 3, 5, 7, 9])
-    affine_augment: bool = False
-    augment_copies: int = 10  # augmented feature sets cycled through when affine_augment
-    knn_k: Optional[int] = None  # kNN neighbours; None: min(200, sqrt(training images)) (evaluate.knn_neighbours)
-    standardize: bool = True  # linear probe on per-dimension standardised features (MAE's probe); false: raw
+    """Linear evaluation and the kNN monitor."""
+    epochs: int = option(100, "linear-probe epochs", range=">= 1")
+    lr: float = option(1e-3, "linear-probe learning rate (Adam)", range="> 0")
+    batch_size: int = option(128, "linear-probe batch size", range=">= 1")
+    patches: list = option([0, 1, 3, 5, 7, 9], "patch-feature counts probed: the image alone (0), then 1, 3, ... of "
+                                               "the 3x3 grid's patches", choices=EVAL_PATCH_COUNTS)
+    affine_augment: bool = option(False, "random affine augmentation of the probe's training images (the paper's "
+                                         "Fig. 4)")
+    augment_copies: int = option(10, "augmented feature sets cycled through with eval.affine_augment", range=">= 1")
+    knn_k: Optional[int] = option(None, "kNN neighbours; null: min(200, sqrt(training images))", range=">= 1")
+    standardize: bool = option(True, "probe per-dimension standardised features (MAE's probe); false: raw")
 
 
 @dataclass
@@ -388,25 +452,32 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[lis
                 base: Optional[dict] = None) -> Config:
     """Build a validated Config from defaults, an optional base dict, a recipe and overrides."""
     cfg = Config()
-    if base:
-        _apply(cfg, base, "")
-    if path is not None:
-        _apply(cfg, read_recipe(path), "")
-    _apply(cfg, parse_overrides(overrides or []), "")
+    for layer in (base or {}, read_recipe(path) if path is not None else {}, parse_overrides(overrides or [])):
+        _apply(cfg, layer, "")
+        cfg.data.statistics_of = statistics_of(layer, cfg.data.statistics_of)
     validate(cfg)
     return cfg
 
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+def statistics_of(layer: dict, current: Optional[str]) -> Optional[str]:
+    """Whose statistics data.mean/std are once ``layer`` is applied: a layer that gives them gives them for
+    the data set it names (a recipe's data.dataset), or for any data when it names none (the user's own
+    data.mean=... on the command line, a recipe of their own without data.dataset)."""
+    data = layer.get("data") or {}
+    if "statistics_of" in data:
+        return data["statistics_of"]
+    if "mean" in data or "std" in data:
+        return data.get("dataset")
+    return current
+
+
 SR_PATCH_METHODS = ("sr", "sr_simclr")  # cut SR's patches (method.num_patches, method.patch_size)
 PART_BOX_METHODS = ("part", "part_contrastive")  # cut PART's boxes with a ViT (part.*)
-LOGGERS = ("tensorboard", "wandb")
-EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
 
 
-def _choice(value: str, options: tuple, key: str) -> None:
+def _choice(value: Any, options: tuple, key: str) -> None:
     if value not in options:
-        raise ConfigError(f"{key} '{value}' is unknown; choose one of {', '.join(options)}")
+        raise ConfigError(f"{key} '{value}' is unknown; choose one of {', '.join(map(str, options))}")
 
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -417,104 +488,87 @@ def _require(holds: bool, key: str, rule: str, value: Any) -> None:
         raise ConfigError(f"{key} must be {rule}, got {value!r}")
 
 
-def _check_lengths(cfg: Config) -> None:
-    """Before any check that unpacks these lists: a wrong length would be a traceback there."""
-    for key, values, length in (("augment.scale", cfg.augment.scale, 2), ("augment.ratio", cfg.augment.ratio, 2),
-                                ("part.box_scale", cfg.part.box_scale, 2), ("augment.jitter", cfg.augment.jitter, 4),
-                                ("optim.betas", cfg.optim.betas, 2)):
-        _require(len(values) == length and all(_is_number(v) for v in values), key, f"a list of {length} numbers",
-                 values)
-
-
 def _is_number(value: Any) -> bool:
     """A finite int or float: NaN passes no comparison, so it must be refused here."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive_or_none(value: Any) -> bool:
-    return value is None or (_is_number(value) and value > 0)
+def sections(cfg: Config) -> dict:
+    """Each section of ``cfg`` by its name (``optim``: the OptimConfig)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def declared_rule(declaration: Option, hint: Any) -> str:
+    """What a value of a field declared with a range or a length must be, in words."""
+    nullable = " (or null)" if type(None) in get_args(hint) else ""
+    if _inner(hint) is list:
+        count = f"{declaration.length} " if declaration.length is not None else ""
+        within = f" {declaration.range.phrase}" if declaration.range else ""
+        return f"a list of {count}numbers{within}{nullable}"
+    finite = "a finite number " if _inner(hint) is float and declaration.range.high == math.inf else ""
+    return f"{finite}{declaration.range.phrase}{nullable}"
+
+
+def _inner(hint: Any) -> Any:
+    """``Optional[X]``'s X; any other hint as it is."""
+    return next(h for h in get_args(hint) if h is not type(None)) if get_origin(hint) is Union else hint
+
+
+def _check_declared(cfg: Config) -> None:
+    """The ranges, lengths and choices the sections declare (what `spatialssl options` lists). First, so
+    that the checks after it may unpack lists and compare numbers."""
+    for name, section in sections(cfg).items():
+        hints = get_type_hints(type(section))
+        for f in dataclasses.fields(section):
+            value = getattr(section, f.name)
+            if value is not None:  # None passed the type check: the field is Optional
+                _check_option(f"{name}.{f.name}", value, declared(f), hints[f.name])
+
+
+def _check_option(key: str, value: Any, declaration: Option, hint: Any) -> None:
+    """A list's range and choices hold for each of its items."""
+    items = value if isinstance(value, list) else [value]
+    if declaration.range is not None or declaration.length is not None:
+        in_range = all(declaration.range.holds(v) if declaration.range else _is_number(v) for v in items)
+        _require(in_range and declaration.length in (None, len(items)), key, declared_rule(declaration, hint), value)
+    if declaration.choices is not None and isinstance(value, list):
+        for item in value:
+            if item not in declaration.choices:
+                raise ConfigError(f"{key} may hold {', '.join(map(str, declaration.choices))}, got {item}")
+    elif declaration.choices is not None:
+        _choice(value, declaration.choices, key)
 
 
 def _check_data_and_signal(cfg: Config) -> None:
     d, s = cfg.data, cfg.signal
-    _require(_positive_or_none(d.image_size), "data.image_size", "a size in pixels >= 1 (or null to keep the files')",
-             d.image_size)
-    _require(d.workers is None or d.workers >= 0, "data.workers", ">= 0 (or null for all cores)", d.workers)
-    _require(d.channels is None or d.channels >= 1, "data.channels", ">= 1 (or null)", d.channels)
-    for name, value in (("mean", d.mean), ("std", d.std)):
-        _require(value is None or all(_is_number(v) for v in value), f"data.{name}", "a list of finite numbers", value)
-    _require(d.std is None or all(v > 0 for v in d.std), "data.std", "positive per channel (it divides)", d.std)
-    _require(_positive_or_none(s.sampling_rate), "signal.sampling_rate", "in Hz > 0 (or null to keep the files')",
-             s.sampling_rate)
-    _require(_positive_or_none(s.expected_rate), "signal.expected_rate", "in Hz > 0 (or null)", s.expected_rate)
-    _require(_is_number(s.epoch_seconds) and s.epoch_seconds > 0, "signal.epoch_seconds", "> 0", s.epoch_seconds)
-    _require(0 < s.test_fraction < 1, "signal.test_fraction", "in (0, 1)", s.test_fraction)
+    _require(d.mean is None or all(_is_number(v) for v in d.mean), "data.mean", "a list of finite numbers", d.mean)
     _require(s.channels is None or (len(s.channels) > 0 and all(isinstance(c, str) for c in s.channels)),
              "signal.channels", "a non-empty list of channel names (or null for all)", s.channels)
-    band = s.bandpass
-    _require(band is None or (len(band) == 2 and all(_is_number(v) for v in band) and 0 <= band[0] < band[1]),
-             "signal.bandpass", "[low, high] in Hz with 0 <= low < high (or null to turn it off)", band)
+    _require(s.bandpass is None or s.bandpass[0] < s.bandpass[1], "signal.bandpass",
+             "[low, high] in Hz with low < high (or null to turn it off)", s.bandpass)
 
 
-def _check_model_and_eval(cfg: Config) -> None:
-    m, e, p, f = cfg.model, cfg.eval, cfg.part, cfg.finetune
-    _require(_is_number(m.drop_path) and 0 <= m.drop_path < 1, "model.drop_path", "in [0, 1)", m.drop_path)
-    for key, value in (("model.depth", m.depth), ("model.in_chans", m.in_chans), ("model.num_tokens", m.num_tokens),
-                       ("part.box_size", p.box_size), ("finetune.subjects", f.subjects)):
-        _require(value is None or value >= 1, key, ">= 1 (or null)", value)
+def _check_model(cfg: Config) -> None:
+    m, p = cfg.model, cfg.part
     _require(m.input_size is None or (len(m.input_size) in (1, 2) and all(isinstance(v, int) and v >= 1
                                                                              for v in m.input_size)),
              "model.input_size", "[H, W] (or [T]) of positive ints, or null to take it from the data", m.input_size)
-    _require(p.mlp_hidden >= 0, "part.mlp_hidden", ">= 0 (0: a single linear map)", p.mlp_hidden)
-    _require(_is_number(e.lr) and e.lr > 0, "eval.lr", "a finite number > 0", e.lr)
-    _require(e.batch_size >= 1, "eval.batch_size", ">= 1", e.batch_size)
-    _require(e.augment_copies >= 1, "eval.augment_copies", ">= 1", e.augment_copies)
-    _require(0 <= f.label_smoothing < 1, "finetune.label_smoothing", "in [0, 1)", f.label_smoothing)
-    _require(f.randaugment_ops >= 0, "finetune.randaugment_ops", ">= 0 (0 turns RandAugment off)", f.randaugment_ops)
-    _require(_is_number(cfg.optim.min_lr) and cfg.optim.min_lr >= 0, "optim.min_lr", "a finite number >= 0",
-             cfg.optim.min_lr)
-
-
-def _check_ranges(cfg: Config) -> None:
-    """Values the type allows but the run cannot use; each names its key."""
-    o, t, f, a = cfg.optim, cfg.train, cfg.finetune, cfg.augment
-    _require(math.isfinite(o.lr) and o.lr > 0, "optim.lr", "a finite number > 0", o.lr)
-    _require(math.isfinite(o.weight_decay) and o.weight_decay >= 0, "optim.weight_decay", "a finite number >= 0",
-             o.weight_decay)
-    _require(math.isfinite(o.warmup_epochs) and o.warmup_epochs >= 0, "optim.warmup_epochs", ">= 0", o.warmup_epochs)
-    _require(all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)", o.betas)
-    _require(o.name != "sgd" or o.betas == OptimConfig().betas, "optim.betas",
-             "left at its default with optim.name=sgd (betas are Adam's; SGD's momentum is 0.9)", o.betas)
-    _require(t.log_every >= 1, "train.log_every", ">= 1", t.log_every)
-    _require(t.knn_monitor >= 0, "train.knn_monitor", ">= 0 (0 turns it off)", t.knn_monitor)
-    _require(DEVICE.fullmatch(t.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps", t.device)
-    _require(cfg.method.head_hidden >= 1, "method.head_hidden", ">= 1", cfg.method.head_hidden)
-    _require(cfg.part.num_tokens is None or cfg.part.num_tokens >= 1, "part.num_tokens", ">= 1 (or null)",
-             cfg.part.num_tokens)
-    _require(cfg.eval.epochs >= 1, "eval.epochs", ">= 1", cfg.eval.epochs)
-    _require(cfg.eval.knn_k is None or cfg.eval.knn_k >= 1, "eval.knn_k", "positive (or null to choose it from the data)",
-             cfg.eval.knn_k)
-    _require(cfg.method.position_weight >= 0, "method.position_weight", ">= 0", cfg.method.position_weight)
-    _require(cfg.part.encoder_heads >= 1, "part.encoder_heads", ">= 1", cfg.part.encoder_heads)
-    _require(0 <= t.ema < 1, "train.ema", "the decay of the weights' moving average, in [0, 1) (e.g. 0.9999; 0 turns "
-             "it off)", t.ema)
-    for key, value in (("finetune.mixup", f.mixup), ("finetune.cutmix", f.cutmix)):
-        _require(value >= 0, key, ">= 0 (0 turns it off)", value)
-    for key, value in (("augment.flip_p", a.flip_p), ("augment.jitter_p", a.jitter_p), ("augment.gray_p", a.gray_p),
-                       ("finetune.mix_prob", f.mix_prob), ("finetune.switch_prob", f.switch_prob),
-                       ("finetune.random_erasing", f.random_erasing)):
-        _require(0 <= value <= 1, key, "a probability in [0, 1]", value)
+    check_backbone(m.backbone)
+    if m.pretrained and not is_external(m.backbone):
+        raise ConfigError(f"model.pretrained applies to timm/<name> and torchvision/<name> backbones; "
+                          f"{m.backbone} starts from random weights (finetune a checkpoint with model.init_from)")
+    if m.global_pool == "token" and not m.class_token:
+        raise ConfigError("model.global_pool=token needs model.class_token=true")
+    size = m.backbone.split("_")[-1]
+    if cfg.method.name in PART_BOX_METHODS and p.encoder == "cross_attention" and size in VIT_SIZES:
+        width = VIT_SIZES[size][0]
+        if width % p.encoder_heads:
+            raise ConfigError(f"part.encoder_heads {p.encoder_heads} must divide the {width}-wide embeddings of "
+                              f"{m.backbone}; choose a divisor of {width} (the published encoder uses 1)")
 
 
 def _check_droppos(cfg: Config) -> None:
     d = cfg.droppos
-    _require(0 < d.mask_ratio < 1, "droppos.mask_ratio", "in (0, 1)", d.mask_ratio)
-    _require(0 < d.position_mask_ratio < 1, "droppos.position_mask_ratio", "in (0, 1) (the loss is over dropped "
-             "positions)", d.position_mask_ratio)
-    _require(_is_number(d.sigma) and d.sigma >= 0, "droppos.sigma", ">= 0 (0: no position smoothing)", d.sigma)
-    for key, value in (("droppos.decoder_dim", d.decoder_dim), ("droppos.decoder_depth", d.decoder_depth),
-                       ("droppos.decoder_heads", d.decoder_heads)):
-        _require(value >= 1, key, ">= 1", value)
     _require(d.decoder_dim % d.decoder_heads == 0, "droppos.decoder_heads",
              f"a divisor of droppos.decoder_dim {d.decoder_dim}", d.decoder_heads)
     if cfg.method.name == "droppos" and not cfg.model.pos_embed:
@@ -525,20 +579,12 @@ def _check_droppos(cfg: Config) -> None:
 
 
 def _check_baselines(cfg: Config) -> None:
-    """MAE, MP3 and DeepCluster: their sections' ranges and what each needs of the model and the data."""
-    mae, mp3, dc, name = cfg.mae, cfg.mp3, cfg.deepcluster, cfg.method.name
-    _require(0 < mae.mask_ratio < 1, "mae.mask_ratio", "in (0, 1) (the loss is over masked tokens)", mae.mask_ratio)
-    _require(0 <= mp3.mask_ratio < 1, "mp3.mask_ratio", "in [0, 1)", mp3.mask_ratio)
-    for key, value in (("mae.decoder_depth", mae.decoder_depth), ("mae.decoder_heads", mae.decoder_heads),
-                       ("deepcluster.kmeans_iterations", dc.kmeans_iterations)):
-        _require(value >= 1, key, ">= 1", value)
-    _require(mae.decoder_dim >= 4 and mae.decoder_dim % 4 == 0, "mae.decoder_dim",
-             "a multiple of 4 (its sine-cosine position embedding)", mae.decoder_dim)
+    """MAE, MP3 and DeepCluster: what each needs of its section, the model and the data."""
+    mae, name = cfg.mae, cfg.method.name
+    _require(mae.decoder_dim % 4 == 0, "mae.decoder_dim", "a multiple of 4 (its sine-cosine position embedding)",
+             mae.decoder_dim)
     _require(mae.decoder_dim % mae.decoder_heads == 0, "mae.decoder_heads", f"a divisor of mae.decoder_dim "
              f"{mae.decoder_dim}", mae.decoder_heads)
-    _require(dc.clusters is None or dc.clusters >= 2, "deepcluster.clusters", ">= 2 (or null: 10x the classes)",
-             dc.clusters)
-    _require(dc.pca_dim >= 0, "deepcluster.pca_dim", ">= 0 (0 turns PCA-whitening off)", dc.pca_dim)
     _check_droppos(cfg)
     if name in ("mae", "mp3", "droppos") and not cfg.model.backbone.startswith("vit_"):
         raise ConfigError(f"method {name} needs one of spatialssl's image ViTs (model.backbone=vit_tiny, vit_small "
@@ -552,70 +598,20 @@ def _check_baselines(cfg: Config) -> None:
                           "set data.stream=false")
 
 
-def _check_contrastive(cfg: Config) -> None:
-    s, c = cfg.simclr, cfg.combined
-    _require(_is_number(s.temperature) and s.temperature > 0, "simclr.temperature", "a finite number > 0",
-             s.temperature)
-    _require(s.projection_dim >= 1, "simclr.projection_dim", ">= 1", s.projection_dim)
-    for key, value in (("combined.contrastive_weight", c.contrastive_weight),
-                       ("combined.spatial_weight", c.spatial_weight)):
-        _require(_is_number(value) and value >= 0, key, "a finite number >= 0 (0 turns its term off)", value)
-
-
 def _check_detect(cfg: Config) -> None:
     d = cfg.detect
-    for key in ("image_size", "pyramid_channels", "rpn_batch_size_per_image", "proposals_train", "proposals_test",
-                "box_batch_size_per_image", "representation_size", "detections_per_image", "eval_batch_size"):
-        _require(getattr(d, key) >= 1, f"detect.{key}", ">= 1", getattr(d, key))
-    _require(d.window_size >= 0, "detect.window_size", ">= 0 (0: global attention)", d.window_size)
-    _require(d.box_head_convs >= 0, "detect.box_head_convs", ">= 0", d.box_head_convs)
     _require(d.global_blocks is None or all(isinstance(b, int) and b >= 0 for b in d.global_blocks),
              "detect.global_blocks", "null or a list of block indices >= 0", d.global_blocks)
     if cfg.method.name == "detect" and cfg.model.class_token:
         raise ConfigError("detection reads the ViT's patch tokens as a map (ViTDet): a [CLS] token would go unused; "
                           "set model.class_token=false (and model.global_pool=avg)")
-    _require(len(d.scale_range) == 2 and all(_is_number(v) for v in d.scale_range)
-             and 0 < d.scale_range[0] <= d.scale_range[1], "detect.scale_range", "[min, max] with 0 < min <= max",
+    _require(0 < d.scale_range[0] <= d.scale_range[1], "detect.scale_range", "[min, max] with 0 < min <= max",
              d.scale_range)
-    _require(_is_number(d.flip_p) and 0 <= d.flip_p <= 1, "detect.flip_p", "in [0, 1]", d.flip_p)
-    _require(_is_number(d.anchor_scale) and d.anchor_scale > 0, "detect.anchor_scale", "a finite number > 0",
-             d.anchor_scale)
-    _require(_is_number(d.score_threshold) and 0 <= d.score_threshold < 1, "detect.score_threshold", "in [0, 1)",
-             d.score_threshold)
 
 
-def validate(cfg: Config) -> None:
-    """Checks that need no data; geometry checks against the images happen at sampler build."""
-    m, t, p, o = cfg.method, cfg.train, cfg.part, cfg.optim
-    _check_lengths(cfg)
-    _check_ranges(cfg)
-    _check_baselines(cfg)
-    _check_data_and_signal(cfg)
-    _check_model_and_eval(cfg)
-    _check_contrastive(cfg)
-    _check_detect(cfg)
-    _choice(m.name, METHODS, "method.name")
-    _choice(p.sampling, SAMPLING, "part.sampling")
-    _choice(p.encoder, ENCODERS, "part.encoder")
-    _choice(m.additive_placement, PLACEMENTS, "method.additive_placement")
-    size = cfg.model.backbone.split("_")[-1]
-    if m.name in PART_BOX_METHODS and p.encoder == "cross_attention" and size in VIT_SIZES:
-        width = VIT_SIZES[size][0]
-        if width % p.encoder_heads:
-            raise ConfigError(f"part.encoder_heads {p.encoder_heads} must divide the {width}-wide embeddings of "
-                              f"{cfg.model.backbone}; choose a divisor of {width} (the published encoder uses 1)")
-    check_backbone(cfg.model.backbone)
-    if cfg.model.pretrained and not is_external(cfg.model.backbone):
-        raise ConfigError(f"model.pretrained applies to timm/<name> and torchvision/<name> backbones; "
-                          f"{cfg.model.backbone} starts from random weights (finetune a checkpoint with model.init_from)")
-    _choice(cfg.model.global_pool, POOLS, "model.global_pool")
-    if cfg.model.global_pool == "token" and not cfg.model.class_token:
-        raise ConfigError("model.global_pool=token needs model.class_token=true")
-    _choice(o.name, OPTIMIZERS, "optim.name")
-    _choice(o.schedule, SCHEDULES, "optim.schedule")
-    _choice(t.precision, PRECISIONS, "train.precision")
-    _choice(t.logger, LOGGERS, "train.logger")
-    signals = modality(cfg.model.backbone) == "signals"
+def _check_methods(cfg: Config) -> None:
+    """What a method needs of the other sections."""
+    m, p, signals = cfg.method, cfg.part, modality(cfg.model.backbone) == "signals"
     if m.name in PART_BOX_METHODS and not is_vit(cfg.model.backbone):
         raise ConfigError(f"method {m.name} needs a ViT backbone (model.backbone=vit_tiny, vit_small, vit_base, "
                           f"vit1d_tiny, vit1d_small or one of timm's ViTs, e.g. timm/vit_tiny_patch16_224), "
@@ -623,43 +619,40 @@ def validate(cfg: Config) -> None:
     if m.name in PART_BOX_METHODS and cfg.model.pos_embed and not (signals and p.pos_embed_mask > 0):
         raise ConfigError("PART pretrains without a position embedding; set model.pos_embed=false "
                           "(1-D only: a position embedding over time-sorted windows with part.pos_embed_mask > 0)")
-    if not 0 <= p.pos_embed_mask < 1:
-        raise ConfigError(f"part.pos_embed_mask must be in [0, 1), got {p.pos_embed_mask}")
     if m.name == "finetune" and not cfg.model.init_from and not cfg.finetune.scratch:
         raise ConfigError("method finetune needs model.init_from (a pretrained checkpoint); "
                           "use `spatialssl finetune --checkpoint RUN/last.ckpt` (or --scratch for random weights)")
     if cfg.finetune.scratch and cfg.model.init_from:
         raise ConfigError(f"finetune.scratch starts from random weights, model.init_from from "
                           f"{cfg.model.init_from}: choose one")
-    lo, hi = p.box_scale
-    if not 0 < lo <= hi:
-        raise ConfigError(f"part.box_scale must satisfy 0 < min <= max, got {p.box_scale}")
-    if p.num_pairs < 1:
-        raise ConfigError(f"part.num_pairs must be positive, got {p.num_pairs}")
-    if cfg.model.patch_size < 1:
-        raise ConfigError(f"model.patch_size must be positive, got {cfg.model.patch_size}")
-    if not 0 <= cfg.finetune.randaugment_magnitude <= 10:
-        raise ConfigError(f"finetune.randaugment_magnitude must be in 0..10, got {cfg.finetune.randaugment_magnitude}")
     if m.name in ("rr", "sr") and m.augmentations < 2:
         raise ConfigError(f"method.augmentations must be >= 2 for {m.name} (it pairs views), got {m.augmentations}")
     if m.name in SR_PATCH_METHODS and m.num_patches < 2:
         raise ConfigError(f"method.num_patches must be >= 2 for {m.name} (it pairs patches), got {m.num_patches}")
-    if m.patch_size < 1:
-        raise ConfigError(f"method.patch_size must be positive, got {m.patch_size}")
-    if t.batch_size < 2:
-        raise ConfigError(f"train.batch_size must be >= 2, got {t.batch_size}")
-    if t.epochs < 0:
-        raise ConfigError(f"train.epochs must be >= 0, got {t.epochs}")
-    _choice(cfg.data.labels, CIFAR100_LABELS, "data.labels")
-    _choice(cfg.data.resize, RESIZE_MODES, "data.resize")
-    lo, hi = cfg.augment.scale
-    if not 0 < lo <= hi <= 1:
-        raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
-    for n in cfg.eval.patches:
-        if n not in EVAL_PATCH_COUNTS:
-            raise ConfigError(f"eval.patches may hold {', '.join(map(str, EVAL_PATCH_COUNTS))}, got {n}")
     channels = cfg.data.channels or 3
     for name in ("mean", "std"):
         value = getattr(cfg.data, name)
         if value is not None and cfg.data.channels is not None and len(value) != channels and not signals:
             raise ConfigError(f"data.{name} needs {channels} values (one per channel: data.channels), got {value}")
+
+
+def validate(cfg: Config) -> None:
+    """Checks that need no data; geometry checks against the images happen at sampler build. The ranges
+    and choices are the fields' declarations; what follows are the rules that join several options."""
+    o = cfg.optim
+    _check_declared(cfg)
+    _require(o.name != "sgd" or o.betas == OptimConfig().betas, "optim.betas",
+             "left at its default with optim.name=sgd (betas are Adam's; SGD's momentum is 0.9)", o.betas)
+    _require(DEVICE.fullmatch(cfg.train.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps",
+             cfg.train.device)
+    lo, hi = cfg.part.box_scale
+    if not 0 < lo <= hi:
+        raise ConfigError(f"part.box_scale must satisfy 0 < min <= max, got {cfg.part.box_scale}")
+    lo, hi = cfg.augment.scale
+    if not 0 < lo <= hi <= 1:
+        raise ConfigError(f"augment.scale must satisfy 0 < min <= max <= 1, got {cfg.augment.scale}")
+    _check_data_and_signal(cfg)
+    _check_model(cfg)
+    _check_baselines(cfg)
+    _check_detect(cfg)
+    _check_methods(cfg)

@@ -1,6 +1,7 @@
 """Settings that would quietly spoil a run, caught before it starts: a warm-up as long as the
-run, a recipe's normalisation applied to other data, DeiT-style regularisation on a run too
-short for it. Each is corrected or pointed out in one line (errors.warn)."""
+run, a recipe's normalisation applied to other data (measured there instead, and said once),
+DeiT-style regularisation on a run too short for it. Each is corrected or pointed out in one line
+(errors.warn)."""
 from __future__ import annotations
 
 import dataclasses
@@ -40,21 +41,21 @@ def warn_about_ema(decay: float, total_steps: int) -> None:
 
 
 def choose_statistics(cfg, data) -> tuple:
-    """(cfg with data.mean/std set, a note saying which). Given statistics belong to
-    ``data.dataset`` when it is named (as the recipes do): on another data set they are
-    measured on its training images instead. With ``data.dataset`` unset they always apply."""
+    """(cfg with data.mean/std set, a note saying which, shown once). Given statistics apply to the data
+    set they are of (``data.statistics_of``: a recipe's ``data.dataset``), or to any data when they are the
+    user's own (null); on other data, and when none are given, they are measured on its training images,
+    quietly: that is the default, not a mistake."""
     d = cfg.data
     layout: Optional[str] = getattr(data, "layout", None) or None  # None: data built in memory
-    mismatch = d.dataset is not None and layout is not None and layout != d.dataset
-    if d.mean is not None and d.std is not None and not mismatch:
-        whose = f"given for {d.dataset}" if d.dataset else "given (data.mean/std)"
+    given = d.mean is not None and d.std is not None
+    if given and d.statistics_of in (None, layout):
+        whose = f"given for {d.statistics_of}" if d.statistics_of else "given (data.mean/std)"
         return cfg, f"normalising with the statistics {whose}: mean {_short(d.mean)}, std {_short(d.std)}"
     mean, std = data.mean_std()
-    if mismatch and d.mean is not None:
-        warn(f"data.mean/std are given for {d.dataset} (data.dataset) but {data.source} is a {layout} data set; "
-             f"using statistics measured on its training images instead (data.dataset=null keeps the given ones)")
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, mean=mean, std=std))
-    return cfg, f"normalising with statistics measured on {data.source}: mean {_short(mean)}, std {_short(std)}"
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(d, mean=mean, std=std, statistics_of=layout))
+    instead = f", not the recipe's for {d.statistics_of}" if given else ""
+    return cfg, (f"normalising with statistics measured on {data.source}{instead}: mean {_short(mean)}, "
+                 f"std {_short(std)} (data.mean/data.std set them)")
 
 
 def _short(values) -> str:
