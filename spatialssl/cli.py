@@ -225,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "detectron2 ViTDet's train.init_checkpoint, with the command that finetunes it")
     exp.add_argument("--push", metavar="REPO_ID", help="with --format hf: upload the folder to the Hub as REPO_ID "
                                                        "(needs huggingface_hub and a login)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
     listing = "every config option (section.key) with its default, range or choices and meaning"
     opts = commands.add_parser("options", help=listing, description=f"{listing}, from the declarations the "
@@ -333,7 +334,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "export":
         from .commands.export import export
 
-        described = export(args.checkpoint, args.out, args.format, args.push)
+        described = export(args.checkpoint, args.out, args.format, args.push, args.overwrite)
         if args.format is None:
             print(f"wrote {described['path']}; load it into {described['class']}(**{described['kwargs']})")
         else:

@@ -1,8 +1,12 @@
 """export --format timm | torchvision | hf: folders that timm, torchvision and the Hugging Face Hub load as they are."""
 import json
 
+import numpy as np
 import pytest
 import torch
+from conftest import random_images
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from spatialssl import load_backbone
 from spatialssl.cli import main
@@ -10,6 +14,7 @@ from spatialssl.commands.export import export
 from spatialssl.commands.finetune import finetune_config
 from spatialssl.data import make_demo_images
 from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
 from spatialssl.engine.train import pretrain
 from spatialssl.errors import DataError
 from spatialssl.models import embed
@@ -54,10 +59,9 @@ def test_timm_format_loads_in_timm_create_model(which, request, tmp_path, capsys
     checkpoint = request.getfixturevalue(which)
     snippet = exported(capsys, checkpoint, tmp_path / "vit", "timm")
     config = json.loads((tmp_path / "vit" / "config.json").read_text())
-    assert config["architecture"] == "vit_tiny_patch16_224" and config["num_features"] == 192
-    weights = dict(file=str(tmp_path / "vit" / "model.safetensors"), num_classes=config["num_classes"])  # else
-    # timm drops a head whose classes differ from the architecture's ImageNet 1000
-    by_name = timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=weights,
+    assert config["architecture"] == "vit_tiny_patch16_224.spatialssl" and config["num_features"] == 192
+    weights = dict(config["pretrained_cfg"], file=str(tmp_path / "vit" / "model.safetensors"))
+    by_name = timm.create_model(config["architecture"], pretrained=True, pretrained_cfg=weights,
                                 **config["model_args"]).eval()
     ours, _ = load_backbone(checkpoint)
     x = torch.randn(2, 3, 32, 32)
@@ -147,3 +151,79 @@ def test_push_without_network_or_login_is_one_line_and_keeps_the_folder(part_run
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pushing" in err and "me/vit failed (Failed to resolve 'huggingface.co')" in err
     assert f"huggingface-cli upload me/vit {out}" in err and (out / "model.safetensors").is_file()
+
+
+def test_timm_builds_exactly_our_vit_from_the_config_and_refuses_its_name_alone(part_run, tmp_path, timm):
+    folder = tmp_path / "vit"
+    export(part_run, folder, "timm")
+    config = json.loads((folder / "config.json").read_text())
+    ours, _ = load_backbone(part_run)
+    theirs = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
+    assert len(theirs.blocks) == len(ours.blocks) == 2 and theirs.patch_embed.patch_size == (4, 4)
+    assert theirs.pos_embed is None and theirs.cls_token is None
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(theirs.forward_head(theirs.forward_features(x), pre_logits=True), embed(ours.eval(), x),
+                              atol=1e-6)
+    # The name without model_args would build timm's stock ViT (12 blocks, patch 16, 224 px, a position
+    # embedding) and load our weights into what fits of it; with num_classes=0 (no head to compare) timm even
+    # loads it non-strictly. Both must fail, not build another model.
+    weights = dict(file=str(folder / "model.safetensors"))
+    for extra in ({}, {"num_classes": 0}):
+        with pytest.raises(RuntimeError, match="Invalid pretrained tag .spatialssl. for vit_tiny_patch16_224"):
+            timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=weights, **extra)
+
+
+def strip_data_record(checkpoint, out):
+    """A copy of ``checkpoint`` as spatialssl wrote it before checkpoints recorded the data a run read."""
+    with safe_open(str(checkpoint), framework="pt") as f:
+        info = json.loads(f.metadata()["spatialssl"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    del info["data"]
+    out.parent.mkdir(parents=True)
+    save_file(tensors, str(out), metadata={"spatialssl": json.dumps(info)})
+    return out
+
+
+def test_hf_card_describes_the_data_the_run_read_and_its_results_not_its_recipe(tmp_path, capsys):
+    data = tmp_path / "my_shapes.npz"
+    np.savez(data, train_images=random_images(24, 32, seed=1), train_labels=np.arange(24) % 2,
+             test_images=random_images(16, 32, seed=2), test_labels=np.arange(16) % 2)
+    cfg = load_config("recipes/rr_cifar10.yaml", ["model.backbone=resnet8", "train.epochs=2", "train.batch_size=8",
+                                                  "train.knn_monitor=8", f"data.path={data}"])
+    assert cfg.data.dataset == "cifar10"  # what the recipe was written for, not what this run reads
+    last = pretrain(cfg, tmp_path / "run", progress=False)
+    assert main(["linear-eval", "--checkpoint", str(last), "--data", str(data), "--epochs", "2"]) == 0
+    assert main(["export", "--checkpoint", str(last), "--out", str(tmp_path / "hf"), "--format", "hf"]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    final = read_metrics(tmp_path / "run")[-1]
+    assert "for **2 epochs**" in card and "on **my_shapes.npz** (an .npz file: 24 training images of 32x32" in card
+    first = read_metrics(tmp_path / "run")[0]
+    assert f"loss: {float(final['loss']):.4g} after epoch 2 (from {float(first['loss']):.4g} after epoch 1)" in card
+    assert f"kNN monitor accuracy after epoch 2: {float(final['knn_acc']):.4f} (k=" in card
+    assert "Linear evaluation on my_shapes.npz: test accuracy" in card and "(`linear_eval-my_shapes.json`)" in card
+    assert "cifar10" not in card.lower() and "cifar-10" not in card.lower() and str(tmp_path) not in card
+    described = json.loads((tmp_path / "hf" / "config.json").read_text())["spatialssl"]
+    assert described["data"] == {"layout": "npz", "name": "my_shapes.npz", "examples": 24, "input_size": [32, 32]}
+    assert str(tmp_path) not in json.dumps(described)
+
+    old = strip_data_record(last, tmp_path / "moved" / "last.ckpt")  # and away from its metrics.csv
+    export(old, tmp_path / "old", "hf")
+    card = (tmp_path / "old" / "README.md").read_text()
+    assert "on **my_shapes.npz** (split `train`; the config's `data.path`: this checkpoint is older" in card
+    assert "cifar10" not in card.lower() and f"{float(final['loss']):.4g} after epoch 2" in card  # its own metrics
+
+
+@pytest.mark.parametrize("format", [None, "hf"])
+def test_export_keeps_what_is_at_out_unless_overwrite(format, part_run, tmp_path, capsys):
+    out = tmp_path / ("vit.safetensors" if format is None else "hf")
+    command = ["export", "--checkpoint", str(part_run), "--out", str(out), *(["--format", format] if format else [])]
+    assert main(command) == 0
+    capsys.readouterr()
+    assert main(command) == 2
+    assert f"--out {out} already exists; pass --overwrite to replace it" in capsys.readouterr().err
+    if format is None:  # the description beside it counts as much as the weights
+        out.unlink()
+        assert main(command) == 2
+        assert f"--out {out.with_suffix('.json')} already exists" in capsys.readouterr().err
+    assert main([*command, "--overwrite"]) == 0 and out.exists()

@@ -5,14 +5,17 @@ keys) loads with ``load_state_dict``, and a sibling ``.json`` naming that constr
 With ``--format``, a folder of ``model.safetensors`` and ``config.json``: ``timm`` follows timm's conventions
 (``timm.create_model("local-dir:DIR", pretrained=True)``), ``torchvision`` is a state dict torchvision's ResNet
 loads, ``hf`` adds a model card for the Hugging Face Hub (``--push`` uploads it). Every description holds the
-run's config, so ``spatialssl.load_backbone`` reads these exports as it reads a checkpoint. ``detectron2`` is a
-folder of ``vitdet_init.pth``, the ViT (and a detection run's pyramid) under detectron2 ViTDet's keys for its
-``train.init_checkpoint``, and a config.json with the LazyConfig overrides that fit it; not a spatialssl backbone,
-so ``load_backbone`` takes the checkpoint it came from instead.
+run's config, so ``spatialssl.load_backbone`` reads these exports as it reads a checkpoint, and the data the run
+read and the results beside its checkpoint (metrics.csv, linear-evaluation and finetuning reports), so the model
+card describes the run, not its recipe. ``detectron2`` is a folder of ``vitdet_init.pth``, the ViT (and a
+detection run's pyramid) under detectron2 ViTDet's keys for its ``train.init_checkpoint``, and a config.json with
+the LazyConfig overrides that fit it; not a spatialssl backbone, so ``load_backbone`` takes the checkpoint it came
+from instead.
 """
 from __future__ import annotations
 
 import copy
+import csv
 import json
 from pathlib import Path
 from typing import Optional
@@ -22,13 +25,19 @@ import torch
 from ..detection import detectron2
 from ..engine import build, checkpoint
 from ..engine.runfolder import check_writable
+from ..engine.runlog import read_metrics
 from ..errors import ConfigError, DataError, first_line
-from ..files import atomic_write, write_or_explain
+from ..files import atomic_write, refuse_to_replace, write_or_explain
 from ..models import VisionTransformer, VisionTransformer1D
 from .card import model_card
 
 FORMATS = ("timm", "torchvision", "hf", "detectron2")
 TORCHVISION_RESNETS = ("resnet18", "resnet34")  # ours with the ImageNet stem are torchvision's (and timm's)
+# The pretrained tag of our timm architectures ("vit_tiny_patch16_224.spatialssl"). timm builds the architecture
+# and ignores the tag where config.json is read (local-dir:, hf-hub:), with its model_args; the bare name, without
+# them, would build timm's stock model (patch 16, 224 px, a position embedding) and load our weights into it with a
+# log line. timm knows no such tag, so that call fails instead.
+TIMM_TAG = "spatialssl"
 
 
 def timm_constructor(backbone) -> dict:
@@ -73,15 +82,72 @@ def built_by(backbone, cfg) -> dict:
 
 
 def describe(backbone, cfg, info: dict, path) -> dict:
-    """What an export says about itself: the constructor, where it came from, its inputs, and the run's config."""
+    """What an export says about itself: the constructor, where it came from, its inputs, the data the run read
+    (None for checkpoints older than that record), its results and the run's config."""
     return {**timm_constructor(backbone), "backbone": cfg.model.backbone, "source": str(path), "epoch": info["epoch"],
-            "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info), "config": cfg.to_dict()}
+            "mean": cfg.data.mean, "std": cfg.data.std, **checkpoint.weights_record(info), "data": info.get("data"),
+            "results": run_results(path, info), "config": cfg.to_dict()}
 
 
-def export(path, out, format: Optional[str] = None, push: Optional[str] = None) -> dict:
+def run_results(path, info: dict) -> dict:
+    """What the run folder of checkpoint ``path`` measured, where it exists: the loss of the first and the last
+    epoch and the last kNN monitor, up to the checkpoint's epoch (metrics.csv, else the checkpoint's own metrics),
+    ``linear_eval-*.json`` and ``finetune.json``; data named, never a path."""
+    folder = checkpoint.run_checkpoint(path).parent
+    results = {}
+    rows = _epoch_rows(folder, info)
+    losses = [(int(row["epoch"]), float(row["loss"])) for row in rows if _present(row.get("loss"))]
+    if losses:
+        results["loss"] = {"epoch": losses[-1][0], "final": losses[-1][1]}
+        if len(losses) > 1:
+            results["loss"].update(first_epoch=losses[0][0], first=losses[0][1])
+    monitored = [row for row in rows if _present(row.get("knn_acc"))]
+    if monitored:
+        last = monitored[-1]
+        results["knn"] = {"accuracy": float(last["knn_acc"]), "k": int(last["knn_k"]), "epoch": int(last["epoch"])}
+    linear = [{"report": report.name, "data": _name(r["data"]), "knn": r.get("knn"),
+               "test_acc": {n: scores["test_acc"] for n, scores in r["linear"].items()}}
+              for report in sorted(folder.glob("linear_eval-*.json")) for r in [_json(report)]
+              if isinstance(r, dict) and "data" in r and isinstance(r.get("linear"), dict)]
+    if linear:
+        results["linear_eval"] = linear
+    finetuned = _json(folder / "finetune.json")
+    if isinstance(finetuned, dict) and "test_acc" in finetuned:
+        results["finetune"] = {"data": _name(finetuned.get("data")),
+                               **{k: finetuned.get(k) for k in ("test_acc", "macro_f1", "kappa")}}
+    return results
+
+
+def _epoch_rows(folder: Path, info: dict) -> list:
+    """metrics.csv's rows up to the checkpoint's epoch; the checkpoint's own metrics without one."""
+    try:
+        return [row for row in read_metrics(folder) if int(row["epoch"]) <= info["epoch"]]
+    except (OSError, ValueError, KeyError, csv.Error):  # a checkpoint moved out of its run, or a damaged log
+        own = info.get("metrics") or {}
+        return [{"epoch": info["epoch"], **own}] if own else []
+
+
+def _present(value) -> bool:
+    return value is not None and value != ""  # an empty csv cell: not measured that epoch
+
+
+def _name(path) -> Optional[str]:
+    """A report's data, by name: reports write data given in memory as "None"."""
+    return Path(path).name if path not in (None, "None") else None
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def export(path, out, format: Optional[str] = None, push: Optional[str] = None, overwrite: bool = False) -> dict:
     """Write the backbone of checkpoint ``path`` to ``out``: the weights' moving average when the run kept
     one (``train.ema``, said in ``weights``). Without ``format`` a .safetensors file with a sibling .json; with
-    one of FORMATS a folder. Returns the description, with ``path`` and a ``snippet`` that loads it."""
+    one of FORMATS a folder. Output already at ``out`` is refused unless ``overwrite``. Returns the description,
+    with ``path`` and a ``snippet`` that loads it."""
     if format is not None and format not in FORMATS:
         raise ConfigError(f"--format '{format}' is unknown; choose one of {', '.join(FORMATS)}")
     if push and format != "hf":
@@ -91,6 +157,8 @@ def export(path, out, format: Optional[str] = None, push: Optional[str] = None) 
         out = out.with_suffix(".safetensors")
     elif out.suffix in (".safetensors", ".pth"):
         raise ConfigError(f"--format {format} writes a folder (with a config.json); give --out a folder name")
+    for target in (out, out.with_suffix(".json")) if format is None else (out,):
+        refuse_to_replace(target, overwrite)
     tensors, info = checkpoint.read_checkpoint(path)
     backbone, cfg = build.backbone_from(tensors, info, path)
     if format == "detectron2":  # before the folder is made: a refused export leaves nothing behind
@@ -182,24 +250,26 @@ def export_detectron2(backbone, cfg, described: dict, weights: dict, folder: Pat
 
 def without_local_paths(described: dict) -> dict:
     """``described`` for a public repository: the checkpoint's, the data's and model.init_from's paths cut to
-    their names (nothing that builds the backbone needs them)."""
+    their names, the data's source (a path) left out (nothing that builds the backbone needs them)."""
     config = copy.deepcopy(described["config"])
     for section, key in (("data", "path"), ("model", "init_from")):
         if config[section][key]:
             config[section][key] = Path(config[section][key]).name
-    return {**described, "source": Path(described["source"]).name, "config": config}
+    data = described["data"] and {k: v for k, v in described["data"].items() if k != "source"}
+    return {**described, "source": Path(described["source"]).name, "data": data, "config": config}
 
 
 def timm_config(backbone, cfg, described: dict, architecture: str, kwargs: dict) -> dict:
-    """timm's config.json (as ``timm.models.push_to_hf_hub`` writes it): the architecture and the arguments
-    that rebuild this backbone, and a pretrained_cfg with its input size and our normalisation. ``spatialssl``
-    holds our description."""
+    """timm's config.json (as ``timm.models.push_to_hf_hub`` writes it): the architecture (with TIMM_TAG) and
+    the arguments that rebuild this backbone, and a pretrained_cfg with its input size and our normalisation.
+    ``spatialssl`` holds our description."""
     classes = build.classes_of(backbone.state_dict())
     pretrained_cfg = {"input_size": [cfg.model.in_chans, *cfg.model.input_size], "interpolation": "bilinear",
                       "crop_pct": 1.0, "mean": cfg.data.mean, "std": cfg.data.std, "num_classes": classes,
                       **timm_layers(backbone)}
-    return {"architecture": architecture, "num_classes": classes, "num_features": backbone.num_features,
-            "model_args": kwargs, "pretrained_cfg": pretrained_cfg, "spatialssl": described}
+    return {"architecture": f"{architecture}.{TIMM_TAG}", "num_classes": classes,
+            "num_features": backbone.num_features, "model_args": kwargs, "pretrained_cfg": pretrained_cfg,
+            "spatialssl": described}
 
 
 def timm_layers(backbone) -> dict:

@@ -2,7 +2,8 @@
 
 ``last.ckpt`` (safetensors) holds the method's weights (``method.*``), the optimiser state
 (``optimizer.*``) and the data-order generator (``rng.order``); its metadata holds the config,
-the epoch and the optimiser's hyper-parameters, so it alone resumes a run. With ``train.ema``
+the epoch and the optimiser's hyper-parameters, so it alone resumes a run, and what data it read
+(``data_record``, for exports' model cards; older checkpoints have none). With ``train.ema``
 it also holds the moving average of the method's weights (``ema.*``, the same keys), and
 evaluation, export and finetuning read those (metadata ``"weights": "ema"`` and the decay).
 ``last.json`` is the same metadata for people. ``backbone.safetensors`` is the backbone that
@@ -50,7 +51,8 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
 
 def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
                     generators: dict, config: dict, epoch: int, metrics: dict, ema: Optional[WeightEMA] = None,
-                    scaler: Optional[torch.amp.GradScaler] = None) -> Path:
+                    scaler: Optional[torch.amp.GradScaler] = None, data: Optional[dict] = None) -> Path:
+    """``data``: ``data_record`` of the training data, what exports say the run was trained on."""
     out_dir = Path(out_dir)
     tensors = {f"{LIVE}{k}": v for k, v in method.state_dict().items()}
     averaging = {}
@@ -63,7 +65,8 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
         tensors.update(optimizer_tensors)
     for name, generator in generators.items():
         tensors[f"rng.{name}"] = generator.get_state()
-    info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging}
+    info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging,
+            **({"data": data} if data else {})}
     resumption = {"param_groups": param_groups, **({"grad_scaler": scaler.state_dict()} if scaler else {})}
     metadata = {"spatialssl": json.dumps({**info, **resumption})}
     path = out_dir / "last.ckpt"
@@ -119,6 +122,16 @@ def _write_or_explain(path: Path, write) -> None:
                                   f"{path.parent} and continue with --resume")
 
 
+def data_record(data, cfg) -> dict:
+    """What a run read, which its config alone cannot say (a recipe's ``data.dataset`` names the data it was
+    written for): the layout the reader detected, the data's name (``data.path``'s last part, never the whole
+    path), its source, and how many training examples of which size."""
+    layout = getattr(data, "layout", None)  # "": images built in memory; None: signals, which have no layouts
+    name = Path(cfg.data.path).name if cfg.data.path and layout != "" else None
+    return {"layout": layout or None, "name": name, "source": data.source, "examples": len(data),
+            "input_size": list(data.input_size)}
+
+
 def run_checkpoint(path) -> Path:
     """The checkpoint ``path`` names: a run folder names its ``last.ckpt``, so ``--checkpoint RUN`` works."""
     path = Path(path)
@@ -146,7 +159,7 @@ def read_checkpoint(path) -> tuple:
 
 # What every checkpoint's metadata holds (required) and may hold, with the type each must have.
 REQUIRED = {"epoch": int, "config": dict}
-OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float, "grad_scaler": dict}
+OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float, "grad_scaler": dict, "data": dict}
 
 
 def _checked_info(path: Path, metadata: str) -> dict:

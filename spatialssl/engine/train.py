@@ -104,7 +104,8 @@ class Run:
     def train(self, stop_after_epoch: Optional[int] = None) -> Path:
         if not self.method.trains:
             if self.ranks.main:
-                checkpoint.save_checkpoint(self.out_dir, self.method, None, self.generators, self.cfg.to_dict(), 0, {})
+                checkpoint.save_checkpoint(self.out_dir, self.method, None, self.generators, self.cfg.to_dict(), 0, {},
+                                           data=checkpoint.data_record(self.train_set, self.cfg))
             return self.last
         self.log = RunLog(self.out_dir, self.cfg.to_dict()) if self.ranks.main else None
         try:
@@ -118,7 +119,7 @@ class Run:
                 self.log.close()
         if self.ranks.main and not self.last.exists():  # zero epochs asked: still leave a usable checkpoint
             checkpoint.save_checkpoint(self.out_dir, self.method, self.optimizer, self.generators, self.cfg.to_dict(),
-                                       0, {}, self.ema)
+                                       0, {}, self.ema, data=checkpoint.data_record(self.train_set, self.cfg))
         self.ranks.barrier()
         return self.last
 
@@ -311,7 +312,7 @@ def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
             evaluated = (run.method if run.ema is None else run.ema.module).backbone
             summary["knn_acc"], summary["knn_k"] = monitor_knn(evaluated, run.monitor, cfg, run.device)
         checkpoint.save_checkpoint(run.out_dir, run.method, run.optimizer, run.generators, cfg.to_dict(), epoch + 1,
-                                   summary, run.ema, run.scaler)
+                                   summary, run.ema, run.scaler, data=checkpoint.data_record(run.train_set, cfg))
         run.log.write(epoch + 1, summary)
     run.progress.end_epoch(summary)
     run.ranks.barrier()
