@@ -288,6 +288,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"checkpoint: {path}")
     elif args.command == "linear-eval":
         from .commands.linear_eval import evaluate_checkpoint, format_results, write_report
+        from .engine.distributed import writes
 
         overrides = list(args.overrides)
         if args.epochs is not None:
@@ -296,6 +297,8 @@ def run(args: argparse.Namespace) -> None:
             overrides.append("eval.affine_augment=true")
         results = evaluate_checkpoint(args.checkpoint, args.data, overrides, args.patches, args.report,
                                       args.overwrite)
+        if not writes():  # under torchrun: rank 0 reports
+            return
         print(format_results({Path(args.checkpoint).parent.name or "model": results}), flush=True)
         for n, r in results["linear"].items():
             print(f"linear probe with {n} patch features: macro-F1 {r.macro_f1:.3f}, Cohen's kappa {r.kappa:.3f}",

@@ -22,7 +22,10 @@ class MissingSplit(DataError):
 
     def __init__(self, what: str, advice: str):
         super().__init__(f"{what}; {advice}")
-        self.what = what
+        self.what, self.advice = what, advice
+
+    def __reduce__(self):  # one process of a torchrun job hands it to the others (data.stream's listing)
+        return MissingSplit, (self.what, self.advice)
 
 
 class TrainingDiverged(SpatialSSLError):

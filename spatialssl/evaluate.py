@@ -6,27 +6,37 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from . import augment
+from .data.stream import in_batches
 from .metrics import classification_report
 from .models import embed
 from .samplers import grid_patches
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+def extract_features(backbone: nn.Module, images, mean: Sequence[float], std: Sequence[float],
                      num_patches: int = 0, patch_size: int = 16, batch_size: int = 256,
-                     device: str = "cpu", augment_generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """N x (1 + num_patches) x D features: the whole image, then the evaluation patches in
+                     device: str = "cpu", augment_generator: Optional[torch.Generator] = None,
+                     shard: bool = False) -> torch.Tensor:
+    """N x (1 + num_patches) x D features of ``images`` (a uint8 tensor, or a data set: an ImageSet, a
+    SignalSet or an ImageStream, read a batch at a time): the whole image, then the evaluation patches in
     the paper's grid order. The backbone runs in eval mode. With ``augment_generator`` each
-    image is randomly affine-transformed first (the paper's Fig. 4 evaluation)."""
+    image is randomly affine-transformed first (the paper's Fig. 4 evaluation). With ``shard``, called by
+    every process of a torch.distributed group, each extracts (and reads) its contiguous share and all
+    receive the whole, in order."""
+    world, rank = (dist.get_world_size(), dist.get_rank()) if shard else (1, 0)
+    if len(images) < world:  # shares that could be empty: too few to be worth dividing
+        world, rank = 1, 0
+    start, stop = rank * len(images) // world, (rank + 1) * len(images) // world
     was_training = backbone.training
     backbone.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device, non_blocking=True)
+    for x in in_batches(images, batch_size, torch.device(device).type == "cuda", start, stop):
+        x = x.to(device, non_blocking=True)
         if x.ndim == 3:  # signals (B x C x T): already normalised epochs, no patches
             out.append(embed(backbone, x)[:, None].float().cpu())
             continue
@@ -40,7 +50,19 @@ def extract_features(backbone: nn.Module, images: torch.Tensor, mean: Sequence[f
             parts += list(embed(backbone, patches.flatten(0, 1)).view(num_patches, len(x), -1))
         out.append(torch.stack(parts, dim=1).float().cpu())
     backbone.train(was_training)
-    return torch.cat(out)
+    features = torch.cat(out)
+    return features if world == 1 else gathered(features, len(images), world, device)
+
+
+def gathered(share: torch.Tensor, total: int, world: int, device: str) -> torch.Tensor:
+    """The contiguous shares of ``total`` rows (``extract_features``'s) of all ``world`` processes, in rank
+    order: padded to the largest share for all_gather, on ``device`` (NCCL gathers GPU tensors)."""
+    sizes = [(r + 1) * total // world - r * total // world for r in range(world)]
+    padded = share.new_zeros(max(sizes), *share.shape[1:]).to(device)
+    padded[:len(share)] = share.to(device)
+    shares = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(shares, padded)
+    return torch.cat([part[:size] for part, size in zip(shares, sizes)]).cpu()
 
 
 def knn_neighbours(train_size: int, k: Optional[int] = None) -> int:
@@ -120,20 +142,22 @@ def train_linear_probe(train_features: Sequence[torch.Tensor], train_labels: tor
     return ProbeResult(report["accuracy"], train_acc, report["macro_f1"], report["kappa"])
 
 
-def linear_evaluation(backbone: nn.Module, train_images: torch.Tensor, train_labels: torch.Tensor,
-                      test_images: torch.Tensor, test_labels: torch.Tensor, num_classes: int,
+def linear_evaluation(backbone: nn.Module, train_images, train_labels: torch.Tensor,
+                      test_images, test_labels: torch.Tensor, num_classes: int,
                       mean: Sequence[float], std: Sequence[float], patch_size: int,
                       patch_counts: Sequence[int] = (0, 1, 3, 5, 7, 9), epochs: int = 100, lr: float = 1e-3,
                       batch_size: int = 128, affine_augment: bool = False, augment_copies: int = 10,
                       knn_k: Optional[int] = None, seed: int = 0, device: str = "cpu",
-                      standardize: bool = True) -> dict:
-    """The paper's protocol: features extracted once (patch features for the largest count,
+                      standardize: bool = True, shard: bool = False) -> dict:
+    """The paper's protocol on ``train_images``/``test_images`` (uint8 tensors or data sets, as
+    ``extract_features`` reads them): features extracted once (patch features for the largest count,
     so smaller counts are prefixes), one linear probe per patch count (on standardised
     features unless ``standardize`` is off), top-1 on the test split.
-    Returns {"knn": acc, "knn_k": k, "linear": {n: ProbeResult}}."""
+    ``shard``: every process of a torch.distributed group extracts its share (``extract_features``); all
+    then train the same probes. Returns {"knn": acc, "knn_k": k, "linear": {n: ProbeResult}}."""
     most = max(patch_counts)
     backbone = backbone.to(device)
-    extract = dict(mean=mean, std=std, num_patches=most, patch_size=patch_size, device=device)
+    extract = dict(mean=mean, std=std, num_patches=most, patch_size=patch_size, device=device, shard=shard)
     train = extract_features(backbone, train_images, **extract)
     test = extract_features(backbone, test_images, **extract)
     augmented = []

@@ -79,7 +79,7 @@ def test_npz_in_both_layouts(tmp_path, images32, labels20):
         load_images(tmp_path / "hwc.npz", "test")
 
 
-def test_decoded_folders_are_cached_by_content(tmp_path, images32, labels20, monkeypatch):
+def test_decoded_folders_are_cached_by_name_size_and_modification_time(tmp_path, images32, labels20, monkeypatch):
     write_class_folders(tmp_path, images32, labels20)
     first = load_images(tmp_path)
     calls = []
@@ -90,6 +90,50 @@ def test_decoded_folders_are_cached_by_content(tmp_path, images32, labels20, mon
     Image.fromarray(255 - images32[0]).save(tmp_path / "class0" / "0000.png")  # same name, new content
     changed = load_images(tmp_path)
     assert len(calls) == 20 and torch.equal(changed.images[0], as_nchw(255 - images32[:1])[0])
+
+
+def test_a_cached_folder_is_mapped_from_the_cache_not_copied(tmp_path, images32, labels20):
+    write_class_folders(tmp_path, images32, labels20)
+    load_images(tmp_path)
+    (cache_file,) = _cached_files(tmp_path)
+    again = load_images(tmp_path).images
+    assert mapped_from(again, cache_file)  # the file's pages (copy on write), shared by every process mapping it
+    assert torch.equal(again, torch.from_numpy(np.load(cache_file)))
+    os.utime(tmp_path / "class0" / "0000.png", ns=(1, 1))  # same bytes, another modification time: a new key
+    load_images(tmp_path)
+    assert len(_cached_files(tmp_path)) == 2
+
+
+def mapped_from(tensor: torch.Tensor, path) -> bool:
+    """Whether ``tensor``'s memory lies in a mapping of the file ``path`` (Linux's /proc/self/maps)."""
+    for line in open("/proc/self/maps"):
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].strip() == str(path):
+            start, end = (int(address, 16) for address in fields[0].split("-"))
+            if start <= tensor.data_ptr() < end:
+                return True
+    return False
+
+
+def _load_and_count(folder: str, counts: str) -> None:
+    real = decode._decode
+    decode._decode = lambda *a: (open(counts, "a").write("x"), real(*a))[1]
+    load_images(folder)
+
+
+def test_processes_starting_together_decode_a_folder_once(tmp_path, images32, labels20):
+    import multiprocessing
+
+    write_class_folders(tmp_path / "data", images32, labels20)
+    counts = tmp_path / "decoded"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_load_and_count, args=(str(tmp_path / "data"), str(counts))) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    assert len(counts.read_text()) == 20 and len(_cached_files(tmp_path / "data")) == 1  # one decoded, two mapped
 
 
 def test_resize_option_makes_mixed_sizes_usable(tmp_path, images32, labels20):
@@ -245,7 +289,7 @@ def test_cifar_metadata_without_names_gives_one_data_error(tmp_path, images32, l
 
 
 def _cached_files(root):
-    return sorted((root / ".spatialssl-cache").glob("images-*.npz"))
+    return sorted((root / ".spatialssl-cache").glob("images-*.npy"))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign", "wrong_shape"])
@@ -261,7 +305,7 @@ def test_a_damaged_decode_cache_is_ignored_with_a_warning(tmp_path, images32, la
         cache_file.write_text("not a cache at all")
     else:
         with open(cache_file, "wb") as f:
-            np.savez(f, images=np.zeros((3, 8, 8), dtype=np.float32))
+            np.save(f, np.zeros((3, 8, 8), dtype=np.float32))
     with pytest.warns(SpatialSSLWarning, match=f"decode cache {cache_file}"):
         again = load_images(tmp_path)
     assert torch.equal(first.images, again.images)
@@ -272,11 +316,11 @@ def test_a_failed_cache_write_warns_and_keeps_the_decoded_images(tmp_path, image
 
     from spatialssl.errors import SpatialSSLWarning
 
-    def disk_full(path, **arrays):
+    def disk_full(path, array):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
     write_class_folders(tmp_path, images32, labels20)
-    monkeypatch.setattr(decode, "save_npz_atomic", disk_full)
+    monkeypatch.setattr(decode, "save_npy_atomic", disk_full)
     with pytest.warns(SpatialSSLWarning, match="cannot write the decode cache .*No space left on device"):
         images = load_images(tmp_path)
     assert torch.equal(images.images, load_images(tmp_path, cache=False).images) and _cached_files(tmp_path) == []

@@ -156,20 +156,26 @@ def test_a_stream_keeps_its_worker_processes_across_epochs(tmp_path):
     from spatialssl.data.stream import stream_images
 
     folder = write_class_folders(tmp_path / "data", random_images(12, 16, seed=3), np.arange(12) % 2)
-    stream = stream_images(folder, "train", 16)
+    stream = stream_images(folder, "train", 16, workers=1)
     orders = ([*range(12)], [*range(12)][::-1])
-    epochs = [[y.tolist() for _, y in stream.batches(order, 4, 1, False)] for order in orders]
+    epochs = [[index.tolist() for _, index in stream.batches(order, 4, False)] for order in orders]
     loader = stream._loader[2]
     assert loader.persistent_workers and loader._iterator is not None  # one set of workers, kept
-    labels = stream.labels.tolist()
     for order, batches in zip(orders, epochs):  # each epoch in its own order
-        assert batches == [[labels[i] for i in order[k:k + 4]] for k in (0, 4, 8)]
-    list(stream.batches([*range(8)], 4, 1, False))
+        assert batches == [order[k:k + 4] for k in (0, 4, 8)]
+    list(stream.batches([*range(8)], 4, False))
     assert stream._loader[2] is loader  # the next epoch reuses it
 
 
-def test_streaming_workers_are_shared_among_the_processes_of_a_machine(monkeypatch):
-    monkeypatch.setattr(train.os, "cpu_count", lambda: 16)
+def test_streaming_workers_are_the_usable_cpus_shared_among_the_processes_of_a_machine(monkeypatch, tmp_path):
+    from spatialssl.data import stream
+
+    monkeypatch.setattr(stream.os, "sched_getaffinity", lambda pid: set(range(16)))  # taskset / Slurm's binding
+    monkeypatch.setattr(stream, "CGROUP_CPU_MAX", str(tmp_path / "none"))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert train.workers(load_config()) == 4
-    assert train.workers(load_config(overrides=["data.workers=2"])) == 2
+    assert stream.decode_workers(None) == 4 and stream.decode_workers(2) == 2
+    (tmp_path / "cpu.max").write_text("600000 100000\n")  # a container's quota: 6 CPUs of the 16
+    monkeypatch.setattr(stream, "CGROUP_CPU_MAX", str(tmp_path / "cpu.max"))
+    assert stream.usable_cpus() == 6 and stream.decode_workers(None) == 1
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert stream.usable_cpus() == 16

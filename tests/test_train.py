@@ -157,7 +157,8 @@ def test_streamed_folder_trains_with_each_image_once_per_epoch(tmp_path, monkeyp
     original = stream._Files.__getitem__
     monkeypatch.setattr(stream._Files, "__getitem__", lambda self, i: (seen.append(i), original(self, i))[1])
     cfg = tiny_config("data.stream=true", "data.image_size=16", "data.workers=0", "train.batch_size=8",
-                      "train.epochs=1", "method.name=supervised", f"data.path={folder}")
+                      "train.epochs=1", "method.name=supervised", f"data.path={folder}",
+                      "data.mean=[0.5,0.5,0.5]", "data.std=[0.2,0.2,0.2]")  # given: none decoded to measure them
     pretrain(cfg, tmp_path / "run", progress=False)
     assert sorted(seen) == list(range(40))  # 5 full batches: every image exactly once
     assert read_metrics(tmp_path / "run")[0]["train_acc"] != ""

@@ -375,7 +375,6 @@ def test_a_short_vit_run_gives_a_linear_probe_three_sigma_above_chance(tmp_path,
     (["deepcluster.clusters=1"], "deepcluster.clusters must be >= 2"),
     (["deepcluster.kmeans_iterations=0"], "deepcluster.kmeans_iterations must be >= 1"),
     (["deepcluster.pca_dim=-1"], "deepcluster.pca_dim must be >= 0"),
-    (["method.name=deepcluster", "data.stream=true"], "set data.stream=false"),
 ])
 def test_baseline_options_are_checked_naming_their_key(overrides, message):
     with pytest.raises(ConfigError, match=message):

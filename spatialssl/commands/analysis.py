@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import augment
-from ..data import load_images
+from ..data.load import load_data
 from ..engine import checkpoint
 from ..engine.build import build_method
 from ..engine.config import load_config
@@ -282,15 +282,16 @@ def _save(figure, out) -> Path:
     return out
 
 
-def figure_images(data: str, split: Optional[str], d):
-    """The images a figure draws from: ``split``, or by default the test split, or, where there is none (an
-    unlabelled folder), the images there are: the figures need no labels."""
+def figure_images(data: str, split: Optional[str], cfg):
+    """The images a figure draws from, read as the run read its own (streamed with ``data.stream``: only the
+    drawn ones are decoded): ``split``, or by default the test split, or, where there is none (an unlabelled
+    folder), the images there are: the figures need no labels."""
     try:
-        return load_images(data, split or "test", d.labels, d.image_size, d.cache, d.resize)
+        return load_data(cfg, split or "test", data)
     except MissingSplit:
         if split is not None:
             raise
-        return load_images(data, "train", d.labels, d.image_size, d.cache, d.resize)
+        return load_data(cfg, "train", data)
 
 
 def run_analysis(kind: str, path, data: str, out, split: Optional[str] = None, count: int = 4, seed: int = 0,
@@ -300,13 +301,12 @@ def run_analysis(kind: str, path, data: str, out, split: Optional[str] = None, c
     refuse_to_replace(out, overwrite)
     optional_import("matplotlib", "plots", "drawing PART's figures").use("Agg")
     method, cfg = load_part(path)
-    d = cfg.data
-    images = figure_images(data, split, d)
+    images = figure_images(data, split, cfg)
     if tuple(images.image_size) != tuple(cfg.model.input_size):
         raise ConfigError(f"the images of {images.source} are {images.image_size}, the model was trained on "
                           f"{tuple(cfg.model.input_size)}; set data.image_size when reading them")
     chosen = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:count]
-    samples = analyse(method, cfg, images.images[chosen], seed, sampling)
+    samples = analyse(method, cfg, images.images_at(chosen), seed, sampling)
     if kind == "reconstruct":
         figure, errors = reconstruction_figure(samples, out, method.log_scale, seed)
         return {"figure": str(figure), "position_error": sum(errors) / len(errors)}

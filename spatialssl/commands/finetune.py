@@ -11,10 +11,11 @@ import torch
 
 from .. import augment
 from ..data.load import load_data, load_labelled, low_label
+from ..data.stream import in_batches
 from ..engine import build, checkpoint
 from ..engine.checks import require_labels
 from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
-from ..engine.distributed import resolve_device
+from ..engine.distributed import from_environment, resolve_device
 from ..engine.safeguards import warn_about_short_finetune
 from ..engine.train import pretrain, refuse_existing_run
 from ..files import atomic_write
@@ -49,14 +50,14 @@ def finetune_config(path, data: Optional[str], overrides: Optional[list] = None,
 
 
 @torch.no_grad()
-def predict(backbone, data: torch.Tensor, mean, std, device: str = "cpu", batch_size: int = 256) -> torch.Tensor:
+def predict(backbone, data, mean, std, device: str = "cpu", batch_size: int = 256) -> torch.Tensor:
     """Class predictions of a backbone with its head on on-grid, unaugmented images
-    (normalised with ``mean``/``std``) or signal epochs."""
+    (normalised with ``mean``/``std``) or signal epochs: a tensor, or a data set read a batch at a time."""
     was_training = backbone.training
     backbone.eval().to(device)
     out = []
-    for start in range(0, len(data), batch_size):
-        x = data[start:start + batch_size].to(device)
+    for x in in_batches(data, batch_size):
+        x = x.to(device)
         if x.dtype == torch.uint8:
             x = augment.normalize(x.float().div_(255), mean, std)
         out.append(backbone(x).argmax(1).cpu())
@@ -79,6 +80,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
         _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
         cfg = load_config(base=info["config"], overrides=overrides)
     warn_about_short_finetune(cfg)
+    from_environment(cfg.train.device)  # before the data: under torchrun one process lists a stream's files
     test = test_set if test_set is not None else load_labelled(cfg, (cfg.data.test_split,), "finetuning")[0]
     require_labels(test, "finetuning's test split")  # a test set given in memory
     train = train_set if train_set is not None else load_data(cfg, cfg.data.split)
@@ -86,7 +88,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress, overwrite=overwrite)
     backbone, saved = build.load_backbone(last)
-    predicted = predict(backbone, test.tensor, saved.data.mean, saved.data.std, str(resolve_device(saved.train.device)))
+    predicted = predict(backbone, test, saved.data.mean, saved.data.std, str(resolve_device(saved.train.device)))
     scores = classification_report(predicted, test.labels, max(test.num_classes, int(predicted.max()) + 1))
     report = {"pretrained": str(saved.model.init_from) if saved.model.init_from else "random weights",
               "data": str(saved.data.path), "epochs": saved.train.epochs,

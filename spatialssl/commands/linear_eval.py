@@ -9,7 +9,7 @@ from ..data.load import load_labelled, low_label
 from ..engine import build, checkpoint
 from ..engine.checks import check_input_size
 from ..engine.config import SR_PATCH_METHODS, load_config
-from ..engine.distributed import resolve_device
+from ..engine.distributed import from_environment, resolve_device
 from ..engine.runfolder import check_writable
 from ..evaluate import linear_evaluation
 from ..files import atomic_write, refuse_to_replace, write_or_explain
@@ -25,7 +25,8 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     The results carry their ``report`` and its ``report_path`` (default: beside the checkpoint, under
     the next free name so an earlier report is kept), whose folder is checked writable first; a given
     ``report_path`` that exists is refused unless ``overwrite``. ``write_report`` writes it, so a caller
-    can show the results before a write that may fail."""
+    can show the results before a write that may fail. Under torchrun every process extracts the features of
+    its share of the images; rank 0 reports."""
     path = checkpoint.run_checkpoint(path)  # a run folder: its last.ckpt, beside which the report goes
     tensors, info = checkpoint.read_checkpoint(path)
     if report_path is None:
@@ -36,6 +37,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     check_writable(report_path.parent, "the report's folder", "pass --report PATH to write it elsewhere")
     backbone, saved = build.backbone_from(tensors, info, path)
     cfg = load_config(base=saved.to_dict(), overrides=overrides)
+    ranks, _ = from_environment(cfg.train.device)  # before the data: one process lists a stream's files
     train, test = load_labelled(cfg, ("train", cfg.data.test_split), "linear evaluation", data)
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
@@ -44,7 +46,7 @@ def evaluate_checkpoint(path, data: str, overrides: Optional[list] = None,
     patches = [(cfg.method.patch_size, cfg.method.patch_size)] if max(counts) else []
     for split in (train, test):
         check_input_size(backbone, path, split, [split.input_size, *patches])
-    results = evaluate_sets(backbone, cfg, train, test, counts)
+    results = evaluate_sets(backbone, cfg, train, test, counts, shard=ranks.world > 1)
     results["report"] = {
         "checkpoint": str(path), "data": str(data), "method": saved.method.name,
         **(checkpoint.weights_record(info) or {"weights": "live"}),
@@ -76,15 +78,16 @@ def write_report(results: dict) -> Path:
     return path
 
 
-def evaluate_sets(backbone, cfg, train, test, patch_counts) -> dict:
-    """``linear_evaluation`` on two labelled ImageSets with the options of ``cfg``: eval.*,
-    method.patch_size, data.mean/std (the pretraining normalisation), train.seed/device."""
+def evaluate_sets(backbone, cfg, train, test, patch_counts, shard: bool = False) -> dict:
+    """``linear_evaluation`` on two labelled data sets (read whole or streamed) with the options of ``cfg``: eval.*,
+    method.patch_size, data.mean/std (the pretraining normalisation), train.seed/device; ``shard``: see
+    ``extract_features``."""
     e = cfg.eval
     return linear_evaluation(
-        backbone, train.tensor, train.labels, test.tensor, test.labels, max(train.num_classes, test.num_classes),
+        backbone, train, train.labels, test, test.labels, max(train.num_classes, test.num_classes),
         cfg.data.mean, cfg.data.std, cfg.method.patch_size, patch_counts, e.epochs, e.lr, e.batch_size,
         e.affine_augment, e.augment_copies, e.knn_k, cfg.train.seed, str(resolve_device(cfg.train.device)),
-        e.standardize)
+        e.standardize, shard)
 
 
 def patch_counts_for(cfg, requested: Optional[Sequence[int]] = None) -> list:

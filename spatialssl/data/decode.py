@@ -1,4 +1,6 @@
-"""Decode image files once into a uint8 array, with a content-keyed cache on disk.
+"""Decode image files once into a uint8 array, with a cache on disk keyed by the files' names, sizes and
+modification times: one process decodes and writes it while the others of the machine wait for it, and
+every process maps the same file (copy on write) instead of holding a copy.
 
 Every image becomes 8-bit RGB: grey and palette images are expanded, alpha is dropped, 16-bit grey keeps
 its top 8 bits (x >> 8, the whole range scaled rather than clipped), and images of floats or of signed or
@@ -7,9 +9,12 @@ With a ``Resize`` every image becomes S x S: by default its short side is scaled
 centre-cropped, keeping the aspect; ``squash`` scales both sides to S."""
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
+import tempfile
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +27,7 @@ from ..errors import DataError, first_line, warn
 from ..files import atomic_write, sweep_temporaries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-CACHE_FORMAT = "3"  # bump when decoding changes, so old caches are not reused
+CACHE_FORMAT = "4"  # bump when decoding changes, so old caches are not reused
 # A cache write killed midway leaves its temporary; one untouched this long is no live writer's (the folder
 # is shared by concurrent runs without a lock).
 STALE_TEMPORARY_S = 3600
@@ -120,9 +125,9 @@ def _cache_dir(root: Path) -> Optional[Path]:
     beside = root / ".spatialssl-cache"
     try:
         beside.mkdir(exist_ok=True)
-        probe = beside / ".write-test"
-        probe.touch()
-        probe.unlink()
+        handle, probe = tempfile.mkstemp(prefix=".write-test-", dir=beside)  # its own name: processes starting
+        os.close(handle)  # together must not remove each other's probe (and fall back to the home cache)
+        os.unlink(probe)
         folder = beside
     except OSError:
         folder = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "spatialssl"
@@ -140,15 +145,15 @@ def _cache_dir(root: Path) -> Optional[Path]:
 
 
 def _read_cache(path: Path, count: int) -> Optional[np.ndarray]:
-    """The cached images, or None (with a warning) when the file is not a complete cache of ``count``
-    images: truncated by a full disk, or something else under our name."""
+    """The cached images, memory-mapped copy-on-write (the page cache holds them once for every process), or
+    None (with a warning) when the file is not a complete cache of ``count`` images: truncated by a full disk,
+    or something else under our name."""
     try:
-        with np.load(path) as stored:
-            images = stored["images"]
+        images = np.load(path, mmap_mode="c", allow_pickle=False)
     except Exception as err:  # numpy and zipfile raise many types for a damaged file
         warn(f"ignoring the unreadable decode cache {path} ({type(err).__name__}: {err}); decoding the images again")
         return None
-    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != count or images.shape[-1] != 3:
+    if images.dtype != np.uint8 or images.ndim != 4 or len(images) != count or images.shape[1] != 3:
         warn(f"ignoring the decode cache {path}: it holds {images.dtype} {images.shape}, not {count} RGB uint8 "
              "images; decoding the images again")
         return None
@@ -157,40 +162,76 @@ def _read_cache(path: Path, count: int) -> Optional[np.ndarray]:
 
 def _write_cache(path: Path, images: np.ndarray) -> None:
     try:
-        save_npz_atomic(path, images=images)
+        save_npy_atomic(path, images)
     except OSError as err:  # a full disk or a folder made read-only: the decoded images are still good
         warn(f"cannot write the decode cache {path} ({err.strerror or err}); the run goes on without it")
 
 
-def save_npz_atomic(path: Path, **arrays) -> None:
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     def write(tmp):
-        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a bare name
-            np.savez(f, **arrays)
+        with open(tmp, "wb") as f:  # a file object: np.save would add ".npy" to a bare name
+            np.save(f, array, allow_pickle=False)
 
     atomic_write(path, write)
 
 
-def decode_files(files: list, root: Path, size: Optional[Resize], cache: bool = True) -> np.ndarray:
-    """Decode ``files`` into an N x H x W x 3 uint8 array (8-bit RGB, as the module's note says).
+@contextmanager
+def one_writer(cache_file: Path):
+    """Held while a process looks for ``cache_file`` and, missing, decodes and writes it: the other processes
+    (torchrun's, or runs started together) wait, then read what it wrote instead of all decoding."""
+    lock = cache_file.with_name(cache_file.name + ".lock")
+    try:
+        handle = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)  # never through a link
+    except OSError:  # no lock here (a link in the way): decode alone, as without a cache
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(handle)
 
-    The cache key hashes every file's relative name and bytes (and the resize option), so
-    a changed, added or removed file gives a new key, and a copied data set hits the cache.
-    """
+
+def _stat(path: Path) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err.strerror}") from None
+
+
+def cache_key(files: list, root: Path, size: Optional[Resize]) -> str:
+    """What names a cache: every file's name relative to ``root``, size and modification time (a stat, not a
+    read of every file's bytes), and the resize option; a changed, added or removed file gives a new key."""
+    key = hashlib.blake2b(f"{CACHE_FORMAT}|{size}".encode(), digest_size=16)
+    for path in files:
+        stat = _stat(path)
+        key.update(f"{path.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return key.hexdigest()
+
+
+def decode_files(files: list, root: Path, size: Optional[Resize], cache: bool = True) -> np.ndarray:
+    """Decode ``files`` into an N x 3 x H x W uint8 array (8-bit RGB, as the module's note says; the layout
+    the loop uses, so a mapped cache is used as it is), or map the cache of them (``cache_key``) that this or
+    another process wrote."""
     if not files:
         raise DataError(f"no images found in {root}")
+    folder = _cache_dir(root) if cache else None
+    if folder is None:
+        return _decode_all(files, root, size)
+    cache_file = folder / f"images-{cache_key(files, root, size)}.npy"
+    with one_writer(cache_file):
+        if cache_file.is_file():
+            cached = _read_cache(cache_file, len(files))
+            if cached is not None:
+                return cached
+        images = _decode_all(files, root, size)
+        _write_cache(cache_file, images)
+    return images
+
+
+def _decode_all(files: list, root: Path, size: Optional[Resize]) -> np.ndarray:
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         contents = list(pool.map(_read, files))
-    key = hashlib.blake2b(f"{CACHE_FORMAT}|{size}".encode(), digest_size=16)
-    for path, data in zip(files, contents):
-        key.update(str(path.relative_to(root)).encode())
-        key.update(len(data).to_bytes(8, "little"))
-        key.update(data)
-    folder = _cache_dir(root) if cache else None
-    cache_file = folder / f"images-{key.hexdigest()}.npz" if folder is not None else None
-    if cache_file is not None and cache_file.is_file():
-        cached = _read_cache(cache_file, len(files))
-        if cached is not None:
-            return cached
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda item: _decode(*item, size), zip(files, contents)))
     first = arrays[0].shape
@@ -200,7 +241,4 @@ def decode_files(files: list, root: Path, size: Optional[Resize], cache: bool = 
                 f"images in {root} have mixed sizes: {files[0].relative_to(root)} is {first[1]}x{first[0]}, "
                 f"{path.relative_to(root)} is {array.shape[1]}x{array.shape[0]}. "
                 "Set data.image_size=N to resize every image to N x N once at load.")
-    images = np.stack(arrays)
-    if cache_file is not None:
-        _write_cache(cache_file, images)
-    return images
+    return np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))

@@ -52,6 +52,9 @@ class ImageSet:
         labels = None if self.labels is None else self.labels[index]
         return ImageSet(self.images[index], labels, self.classes, f"{self.source} (subset of {count})", self.layout)
 
+    def images_at(self, index) -> torch.Tensor:
+        return self.images[index]
+
     def mean_std(self) -> tuple:
         """Per-channel mean and std in [0, 1], measured in chunks to bound memory."""
         channels = self.images.shape[1]

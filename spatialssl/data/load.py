@@ -9,7 +9,7 @@ import torch
 from ..errors import ConfigError, DataError, MissingSplit, SpatialSSLError, warn
 from ..models import modality
 from .imageset import ImageSet
-from .readers import load_images
+from .readers import load_images, streams
 from .signals import changed_options, load_signals
 from .stream import stream_images
 
@@ -26,8 +26,8 @@ def load_data(cfg, split: str, path=None):
     if ignored:
         warn(f"{', '.join(ignored)} do not apply to {cfg.model.backbone}: signal.* options read recordings for "
              "1-D backbones (vit1d_*); they are ignored for images")
-    if d.stream:
-        return stream_images(path, split, d.image_size, d.resize, d.channels)
+    if d.stream and streams(path):
+        return stream_images(path, split, d.image_size, d.resize, d.channels, d.workers)
     return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
 
 
@@ -54,8 +54,9 @@ def load_training_data(cfg):
 
 
 def load_monitor_data(cfg, train_set: ImageSet) -> Optional[tuple]:
-    """(train subset, test subset) with labels for the kNN monitor, or None if unavailable."""
-    if cfg.train.knn_monitor <= 0 or train_set.labels is None or cfg.data.path is None or cfg.data.stream:
+    """(train subset, test subset) with labels for the kNN monitor, or None if unavailable; of a stream,
+    streams of the subsets' files."""
+    if cfg.train.knn_monitor <= 0 or train_set.labels is None or cfg.data.path is None:
         return None
     try:
         test_set = load_data(cfg, cfg.data.test_split)

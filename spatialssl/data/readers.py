@@ -24,6 +24,7 @@ from ..augment import GRAY_WEIGHTS
 from ..errors import DataError, MissingSplit
 from .arrays import check_labels, npz_array, open_npz
 from .decode import Resize, decode_files, is_image, list_images
+from .filelist import FileList, image_names
 from .imageset import ImageSet
 
 CIFAR100_LABELS = ("fine", "coarse")  # the 100 classes or the 20 super-classes
@@ -207,15 +208,39 @@ def read_class_folder(root: Path, size: Optional[Resize], cache: bool) -> Arrays
     return decode_files(files, root, size, cache), targets, classes
 
 
+STREAMED_LAYOUTS = ("split-folder", "class-folder", "unlabelled")  # folders of image files, one per image
+
+
+def streams(path) -> bool:
+    """Whether ``data.stream`` streams the data at ``path``: folders of image files do; array formats (CIFAR's
+    and STL-10's binaries, .npz) are read whole, as they are stored."""
+    return detect_layout(Path(path).expanduser())[0] in STREAMED_LAYOUTS
+
+
+def list_class_files(root: Path) -> tuple:
+    """``list_class_folder`` for a stream: (FileList, class index per file, class names)."""
+    names, targets, classes = [], [], _class_folders(root)
+    for i, folder in enumerate(classes):
+        found = image_names(folder, root)
+        if not found:
+            raise DataError(f"class folder {folder} holds no images; remove it or add images")
+        names += found
+        targets.append(np.full(len(found), i, dtype=np.int64))
+    return FileList.of(root, names), np.concatenate(targets), [c.name for c in classes]
+
+
 def list_image_files(path, split: str = "train") -> tuple:
-    """(files, labels or None, classes, layout) of an image-folder data set, without decoding (streaming)."""
+    """(FileList, labels or None, classes, layout) of an image-folder data set, without decoding (streaming),
+    in the order the folder read whole has."""
     layout, root = detect_layout(Path(path).expanduser())
     if layout == "split-folder":
-        return (*list_class_folder(_split_folder(root, split)), layout)
+        return (*list_class_files(_split_folder(root, split)), layout)
     if layout == "class-folder" and split == "train":
-        return (*list_class_folder(root), layout)
+        return (*list_class_files(root), layout)
     if layout == "unlabelled" and split == "train":
-        return list_images(root), None, [], layout
+        return FileList.of(root, image_names(root, root, recursive=False)), None, [], layout
+    if layout in ("class-folder", "unlabelled"):
+        raise MissingSplit(f"{root} ({layout} layout) has no '{split}' split", "it has train")
     raise DataError(f"data.stream reads folders of image files; {path} ({layout} layout, split '{split}') is not one "
                     "(array formats are small enough to load: set data.stream=false)")
 

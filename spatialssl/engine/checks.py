@@ -141,7 +141,7 @@ def check_input_size(backbone, path, data, sizes) -> None:
     """A backbone takes the channels it was trained on; an image ViT takes inputs that are a multiple of its
     patch size and, with a position embedding, only as many patches as it was trained with; anything else
     would fail deep in its forward pass."""
-    channels, theirs = input_channels(backbone), data.tensor.shape[1]
+    channels, theirs = input_channels(backbone), data_channels(data)
     if channels != theirs:
         raise DataError(f"{path} holds a backbone that takes {channels}-channel inputs; {data.source} has {theirs} "
                         "channels (for signals, signal.channels picks which, in order)")

@@ -60,8 +60,9 @@ class DataConfig:
                                                 "null: they apply to any data")
     cache: bool = option(True, "cache decoded image folders in .spatialssl-cache/ beside the data")
     stream: bool = option(False, "decode batches in DataLoader workers instead of all at once (image folders too "
-                                 "large for memory)")
-    workers: Optional[int] = option(None, "decoding processes when streaming; null: all cores", range=">= 0")
+                                 "large for memory; array formats are read whole)")
+    workers: Optional[int] = option(None, "decoding processes when streaming; null: the CPUs this process may use, "
+                                          "shared among a machine's torchrun processes", range=">= 0")
 
 
 @dataclass
@@ -593,9 +594,6 @@ def _check_baselines(cfg: Config) -> None:
         raise ConfigError("MAE's encoder adds a position embedding (fixed sine-cosine); set model.pos_embed=true")
     if name == "mp3" and cfg.model.pos_embed:
         raise ConfigError("MP3 pretrains without a position embedding; set model.pos_embed=false")
-    if name == "deepcluster" and cfg.data.stream:
-        raise ConfigError("method deepcluster clusters the whole training set at each epoch's start, in memory; "
-                          "set data.stream=false")
 
 
 def _check_detect(cfg: Config) -> None:

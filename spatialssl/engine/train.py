@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -86,7 +85,7 @@ class Run:
     ranks: Distributed
     device: torch.device
     train_set: object  # an ImageSet, SignalSet or ImageStream
-    resident: tuple  # (inputs, labels or None) where they stay (see ``place``); (None, None) when streamed
+    resident: tuple  # (inputs, labels or None) where they stay (see ``place``); inputs None when streamed
     monitor: Optional[tuple]
     start_epoch: int
     progress: Progress
@@ -147,8 +146,8 @@ def prepare_data(cfg: Config, resumed: bool, train_set, monitor: Optional[tuple]
 def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor: Optional[tuple],
           progress: bool) -> Run:
     """Everything before the first step: data, checks, the method on its device, optimiser, resume."""
+    ranks, device = from_environment(cfg.train.device)  # first: under torchrun one process lists a stream's files
     cfg, train_set, monitor, note = prepare_data(cfg, state is not None, train_set, monitor)
-    ranks, device = from_environment(cfg.train.device)
     check_processes(cfg, ranks.world, device)
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
@@ -174,7 +173,7 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     model = method
     if ranks.world > 1 and method.trains:
         model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
-    resident = place(train_set, device) if method.trains and not isinstance(train_set, ImageStream) else (None, None)
+    resident = place(train_set, device) if method.trains else (None, None)
     sample = torch.Generator(device=device)
     use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
     run = Run(cfg, out_dir, method, model, optimizer, ema, generators, sample, ranks, device,
@@ -193,17 +192,9 @@ def announce(run: Run, note: Optional[str]) -> None:
     if note:
         run.progress.note(note)
     if isinstance(data, ImageStream):
-        in_flight = data.memory_bound(cfg.train.batch_size // run.ranks.world, workers(cfg))
-        run.progress.note(f"streaming {len(data)} images from {data.source}: at most {in_flight / 2**20:.0f} MiB of "
-                          "batches in flight")
-
-
-def workers(cfg: Config) -> int:
-    """Decoding processes of a stream: data.workers, or this process's share of the machine's cores
-    (torchrun starts LOCAL_WORLD_SIZE training processes on it)."""
-    if cfg.data.workers is not None:
-        return cfg.data.workers
-    return max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        in_flight = data.memory_bound(cfg.train.batch_size // run.ranks.world)
+        run.progress.note(f"streaming {len(data)} images from {data.source} with {data.workers} decoding processes: "
+                          f"at most {in_flight / 2**20:.0f} MiB of batches in flight")
 
 
 def batches(run: Run):
@@ -211,12 +202,12 @@ def batches(run: Run):
     global order and takes its shard of each global batch."""
     data, batch, ranks, device = run.train_set, run.cfg.train.batch_size, run.ranks, run.device
     order = torch.randperm(len(data), generator=run.generators["order"])
-    if isinstance(data, ImageStream):
-        mine = [i for s in range(run.steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
-        for x, y in data.batches(mine, batch // ranks.world, workers(run.cfg), device.type == "cuda"):
-            yield x.to(device, non_blocking=True), None if data.labels is None else y.to(device, non_blocking=True)
-        return
     inputs, labels = run.resident
+    if isinstance(data, ImageStream):  # full batches only, as below: this rank's share of each
+        mine = [i for s in range(run.steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
+        for x, index in data.batches(mine, batch // ranks.world, device.type == "cuda"):
+            yield x.to(device, non_blocking=True), None if labels is None else labels[index.to(labels.device)]
+        return
     order = order.to(inputs.device)
     for step in range(run.steps):
         index = ranks.shard(order[step * batch:(step + 1) * batch])
@@ -225,7 +216,10 @@ def batches(run: Run):
 
 def place(data, device: torch.device) -> tuple:
     """(inputs, labels) where they stay for the run: images (uint8, decoded once) on the device whole;
-    signal epochs (float, at PhysioNet scale larger than a GPU) in host memory, a batch at a time."""
+    signal epochs (float, at PhysioNet scale larger than a GPU) in host memory, a batch at a time; a
+    stream's labels alone on the device (its images come a batch at a time)."""
+    if isinstance(data, ImageStream):
+        return None, None if data.labels is None else data.labels.to(device)
     tensors = (data.tensor, data.labels)
     if isinstance(data, SignalSet):
         return tensors
@@ -248,11 +242,10 @@ def relabel(run: Run, epoch: int) -> None:
     run.sample.manual_seed(sample_seed(run.cfg.train.seed, epoch, run.ranks.rank))
     run.method.start_epoch(epoch, run.cfg.train.epochs)
     inputs, labels = run.resident
-    if inputs is None:  # streamed: only methods that need no labels of their own stream
-        return
-    made = run.method.epoch_labels(inputs, run.sample)
+    made = run.method.epoch_labels(run.train_set if inputs is None else inputs, run.sample)  # None: a stream's
     if made is not None:
-        run.resident = (inputs, run.ranks.broadcast(made.to(labels.device if labels is not None else inputs.device)))
+        where = labels.device if labels is not None else run.device if inputs is None else inputs.device
+        run.resident = (inputs, run.ranks.broadcast(made.to(where)))
     for parameter in run.method.reinitialised_parameters():
         run.optimizer.state.pop(parameter, None)  # moments of the old weights would steer the new ones
 
@@ -335,7 +328,7 @@ def sample_seed(seed: int, epoch: int, rank: int) -> int:
 def monitor_knn(backbone, monitor: tuple, cfg: Config, device) -> tuple:
     """(kNN accuracy, the k it used) on the monitor's subsets."""
     train_set, test_set = monitor
-    train = extract_features(backbone, train_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
-    test = extract_features(backbone, test_set.tensor, cfg.data.mean, cfg.data.std, device=str(device))
+    train = extract_features(backbone, train_set, cfg.data.mean, cfg.data.std, device=str(device))
+    test = extract_features(backbone, test_set, cfg.data.mean, cfg.data.std, device=str(device))
     k = knn_neighbours(len(train), cfg.eval.knn_k)
     return knn_accuracy(train[:, 0], train_set.labels, test[:, 0], test_set.labels, k), k

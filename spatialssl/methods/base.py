@@ -25,10 +25,12 @@ class Method(nn.Module):
     def training_step(self, images: torch.Tensor, labels, generator: torch.Generator) -> tuple:
         raise NotImplementedError
 
-    def epoch_labels(self, images: torch.Tensor, generator: torch.Generator):
+    def epoch_labels(self, images, generator: torch.Generator):
         """Labels this method makes for the whole training set at the start of each epoch (e.g.
         DeepCluster's clusters of the current features), which the epoch's steps then receive instead
-        of the data's; None (the default): the data's own labels."""
+        of the data's; None (the default): the data's own labels. ``images``: the uint8 tensor where it
+        stays, or the stream (``evaluate.extract_features`` reads both); ``generator`` is on the training
+        device."""
         return None
 
     def start_epoch(self, epoch: int, epochs: int) -> None:

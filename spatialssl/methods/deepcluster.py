@@ -5,6 +5,7 @@ one augmented view per image. The k-means may wait for the device (once an epoch
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -118,8 +119,11 @@ class DeepCluster(Method):
 
     @torch.no_grad()
     def epoch_labels(self, images, generator):
-        features = extract_features(self.backbone, images, self.mean, self.std, device=str(images.device))[:, 0]
-        points = features.to(images.device)
+        device = generator.device  # the training device; ``images`` may be a stream, read a batch at a time
+        shard = dist.is_available() and dist.is_initialized()  # the loop calls this in every process: each
+        # extracts its share of the features; each clusters them all (the loop keeps rank 0's clusters)
+        points = extract_features(self.backbone, images, self.mean, self.std, device=str(device), shard=shard)
+        points = points[:, 0].to(device)
         if self.pca_dim:
             points = whiten(points, self.pca_dim)
         labels, _ = kmeans(F.normalize(points, dim=1), self.head[-1].out_features, self.iterations, generator)
