@@ -63,6 +63,13 @@ def check_processes(cfg: Config, world: int, device) -> None:
     if cfg.train.batch_size % world:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) must be a multiple of the "
                           f"{world} processes, which take equal shares of it")
+    share, micro = cfg.train.batch_size // world, cfg.train.accumulate_steps
+    if cfg.train.batch_size // micro < 2:
+        raise ConfigError(f"train.accumulate_steps {micro} leaves micro-batches of "
+                          f"{cfg.train.batch_size // micro} image; each needs two at least")
+    if share % micro:
+        raise ConfigError(f"train.accumulate_steps {micro} must divide each process's share of train.batch_size "
+                          f"({share} images{f' of {cfg.train.batch_size} over {world} processes' if world > 1 else ''})")
     if cfg.train.sync_bn and world > 1 and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                           "turn it off for CPU processes")

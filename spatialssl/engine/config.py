@@ -289,6 +289,12 @@ class TrainConfig:
     ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off",
                         range="[0, 1)")
     deterministic: bool = option(False, "bit-identical reruns of a seed (deterministic kernels; slower)")
+    accumulate_steps: int = option(1, "micro-batches per optimiser step, their gradients summed: train.batch_size "
+                                      "is split into this many (RR, SR, SimCLR and their combinations then pair "
+                                      "and contrast within a micro-batch)", range=">= 1")
+    activation_checkpointing: bool = option(False, "ViTs: recompute each block's activations in the backward pass "
+                                                   "instead of keeping them (less memory, about a third more "
+                                                   "compute)")
 
 
 @dataclass

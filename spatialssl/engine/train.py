@@ -5,6 +5,7 @@ Three phases, each small: ``setup`` (data, checks, the method on its device, opt
 checkpoint and the log)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -27,6 +28,7 @@ from .checks import check_against_data, check_processes, check_statistics, data_
 from .config import Config
 from .determinism import algorithms
 from .distributed import Distributed, from_environment, writes
+from .memory import check_memory
 from .optim import build_optimizer, set_learning_rate
 from .progress import Progress
 from .resume import recommit, resume_config
@@ -149,8 +151,15 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
     ranks, device = from_environment(cfg.train.device)  # first: under torchrun one process lists a stream's files
     cfg, train_set, monitor, note = prepare_data(cfg, state is not None, train_set, monitor)
     check_processes(cfg, ranks.world, device)
+    classes = train_set.num_classes if train_set.labels is not None else 0
+    memory = check_memory(cfg, classes, tuple(cfg.model.input_size), cfg.model.in_chans, ranks.world, device)
     torch.manual_seed(cfg.train.seed)
-    method = build_method(cfg, cfg.data.mean, cfg.data.std, train_set.num_classes if train_set.labels is not None else 0)
+    method = build_method(cfg, cfg.data.mean, cfg.data.std, classes)
+    if cfg.train.activation_checkpointing:
+        if not hasattr(method.backbone, "set_grad_checkpointing"):
+            raise ConfigError(f"train.activation_checkpointing needs a ViT (spatialssl's or timm's); "
+                              f"{cfg.model.backbone} cannot recompute its activations")
+        method.backbone.set_grad_checkpointing(True)
     if cfg.train.sync_bn and ranks.world > 1:
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(device)
@@ -180,6 +189,8 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
               train_set, resident, monitor, start_epoch,
               Progress(progress and ranks.main, cfg.train.epochs, len(train_set) // cfg.train.batch_size), scaler)
     announce(run, note)
+    if memory:
+        run.progress.note(memory)
     return run
 
 
@@ -260,9 +271,7 @@ def train_epoch(run: Run, epoch: int) -> tuple:
     run.progress.start_epoch(epoch)
     for step, (x, y) in enumerate(batches(run)):
         lr = set_learning_rate(run.optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
-        with torch.autocast(run.device.type, dtype=precision, enabled=precision is not None):
-            loss, metrics = run.model(x, y, run.sample)
-        step_optimizer(run, loss)
+        loss, metrics = optimiser_step(run, x, y, precision)
         if run.ema is not None:
             run.ema.update(run.method)
         for key, value in {"loss": loss.detach(), **metrics}.items():
@@ -281,15 +290,32 @@ def train_epoch(run: Run, epoch: int) -> tuple:
     return totals, time.perf_counter() - started
 
 
-def step_optimizer(run: Run, loss: torch.Tensor) -> None:
+def optimiser_step(run: Run, x, y, precision) -> tuple:
+    """One optimiser step on this process's batch (x, y), in ``train.accumulate_steps`` micro-batches: each
+    one's loss divided by their number and its gradients added, DDP reducing them after the last only.
+    Returns the loss and metrics, means over the micro-batches."""
+    micro = run.cfg.train.accumulate_steps
+    size = len(x) // micro
     run.optimizer.zero_grad(set_to_none=True)
+    losses, summed = [], {}
+    for index in range(micro):
+        part = slice(index * size, (index + 1) * size)
+        xs, ys = (x, y) if micro == 1 else (x[part], None if y is None else y[part])
+        later = index < micro - 1 and isinstance(run.model, torch.nn.parallel.DistributedDataParallel)
+        with run.model.no_sync() if later else contextlib.nullcontext():
+            with torch.autocast(run.device.type, dtype=precision, enabled=precision is not None):
+                loss, metrics = run.model(xs, ys, run.sample)
+            (loss / micro if run.scaler is None else run.scaler.scale(loss / micro)).backward()
+        losses.append(loss.detach())
+        for key, value in metrics.items():
+            summed[key] = summed.get(key, 0) + value
     if run.scaler is None:
-        loss.backward()
         run.optimizer.step()
-        return
-    run.scaler.scale(loss).backward()
-    run.scaler.step(run.optimizer)  # skipped when the scaled gradients overflowed; the scale then shrinks
-    run.scaler.update()
+    else:
+        run.scaler.step(run.optimizer)  # skipped when the scaled gradients overflowed; the scale then shrinks
+        run.scaler.update()
+    loss = losses[0] if micro == 1 else torch.stack(losses).mean()
+    return loss, {key: value / micro for key, value in summed.items()} if micro > 1 else summed
 
 
 def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:

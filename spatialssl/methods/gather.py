@@ -3,13 +3,31 @@
 process's features and forms the pairs one process would form on the whole batch. Alone, a no-op."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 
 
+_ALONE = []  # set by ``alone``
+
+
 def processes() -> int:
-    """How many processes train together (1 without torchrun)."""
+    """How many processes train together (1 without torchrun, or inside ``alone``)."""
+    if _ALONE:
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+@contextlib.contextmanager
+def alone():
+    """Steps inside gather nothing: what one process holds is measured on the meta device (engine.memory),
+    where the other processes' features cannot be gathered."""
+    _ALONE.append(True)
+    try:
+        yield
+    finally:
+        _ALONE.pop()
 
 
 class _AllGather(torch.autograd.Function):

@@ -1,0 +1,111 @@
+"""What a training step will hold on the device, measured before training on the meta device (shapes
+without memory, so no GPU and no allocation): the weights, their gradients and optimiser state, an
+EMA copy, and the live tensors of one micro-batch's forward and backward pass at their peak. A batch
+that cannot fit the device is refused before any work."""
+from __future__ import annotations
+
+import dataclasses
+import weakref
+from typing import Optional
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ..errors import ConfigError
+from ..methods import gather
+from .build import build_method
+
+META = torch.device("meta")
+OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}  # fp32 tensors per parameter (moments, momentum)
+AUTOCAST_ACTIVATIONS = 0.5  # bf16/fp16 autocast keeps about half the bytes of fp32 activations (estimated)
+
+
+class LiveBytes(TorchDispatchMode):
+    """The bytes of the storages made inside it that are still alive, and their peak: a view or an in-place
+    result shares its input's storage and adds nothing; a storage counts until Python frees it (autograd's
+    saved tensors keep theirs alive)."""
+
+    def __init__(self):
+        super().__init__()
+        self.now = self.peak = 0
+        self.counted = WeakIdKeyDictionary()
+
+    def _freed(self, nbytes: int) -> None:
+        self.now -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        inputs = {t.untyped_storage()._cdata for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_leaves(out):
+            if not isinstance(tensor, torch.Tensor):
+                continue
+            storage = tensor.untyped_storage()
+            if storage._cdata in inputs or storage in self.counted:
+                continue
+            self.counted[storage] = storage.nbytes()
+            self.now += storage.nbytes()
+            weakref.finalize(storage, self._freed, storage.nbytes())
+        self.peak = max(self.peak, self.now)
+        return out
+
+
+def expected_peak(cfg, num_classes: int, input_size: tuple, in_chans: int, world: int) -> Optional[dict]:
+    """Bytes one process will hold at the peak of a step with ``cfg``'s batch (its share of it, in micro-batches
+    of train.accumulate_steps), or None where the step cannot run on the meta device (detection's targets, an
+    operation without a meta kernel)."""
+    if cfg.method.name == "detect":
+        return None
+    micro = cfg.train.batch_size // world // cfg.train.accumulate_steps
+    model = dataclasses.replace(cfg.model, pretrained=False, init_from=None)  # values do not matter, shapes do
+    try:
+        mean, std = cfg.data.mean or [0.5] * in_chans, cfg.data.std or [0.25] * in_chans  # values do not matter
+        method = build_method(dataclasses.replace(cfg, model=model), mean, std, num_classes)
+        method.to(META).train()  # built on the CPU: initialisers read values the meta device does not hold
+        if cfg.train.activation_checkpointing and hasattr(method.backbone, "set_grad_checkpointing"):
+            method.backbone.set_grad_checkpointing(True)
+        images = (torch.zeros(micro, in_chans, *input_size, device=META) if len(input_size) == 1 else
+                  torch.zeros(micro, in_chans, *input_size, dtype=torch.uint8, device=META))
+        labels = torch.zeros(micro, dtype=torch.long, device=META)
+        tracker = LiveBytes()
+        with gather.alone(), tracker:
+            loss, _ = method.training_step(images, labels, torch.Generator())
+            loss.backward()
+    except (NotImplementedError, RuntimeError, TypeError):  # no meta kernel for some operation
+        return None
+    trained = sum(p.numel() * 4 for p in method.parameters() if p.requires_grad)
+    weights = sum(p.numel() * 4 for p in method.parameters()) + sum(b.nbytes for b in method.buffers())
+    states = OPTIMISER_STATES.get(cfg.optim.name, 2) * trained + (weights if cfg.train.ema > 0 else 0)
+    step = max(0, tracker.peak - trained)  # live tensors at the peak, the gradients they include counted apart
+    if cfg.train.precision in ("bf16", "fp16"):
+        step = int(step * AUTOCAST_ACTIVATIONS)
+    batch = images.nbytes * cfg.train.accumulate_steps
+    return {"total": weights + trained + states + step + batch, "weights": weights + trained + states,
+            "activations": step, "micro_batch": micro}
+
+
+def capacity(device: torch.device) -> Optional[int]:
+    """The bytes of a CUDA device; None elsewhere (host memory holds the data too: no refusal there)."""
+    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+
+
+def check_memory(cfg, num_classes: int, input_size: tuple, in_chans: int, world: int, device) -> Optional[str]:
+    """One line saying what the step will hold, where the device has a known size; a batch that cannot fit it
+    is refused (a ConfigError saying what lowers it)."""
+    available = capacity(device)
+    if available is None:
+        return None
+    peak = expected_peak(cfg, num_classes, input_size, in_chans, world)
+    if peak is None:
+        return None
+    gib = {k: v / 2**30 for k, v in peak.items() if k != "micro_batch"}
+    said = (f"expected peak device memory per process: {gib['total']:.1f} GiB of {available / 2**30:.0f} "
+            f"({gib['weights']:.1f} GiB weights, gradients and optimiser state; {gib['activations']:.1f} GiB for a "
+            f"micro-batch of {peak['micro_batch']} {'halved for autocast, ' if cfg.train.precision != 'fp32' else ''}"
+            "measured on the meta device)")
+    if peak["total"] > available:
+        raise ConfigError(f"train.batch_size {cfg.train.batch_size} cannot fit: {said}; lower train.batch_size, raise "
+                          "train.accumulate_steps, set train.activation_checkpointing=true (ViTs) or "
+                          "train.precision=bf16")
+    return said
