@@ -46,10 +46,12 @@ def test_bad_input_gives_one_clear_error(tmp_path, capsys, args, message):
 
 DATA_SETS = ("cifar100_20", "cifar100", "cifar10", "stl10", "tiny_imagenet", "imagenet", "sleep")
 RECIPES = {  # family (a recipe's name before its data set) -> how many data sets it has a recipe for
-    **{method: 5 for method in ("rr", "sr", "sr_additive", "supervised", "random")},  # the SR paper's
+    **{method: 5 for method in ("sr_additive", "supervised", "random")},  # the SR paper's data sets
+    **{method: 6 for method in ("rr", "sr")},  # and ImageNet
     "part": 3, "part1d": 1, "demo": 1, "demo_timeseries": 1, "demo_detection": 1,
     **{method: 5 for method in ("simclr", "rotation", "deepcluster")},  # the SR paper's Table 1 baselines
-    **{method: 2 for method in ("mae", "mp3", "droppos", "sr_simclr", "part_contrastive")},  # CIFAR-10, -100
+    **{method: 3 for method in ("mae", "mp3", "droppos")},  # CIFAR-10, -100 and ImageNet (PART's Table 6)
+    **{method: 2 for method in ("sr_simclr", "part_contrastive")},  # CIFAR-10, -100
 }
 
 
