@@ -39,10 +39,13 @@ EXAMPLES = {
     "symmetry": ("spatialssl symmetry --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --out symmetry.png",),
     "uncertainty": ("spatialssl uncertainty --checkpoint runs/part/last.ckpt --data ~/data/cifar10 --seed 3",),
     "options": ("spatialssl options", "spatialssl options optim", "spatialssl options optim.lr"),
+    "shard": ("spatialssl shard --data ~/data/imagenet --out /data/imagenet-shards",
+              "spatialssl shard --data ~/data/cifar10 --out shards/cifar10 --split train --samples-per-shard 5000"),
 }
 
 LAYOUTS = "README's --data says how each is laid out"
-IMAGE_DATA = "CIFAR-10/100, STL-10 or tiny-imagenet-200 folders, class folders, a folder of images, an .npz of images"
+IMAGE_DATA = ("CIFAR-10/100, STL-10 or tiny-imagenet-200 folders, class folders, a folder of images, an .npz of "
+              "images, WebDataset shards (a folder, a .tar or a brace pattern), a saved Hugging Face dataset")
 DATA_HELP = f"{IMAGE_DATA}; for vit1d_* backbones an .npz of epochs, WFDB or EDF recordings ({LAYOUTS})"
 OVERRIDES_HELP = "section.key=value (see `spatialssl options`)"
 
@@ -227,6 +230,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "(needs huggingface_hub and a login)")
     exp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
 
+    shard = commands.add_parser("shard", help="write WebDataset shards (OUT/SPLIT-000000.tar ...) from anything --data "
+                                "reads, in its order: image files copied as they are, arrays as PNG")
+    shard.add_argument("--data", required=True, help=f"{IMAGE_DATA} ({LAYOUTS})")
+    shard.add_argument("--out", required=True, help="the folder of the shards")
+    shard.add_argument("--split", help="one split (default: train, and test where the data has one)")
+    shard.add_argument("--samples-per-shard", type=int, default=1000, help="samples in each shard (default 1000)")
+    shard.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    shard.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     listing = "every config option (section.key) with its default, range or choices and meaning"
     opts = commands.add_parser("options", help=listing, description=f"{listing}, from the declarations the "
                                "config's checks enforce")
@@ -344,6 +356,12 @@ def run(args: argparse.Namespace) -> None:
             use = "finetune ViTDet from it, in a detectron2 checkout" if args.format == "detectron2" else "load it"
             print(f"wrote {described['path']}{f' and pushed it to {args.push}' if args.push else ''}; {use} with:\n"
                   f"{described['snippet']}")
+    elif args.command == "shard":
+        from .commands.shard import summary, write_shards
+
+        written = write_shards(args.data, args.out, args.split, args.samples_per_shard, args.overwrite,
+                               not args.no_progress)
+        print(summary(written, args.out))
     elif args.command == "options":
         from .commands.options import describe
 

@@ -20,7 +20,8 @@ SECTIONS = {"part": ("part",), "finetune": ("finetune",), "mae": ("mae",), "mp3"
 PLACEHOLDER = "<user>/<model>"  # the repository, until one is pushed to
 LAYOUTS = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "tiny": "tiny-ImageNet-200",
            "split-folder": "train/ and test/ class folders", "class-folder": "class folders",
-           "unlabelled": "a folder of unlabelled images", "npz": "an .npz file"}  # readers.detect_layout's names
+           "unlabelled": "a folder of unlabelled images", "npz": "an .npz file",  # readers.detect_layout's names
+           "shards": "WebDataset shards", "hf-datasets": "a Hugging Face dataset"}  # registered readers' names
 
 
 def model_card(described: dict, repo_id: Optional[str], timm: bool) -> str:

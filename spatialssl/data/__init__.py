@@ -5,4 +5,6 @@ from .readers import detect_layout, load_images
 from .signals import load_signals
 from .signalset import SignalSet
 
+from . import hf_datasets, shards  # noqa: F401 -- their readers register themselves (registry.register)
+
 __all__ = ["ImageSet", "SignalSet", "load_signals", "load_images", "detect_layout", "make_demo_images", "demo_splits"]

@@ -10,30 +10,48 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import IMAGE_SUFFIXES
+from .decode import IMAGE_SUFFIXES, _read
+
+
+def pack(names: list) -> tuple:
+    """(uint8 bytes of every name one after another, int64 ends): names kept as two arrays, not objects."""
+    encoded = [os.fsencode(name) for name in names]
+    ends = np.cumsum([len(name) for name in encoded], dtype=np.int64)
+    return np.frombuffer(b"".join(encoded), dtype=np.uint8), ends
+
+
+def unpack(names: np.ndarray, ends: np.ndarray, index: int) -> str:
+    start = int(ends[index - 1]) if index else 0
+    return os.fsdecode(names[start:int(ends[index])].tobytes())
 
 
 @dataclass(frozen=True)
 class FileList:
+    """An item source of a stream (see stream.ItemSource): one image file per item."""
     root: Path
     names: np.ndarray  # uint8: the UTF-8 bytes of every name relative to root, one after another
     ends: np.ndarray  # int64: where each name ends in ``names``
 
     @classmethod
     def of(cls, root: Path, names: list) -> "FileList":
-        encoded = [os.fsencode(name) for name in names]
-        ends = np.cumsum([len(name) for name in encoded], dtype=np.int64)
-        return cls(Path(root), np.frombuffer(b"".join(encoded), dtype=np.uint8), ends)
+        return cls(Path(root), *pack(names))
 
     def __len__(self) -> int:
         return len(self.ends)
 
     def name(self, index: int) -> str:
-        start = int(self.ends[index - 1]) if index else 0
-        return os.fsdecode(self.names[start:int(self.ends[index])].tobytes())
+        return unpack(self.names, self.ends, index)
 
     def __getitem__(self, index: int) -> Path:
         return self.root / self.name(index)
+
+    def read(self, index: int) -> bytes:
+        """The file's bytes, or a DataError naming it."""
+        return _read(self[index])
+
+    def describe(self, index: int) -> str:
+        """What an error about the item names: its file."""
+        return str(self[index])
 
     def take(self, index) -> "FileList":
         """The files at ``index`` (a sequence of positions), in that order."""

@@ -1,7 +1,9 @@
 """The data a run reads, as its config names it: images (ImageSet, or ImageStream when streaming) or
-signals (SignalSet) for 1-D backbones, and the labelled subsets of the per-epoch kNN monitor."""
+signals (SignalSet) for 1-D backbones, and the labelled subsets of the per-epoch kNN monitor. The registered
+readers (registry.py) are asked first; the layouts of readers.py after them."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -10,6 +12,7 @@ from ..errors import ConfigError, DataError, MissingSplit, SpatialSSLError, warn
 from ..models import modality
 from .imageset import ImageSet
 from .readers import load_images, streams
+from .registry import reader_for
 from .signals import changed_options, load_signals
 from .stream import stream_images
 
@@ -26,13 +29,17 @@ def load_data(cfg, split: str, path=None):
     if ignored:
         warn(f"{', '.join(ignored)} do not apply to {cfg.model.backbone}: signal.* options read recordings for "
              "1-D backbones (vit1d_*); they are ignored for images")
+    reader = reader_for(path)
+    if reader is not None:
+        return reader.load(Path(str(path)).expanduser(), split, d)
     if d.stream and streams(path):
-        return stream_images(path, split, d.image_size, d.resize, d.channels, d.workers)
+        return stream_images(path, split, d.image_size, d.resize, d.channels, d.workers, d.skip_corrupt)
     return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
 
 
 LABELLED_SPLITS = ("give labelled train and test splits: a .npz of train_images, train_labels, test_images and "
-                   "test_labels, or a folder of train/ and test/ (or val/), each with one sub-folder per class")
+                   "test_labels, or a folder of train/ and test/ (or val/), each with one sub-folder per class "
+                   "(or of train-*.tar and test-*.tar shards with .cls labels)")
 
 
 def load_labelled(cfg, splits: tuple, purpose: str, path=None) -> list:

@@ -5,26 +5,47 @@ Host memory stays bounded by the batches in flight:
 (workers x prefetch_factor + 2) x batch x 3 x S x S bytes for S x S images
 (e.g. 16 workers, batch 256, 224 px: about 1.3 GB), whatever the data set's size.
 Batches carry the images' indices, not their labels: the loop looks labels up where they stay
-(on the device), so a method that makes its own (DeepCluster) streams too."""
+(on the device), so a method that makes its own (DeepCluster) streams too.
+
+A stream reads its images by index from an ``ItemSource``: the files of a folder (``FileList``), the samples
+of WebDataset shards (``shards.ShardIndex``), the rows of a Hugging Face dataset (``hf_datasets.DatasetRows``).
+Reading by index is what makes every process's and worker's share exact, the order random and resuming at an
+epoch boundary exact, whatever the source."""
 from __future__ import annotations
 
 import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from itertools import cycle
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, DataError, SpatialSSLError
-from .decode import Resize, _decode, _read
-from .filelist import FileList
+from ..errors import ConfigError, DataError, SpatialSSLError, warn
+from .decode import Resize, _decode
 from .readers import list_image_files, to_channels
 
 PREFETCH = 2
+
+
+class ItemSource(Protocol):
+    """Where a stream's encoded images come from, one item per image, kept compactly (a million items in tens
+    of MB of arrays, which forked workers share)."""
+
+    def __len__(self) -> int: ...
+
+    def read(self, index: int) -> bytes: ...  # the encoded image; a DataError naming it (describe) if unreadable
+
+    def describe(self, index: int) -> str: ...  # what an error names: a file, or "SHARD.tar sample KEY"
+
+    def take(self, index) -> "ItemSource": ...  # the items at ``index`` (positions), in that order
+
+    @property
+    def nbytes(self) -> int: ...
 
 
 class _Unreadable:
@@ -36,17 +57,17 @@ class _Unreadable:
 
 
 class _Files(torch.utils.data.Dataset):
-    def __init__(self, files: FileList, size: Resize, channels: int = 3):
+    def __init__(self, files: ItemSource, size: Resize, channels: int = 3):
         self.files, self.size, self.channels = files, size, channels
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int):
-        path = self.files[index]
         try:
-            image = torch.from_numpy(_decode(path, _read(path), self.size).copy()).permute(2, 0, 1)
-            image = to_channels(image[None], self.channels, str(path))[0]
+            name = self.files.describe(index)
+            image = torch.from_numpy(_decode(name, self.files.read(index), self.size).copy()).permute(2, 0, 1)
+            image = to_channels(image[None], self.channels, name)[0]
         except DataError as err:
             return _Unreadable(str(err))
         return image, index
@@ -65,23 +86,37 @@ class _EpochOrder(torch.utils.data.Sampler):
         return len(self.indices)
 
 
-def _collate(items: list):
-    """The batch, or the first _Unreadable among its items."""
-    unreadable = [item for item in items if isinstance(item, _Unreadable)]
-    return unreadable[0] if unreadable else torch.utils.data.default_collate(items)
+def _collate(items: list) -> tuple:
+    """(images, indices, the messages of the unreadable items). An unreadable item's place is taken by a
+    readable one of the same batch, in turn, so a batch keeps its length and its other items their places
+    (torchrun's processes and the pairing methods need full batches); (None, None, messages) when none is
+    readable. ``ImageStream.batches`` decides whether that may happen (data.skip_corrupt)."""
+    kept = [item for item in items if not isinstance(item, _Unreadable)]
+    errors = [item.message for item in items if isinstance(item, _Unreadable)]
+    if not kept:
+        return None, None, errors
+    if errors:
+        stand_ins = cycle(kept)
+        items = [next(stand_ins) if isinstance(item, _Unreadable) else item for item in items]
+    images, index = torch.utils.data.default_collate(items)
+    return images, index, errors
 
 
 @dataclass
 class ImageStream:
-    """An image folder read batch by batch; stands where an ImageSet would in the loop."""
-    files: FileList
+    """Images read batch by batch (an image folder, shards, a dataset's rows); stands where an ImageSet would in
+    the loop."""
+    files: ItemSource
     labels_array: Optional[np.ndarray]
     resize: Resize
     classes: list = field(default_factory=list)
     source: str = ""
-    layout: str = ""  # readers.detect_layout's name for the folder
+    layout: str = ""  # readers.detect_layout's name for the folder, or a registered reader's (registry.py)
     channels: int = 3  # 1: decoded RGB made grey
     workers: int = 0  # decoding processes (decode_workers)
+    skip_corrupt: bool = False  # data.skip_corrupt: an unreadable image is skipped (counted) instead of an error
+    skipped: int = field(default=0, init=False, repr=False, compare=False)  # since the last take_skipped()
+    _warned: set = field(default_factory=set, init=False, repr=False, compare=False)
     _loader: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)  # (settings, order, loader)
 
     def __len__(self) -> int:
@@ -119,10 +154,29 @@ class ImageStream:
             self._loader = (settings, epoch_order, loader)
         _, epoch_order, loader = self._loader
         epoch_order.indices = list(order)
-        for batch_or_error in loader:
-            if isinstance(batch_or_error, _Unreadable):
-                raise DataError(batch_or_error.message)
-            yield batch_or_error
+        for images, index, errors in loader:
+            if errors:
+                self._skip(errors, images is None)
+            yield images, index
+
+    def _skip(self, errors: list, whole_batch: bool) -> None:
+        """Stop at the first unreadable image, or (data.skip_corrupt) count them, each named once in a warning;
+        their places were taken by readable images of the batch (``_collate``)."""
+        if not self.skip_corrupt:
+            raise DataError(f"{errors[0]} (data.skip_corrupt=true skips unreadable images)")
+        if whole_batch:
+            raise DataError(f"{errors[0]}; no image of its batch of {len(errors)} could be read, so none can stand "
+                            "in for the skipped ones (data.skip_corrupt)")
+        self.skipped += len(errors)
+        for message in errors:
+            if message not in self._warned:
+                self._warned.add(message)
+                warn(f"skipped (data.skip_corrupt): {message}")
+
+    def take_skipped(self) -> int:
+        """The images skipped since the last call, for the epoch's log (data.skip_corrupt)."""
+        count, self.skipped = self.skipped, 0
+        return count
 
     def subset(self, count: int, seed: int = 0) -> "ImageStream":
         """A fixed random subset of the files (the same for the same seed, as ``ImageSet.subset``), or the
@@ -190,15 +244,21 @@ def decode_workers(requested: Optional[int]) -> int:
     return max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
-def shared_listing(path, split: str) -> tuple:
-    """``list_image_files``, listed by one process of a torchrun job and handed to the others, which would
-    otherwise each walk the whole folder on the shared file system; its error, if any, is everyone's."""
+def skipped_images(data) -> int:
+    """The images ``data`` skipped since last asked: a stream's (data.skip_corrupt), 0 for data read whole."""
+    return data.take_skipped() if isinstance(data, ImageStream) else 0
+
+
+def one_lists(listing: Callable, *args):
+    """``listing(*args)`` (a folder's files, shards' samples), listed by one process of a torchrun job and handed
+    to the others, which would otherwise each walk the same files on the shared file system; its error, if any,
+    is everyone's."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return list_image_files(path, split)
+        return listing(*args)
     listed: list = [None]
     if dist.get_rank() == 0:
         try:
-            listed = [list_image_files(path, split)]
+            listed = [listing(*args)]
         except SpatialSSLError as err:
             listed = [err]
     dist.broadcast_object_list(listed, src=0)  # our own objects between our own processes, not a file's
@@ -207,12 +267,25 @@ def shared_listing(path, split: str) -> tuple:
     return listed[0]
 
 
-def stream_images(path, split: str, size: Optional[int], resize: str = "short_side",
-                  channels: Optional[int] = None, workers: Optional[int] = None) -> ImageStream:
+def check_streamable(size: Optional[int], channels: Optional[int], needs: str = "data.stream needs") -> None:
     if size is None:
-        raise ConfigError("data.stream needs data.image_size (every image is resized to it as it is decoded)")
+        raise ConfigError(f"{needs} data.image_size (every image is resized to it as it is decoded)")
     if channels not in (None, 1, 3):
         raise ConfigError(f"data.channels={channels}: image files hold grey or RGB; streams decode 1 or 3 channels")
-    files, labels, classes, layout = shared_listing(path, split)
+
+
+def stream_images(path, split: str, size: Optional[int], resize: str = "short_side",
+                  channels: Optional[int] = None, workers: Optional[int] = None,
+                  skip_corrupt: bool = False) -> ImageStream:
+    check_streamable(size, channels)
+    files, labels, classes, layout = one_lists(list_image_files, path, split)
     return ImageStream(files, labels, Resize(size, resize), classes, f"{Path(path)} ({split}, streamed)", layout,
-                       channels or 3, decode_workers(workers))
+                       channels or 3, decode_workers(workers), skip_corrupt)
+
+
+def stream_of(items: ItemSource, labels: Optional[np.ndarray], classes: list, source: str, layout: str,
+              options, needs: str) -> ImageStream:
+    """A stream of ``items`` decoded as the config's data section (``options``) says."""
+    check_streamable(options.image_size, options.channels, needs)
+    return ImageStream(items, labels, Resize(options.image_size, options.resize), classes, source, layout,
+                       options.channels or 3, decode_workers(options.workers), options.skip_corrupt)

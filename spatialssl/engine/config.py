@@ -38,7 +38,8 @@ EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 
 @dataclass
 class DataConfig:
     """The data set a run reads and how its images are decoded."""
-    path: Optional[str] = option(None, "the data set, a folder or an .npz file (--data sets it)")
+    path: Optional[str] = option(None, "the data set, a folder or an .npz file, WebDataset shards (a folder, a .tar or "
+                                       "a brace pattern) or a saved Hugging Face dataset (--data sets it)")
     dataset: Optional[str] = option(None, "the recipe's data set, cifar10 | cifar100 | stl10: what --download "
                                           "fetches, and whose statistics a recipe's data.mean/std are")
     split: str = option("train", "the split pretraining reads, e.g. train+unlabeled for STL-10")
@@ -60,9 +61,13 @@ class DataConfig:
                                                 "null: they apply to any data")
     cache: bool = option(True, "cache decoded image folders in .spatialssl-cache/ beside the data")
     stream: bool = option(False, "decode batches in DataLoader workers instead of all at once (image folders too "
-                                 "large for memory; array formats are read whole)")
+                                 "large for memory; array formats are read whole; shards and Hugging Face "
+                                 "datasets always stream)")
     workers: Optional[int] = option(None, "decoding processes when streaming; null: the CPUs this process may use, "
                                           "shared among a machine's torchrun processes", range=">= 0")
+    skip_corrupt: bool = option(False, "streams: an image that cannot be read or decoded is skipped (warned, counted "
+                                       "in metrics.csv's 'skipped', its place in the batch taken by another of the "
+                                       "batch) instead of stopping the run")
 
 
 @dataclass

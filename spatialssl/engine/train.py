@@ -16,7 +16,7 @@ import torch
 
 from ..data import ImageSet, SignalSet
 from ..data.load import load_monitor_data, load_training_data
-from ..data.stream import ImageStream
+from ..data.stream import ImageStream, skipped_images
 from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
@@ -326,6 +326,9 @@ def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
     if not math.isfinite(summary["loss"]):
         raise diverged(f"the loss became non-finite in epoch {epoch + 1}", cfg, run.last)
     summary["images_per_s"] = steps * cfg.train.batch_size / seconds
+    if cfg.data.skip_corrupt:  # unreadable images skipped this epoch by all processes (their mean times their count)
+        skipped = torch.tensor(float(skipped_images(run.train_set)), device=run.device)
+        summary["skipped"] = round(float(run.ranks.mean(skipped)) * run.ranks.world)
     if run.ranks.main:  # one writer: checkpoints, logs and the kNN monitor
         if run.monitor is not None:  # the backbone that will be evaluated
             evaluated = (run.method if run.ema is None else run.ema.module).backbone

@@ -1,0 +1,326 @@
+"""WebDataset shards as ``--data``: uncompressed tar files whose members are grouped into samples by their key
+(the member's name up to the first dot of its base name, its folder kept): an image (.jpg, .jpeg, .png or
+.webp, or another format Pillow reads) and, for labelled data, a .cls holding the class number in ASCII.
+
+The shards are read by index, never in sequence: their tar headers are scanned once (by one process of a
+torchrun job) into arrays of each sample's shard, byte offset and size, and a worker reads a sample with one
+positioned read. So a stream of shards is a stream like a folder's: each process and worker gets an exact
+share, each sample is read once per epoch, in random order, and resuming at an epoch boundary is exact. That
+needs a seekable file system (local, NFS, Lustre, a mounted bucket); nothing is ever extracted to disk, and
+links inside a tar are refused, never followed.
+
+Labels are the .cls numbers themselves (the classes are 0 .. the largest, named by their numbers): every sample
+has one, or none has (unlabelled)."""
+from __future__ import annotations
+
+import os
+import re
+import tarfile
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError, MissingSplit, first_line
+from .decode import IMAGE_SUFFIXES
+from .filelist import pack, unpack
+from .registry import Reader, register
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", *sorted(s[1:] for s in IMAGE_SUFFIXES - {".jpg", ".jpeg", ".png",
+                                                                                           ".webp"}))
+COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"))
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")  # the compressed ones are refused
+BRACES = re.compile(r"\{([^{}]*)\}")
+CLASS_NUMBER = re.compile(rb"\s*(\d{1,9})\s*")
+WRITE_AGAIN = "copy or write the shard again"
+SCANNERS = 8  # shards scanned at once: on a network file system the reads' latency, not parsing, dominates
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """The samples of a list of shards as arrays (1.28M samples in 40 to 60 MB, by their keys' length): an
+    ItemSource of a stream."""
+    shards: tuple  # the shard files, as str
+    shard: np.ndarray  # int32: each sample's shard
+    offset: np.ndarray  # int64: where its image's bytes start in the shard
+    size: np.ndarray  # uint32: how many there are
+    keys: np.ndarray  # uint8: every sample's key, one after another (filelist.pack)
+    key_ends: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.shard)
+
+    def key(self, index: int) -> str:
+        return unpack(self.keys, self.key_ends, index)
+
+    def describe(self, index: int) -> str:
+        return f"{self.shards[self.shard[index]]} sample {self.key(index)}"
+
+    def read(self, index: int) -> bytes:
+        """The sample's image bytes, by one positioned read of its shard (no shared file position: safe in
+        forked workers)."""
+        size, offset = int(self.size[index]), int(self.offset[index])
+        try:
+            data = os.pread(_OPEN.fd(self.shards[self.shard[index]]), size, offset)
+        except OSError as err:
+            raise DataError(f"cannot read image {self.describe(index)}: {err.strerror or err}") from None
+        if len(data) != size:
+            raise DataError(f"cannot read image {self.describe(index)}: the shard ends before it (it changed since it "
+                            f"was listed); {WRITE_AGAIN}")
+        return data
+
+    def take(self, index) -> "ShardIndex":
+        index = np.asarray(index, dtype=np.int64)
+        return ShardIndex(self.shards, self.shard[index], self.offset[index], self.size[index],
+                          *pack([self.key(int(i)) for i in index]))
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.shard, self.offset, self.size, self.keys, self.key_ends))
+
+
+class _OpenShards:
+    """This process's open shards, the most recently read LIMIT of them (a worker reading in random order
+    meets every shard; a file per shard held open would exhaust the descriptors of a large set)."""
+    LIMIT = 64
+
+    def __init__(self):
+        self.pid, self.fds = os.getpid(), OrderedDict()
+
+    def fd(self, path: str) -> int:
+        if self.pid != os.getpid():  # a forked worker: its copies of the parent's descriptors are closed, not shared
+            for fd in self.fds.values():
+                os.close(fd)
+            self.pid, self.fds = os.getpid(), OrderedDict()
+        if path in self.fds:
+            self.fds.move_to_end(path)
+            return self.fds[path]
+        if len(self.fds) >= self.LIMIT:
+            os.close(self.fds.popitem(last=False)[1])
+        self.fds[path] = os.open(path, os.O_RDONLY)
+        return self.fds[path]
+
+
+_OPEN = _OpenShards()
+
+
+def expand_braces(pattern: str) -> list:
+    """``a-{000..002}.tar`` -> a-000.tar, a-001.tar, a-002.tar (zero-padded as written), ``{a,b}`` -> a, b; several
+    braces multiply, as the shell and WebDataset expand them."""
+    match = BRACES.search(pattern)
+    if match is None:
+        return [pattern]
+    head, body, rest = pattern[:match.start()], match.group(1), expand_braces(pattern[match.end():])
+    numbers = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numbers:
+        first, last = numbers.groups()
+        width = max(len(first), len(last)) if first.startswith("0") or last.startswith("0") else 0
+        step = 1 if int(last) >= int(first) else -1
+        options = [str(n).zfill(width) for n in range(int(first), int(last) + step, step)]
+    elif "," in body:
+        options = body.split(",")
+    else:
+        options = ["{" + body + "}"]  # not a pattern: braces in a name
+    return [head + option + tail for option in options for tail in rest]
+
+
+def pattern_shards(pattern: str) -> list:
+    paths = [Path(p) for p in expand_braces(pattern)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"shard {missing[0]} of --data {pattern} does not exist ({len(missing)} of the pattern's "
+                        f"{len(paths)} shards are missing)")
+    return paths
+
+
+def folder_shards(root: Path, split: str) -> list:
+    """The shards of ``split`` in a folder: ``SPLIT/*.tar`` when there is a train/ folder of shards, else
+    ``SPLIT-*.tar`` when there are train-*.tar shards (what ``spatialssl shard`` writes), else every ``*.tar``,
+    the train split. The test split is val's where there is no test."""
+    names = [split, "val"] if split == "test" else [split]
+    if (root / "train").is_dir():
+        for name in names:
+            if (root / name).is_dir():
+                found = sorted((root / name).glob("*.tar"))
+                if not found:
+                    raise DataError(f"{root / name} holds no .tar shards")
+                return found
+        raise MissingSplit(f"{root} has no '{split}' folder of shards", "add it, or name a split it has")
+    if any(root.glob("train-*.tar")):
+        for name in names:
+            found = sorted(root.glob(f"{name}-*.tar"))
+            if found:
+                return found
+        raise MissingSplit(f"{root} has no {split}-*.tar shards", "write them, or name a split it has")
+    if split == "train":
+        return sorted(root.glob("*.tar"))
+    raise MissingSplit(f"{root} holds one set of shards, the train split, and no '{split}' split",
+                       "name the shards train-*.tar and test-*.tar (or put them in train/ and test/) to give it both")
+
+
+def split_shards(path: Path, split: str) -> list:
+    if BRACES.search(str(path)) or path.is_file():
+        if split != "train":
+            raise MissingSplit(f"--data {path} names one set of shards, the train split, and no '{split}' split",
+                               "give a folder of train-*.tar and test-*.tar (or of train/ and test/) shards")
+        return pattern_shards(str(path)) if BRACES.search(str(path)) else [path]
+    return folder_shards(path, split)
+
+
+def _refuse_compressed(path: Path, head: bytes) -> None:
+    for magic, kind in COMPRESSED:
+        if head.startswith(magic):
+            raise DataError(f"shard {path} is {kind}-compressed; shards are read by seeking into them, so they must be "
+                            f"uncompressed tar files: decompress it (e.g. with {kind} -d)")
+
+
+def _split_name(name: str) -> tuple:
+    """(key, extension) of a member's name as WebDataset splits it, or None for a name without an extension."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, extension = base.partition(".")
+    if not (stem and dot and extension):
+        return None
+    return (f"{folder}/{stem}" if folder else stem), extension.lower()
+
+
+def _member_kind(member: tarfile.TarInfo) -> str:
+    return ("symbolic link" if member.issym() else "hard link" if member.islnk() else "device" if member.isdev()
+            else "FIFO" if member.isfifo() else "special member")
+
+
+def scan_shard(path: Path) -> list:
+    """[(key, image offset, image size, label or None)] of one shard's samples, in order, from its tar headers
+    alone; every defect named in one DataError with the shard and the sample's key."""
+    try:
+        handle = open(path, "rb")
+    except OSError as err:
+        raise DataError(f"cannot read shard {path}: {err.strerror or err}") from None
+    with handle:
+        length = os.fstat(handle.fileno()).st_size
+        if not length:
+            raise DataError(f"shard {path} is empty (0 bytes); {WRITE_AGAIN}")
+        _refuse_compressed(path, handle.read(6))
+        handle.seek(0)
+        try:
+            tar = tarfile.open(fileobj=handle, mode="r:")
+        except tarfile.ReadError as err:
+            raise DataError(f"shard {path} is not a tar file ({first_line(err)}); WebDataset shards are uncompressed "
+                            ".tar files") from None
+        samples: dict = {}
+        last = None
+        try:
+            for member in tar:
+                last = _add_member(samples, member, path, length) or last
+        except tarfile.ReadError as err:
+            if tar.offset >= length:  # the file ends inside the last member's padding
+                raise DataError(f"shard {path} is truncated after sample {last}: it ends without tar's "
+                                f"end-of-archive block; {WRITE_AGAIN}") from None
+            raise DataError(f"shard {path} has a damaged tar header after sample {last} ({first_line(err)}); "
+                            f"{WRITE_AGAIN}") from None
+        _check_end(handle, tar.offset, path, last)
+        return [_sample(path, key, members, handle) for key, members in samples.items()]
+
+
+def _add_member(samples: dict, member: tarfile.TarInfo, path: Path, length: int):
+    """Files ``member`` under its sample; returns the sample's key (None for a folder, which is no sample's)."""
+    if member.isdir():
+        return None
+    named = _split_name(member.name)
+    key = named[0] if named else member.name
+    if not member.isreg():
+        raise DataError(f"shard {path} sample {key}: member {member.name} is a {_member_kind(member)}; links are "
+                        "never followed and shards hold regular files only (write it with the files themselves)")
+    if member.offset_data + member.size > length:
+        raise DataError(f"shard {path} is truncated: sample {key}'s member {member.name} claims {member.size} bytes "
+                        f"from byte {member.offset_data}, but the file ends at byte {length}; {WRITE_AGAIN}")
+    if named is None:  # no extension: no field of any sample (WebDataset skips it too)
+        return key
+    members = samples.setdefault(key, {})
+    if named[1] in members:
+        raise DataError(f"shard {path} sample {key} has two .{named[1]} members; keys must be unique in a shard")
+    members[named[1]] = (member.offset_data, member.size)
+    return key
+
+
+def _check_end(handle, offset: int, path: Path, last) -> None:
+    """tarfile stops quietly at a header it cannot read past the first: what follows the last member must be
+    tar's end-of-archive block, or the shard was cut short or damaged."""
+    block = os.pread(handle.fileno(), 512, offset)
+    if len(block) < 512:
+        raise DataError(f"shard {path} is truncated after sample {last}: it ends without tar's end-of-archive "
+                        f"block; {WRITE_AGAIN}")
+    if block.strip(b"\0"):
+        raise DataError(f"shard {path} has a damaged tar header after sample {last} (byte {offset}); {WRITE_AGAIN}")
+
+
+def _sample(path: Path, key: str, members: dict, handle) -> tuple:
+    image = next((members[e] for e in IMAGE_EXTENSIONS if e in members), None)
+    if image is None:
+        raise DataError(f"shard {path} sample {key} has no image (it has {', '.join('.' + e for e in members)}); "
+                        "every sample needs a .jpg, .jpeg, .png or .webp member")
+    label = None
+    if "cls" in members:
+        offset, size = members["cls"]
+        text = os.pread(handle.fileno(), min(size, 64), offset)
+        number = CLASS_NUMBER.fullmatch(text) if size <= 64 else None
+        if number is None:
+            raise DataError(f"shard {path} sample {key}: its .cls holds {text[:20]!r}, not a class number (a "
+                            "non-negative integer in ASCII)")
+        label = int(number.group(1))
+    return key, image[0], image[1], label
+
+
+def list_shards(paths: list) -> tuple:
+    """(ShardIndex, int64 labels or None, class names) of the samples of ``paths``, shard by shard in order."""
+    shard, offsets, sizes, keys, labels = [], [], [], [], []
+    first = {}  # True/False (labelled): the first (shard, key) of each kind, for the error mixing them
+    with ThreadPoolExecutor(max_workers=SCANNERS) as pool:
+        scanned = list(pool.map(scan_shard, paths))  # in order: the first bad shard is the one named
+    for number, (path, samples) in enumerate(zip(paths, scanned)):
+        for key, offset, size, label in samples:
+            shard.append(number)
+            offsets.append(offset)
+            sizes.append(size)
+            keys.append(key)
+            labels.append(-1 if label is None else label)
+            first.setdefault(label is not None, (path, key))
+    if not shard:
+        raise DataError(f"the shards {paths[0]}{' ...' if len(paths) > 1 else ''} hold no samples")
+    if len(first) == 2:
+        (with_path, with_key), (without_path, without_key) = first[True], first[False]
+        raise DataError(f"the shards mix labelled and unlabelled samples: shard {with_path} sample {with_key} has a "
+                        f".cls label, shard {without_path} sample {without_key} has none; label every sample or none")
+    index = ShardIndex(tuple(str(p) for p in paths), np.asarray(shard, dtype=np.int32),
+                       np.asarray(offsets, dtype=np.int64), np.asarray(sizes, dtype=np.uint32), *pack(keys))
+    if True not in first:
+        return index, None, []
+    labels = np.asarray(labels, dtype=np.int64)
+    return index, labels, [str(c) for c in range(int(labels.max()) + 1)]
+
+
+@register
+class WebDatasetShards(Reader):
+    """A folder of ``*.tar`` shards (train/ and test/ folders of them, or train-*.tar and test-*.tar), one
+    ``.tar``, or a brace pattern such as ``/data/train-{000000..000146}.tar``."""
+    layout = "shards"
+
+    @classmethod
+    def detects(cls, path: Path) -> bool:
+        if BRACES.search(str(path)) and str(path).endswith(".tar"):
+            return True
+        if path.is_file():
+            return path.name.lower().endswith(TAR_SUFFIXES)
+        if not path.is_dir():
+            return False
+        if (path / "train").is_dir() and any((path / "train").glob("*.tar")):
+            return True
+        # only shards: a data set's folder with an archive beside its images (ImageNet's) is not a set of shards
+        return any(path.glob("*.tar")) and not any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
+
+    @classmethod
+    def list(cls, path: Path, split: str) -> tuple:
+        paths = split_shards(path, split)
+        index, labels, classes = list_shards(paths)
+        return index, labels, classes, f"{path} ({split}, {len(paths)} shards)"

@@ -1,0 +1,342 @@
+"""WebDataset shards and Hugging Face datasets as --data: `spatialssl shard` writes shards from what --data
+reads, in its order, so the shards stream the same pixels and labels, a run on them equals a run on the
+folder streamed (resumed too), and linear-eval and finetune take them; two processes each decode their own
+share; every kind of bad shard is one line naming the shard and the sample; data.skip_corrupt skips and
+counts."""
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_class_folders
+from PIL import Image
+from safetensors.torch import load_file
+
+from spatialssl.cli import main
+from spatialssl.data import make_demo_images, readers, shards
+from spatialssl.data.load import load_data
+from spatialssl.data.stream import stream_images
+from spatialssl.engine.config import load_config
+from spatialssl.engine.runlog import read_metrics
+from spatialssl.engine.train import pretrain
+from spatialssl.errors import MissingSplit
+
+STATISTICS = ["data.mean=[0.3,0.3,0.3]", "data.std=[0.25,0.25,0.25]"]
+SMALL = ["model.backbone=resnet8", "method.patch_size=12", "train.batch_size=16", "train.epochs=2",
+         "train.knn_monitor=16", "train.deterministic=true", "data.image_size=32", "data.workers=0", *STATISTICS,
+         "method.name=sr", "method.num_patches=2"]
+TINY = ["--no-progress", "model.backbone=resnet8", "method.name=supervised", "train.batch_size=4", "train.epochs=1",
+        "train.knn_monitor=0", "data.image_size=16", "data.workers=0", *STATISTICS]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """train/ and test/ class folders of JPEGs (the demo's shapes, 4 classes in each split)."""
+    root = tmp_path_factory.mktemp("folder") / "shapes"
+    demo = make_demo_images(80, seed=4)
+    pixels, labels = demo.images.permute(0, 2, 3, 1).numpy(), demo.labels.numpy() % 4
+    write_class_folders(root / "train", pixels[:56], labels[:56], "jpg")
+    write_class_folders(root / "test", pixels[56:], labels[56:], "jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def sharded(folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards") / "shapes"
+    assert main(["shard", "--data", str(folder), "--out", str(out), "--samples-per-shard", "10", "--no-progress"]) == 0
+    return out
+
+
+def config(*overrides):
+    return load_config(overrides=[*SMALL, *overrides])
+
+
+def method_weights(run):
+    return {k: v for k, v in load_file(run / "last.ckpt").items() if k.startswith("method.")}
+
+
+def never_decode_whole(monkeypatch):
+    monkeypatch.setattr(readers, "decode_files", lambda *a, **k: pytest.fail("decoded whole"))
+
+
+def test_shard_writes_both_splits_in_the_readers_order(sharded, capsys):
+    assert sorted(p.name for p in sharded.iterdir()) == [*(f"test-00000{i}.tar" for i in range(3)),
+                                                         *(f"train-00000{i}.tar" for i in range(6))]
+    with tarfile.open(sharded / "train-000000.tar") as tar:
+        members = tar.getmembers()
+    assert [m.name for m in members[:4]] == ["00000000.cls", "00000000.jpg", "00000001.cls", "00000001.jpg"]
+    assert {(m.mtime, m.uid, m.gid, m.mode) for m in members} == {(0, 0, 0, 0o644)}
+
+
+def test_shards_stream_the_folders_pixels_and_labels(folder, sharded):
+    cfg = config()
+    for split in ("train", "test"):
+        ours, theirs = load_data(cfg, split, str(sharded)), stream_images(folder, split, 32, workers=0)
+        assert ours.layout == "shards" and len(ours) == len(theirs)
+        assert torch.equal(ours.images_at(range(len(ours))), theirs.images_at(range(len(theirs))))
+        assert torch.equal(ours.labels, theirs.labels) and ours.num_classes == theirs.num_classes
+    files = readers.list_image_files(folder, "train")[0]
+    first = load_data(cfg, "train", str(sharded)).files
+    assert first.read(3) == files.read(3)  # the file's bytes themselves
+    assert first.describe(3) == f"{sharded / 'train-000000.tar'} sample 00000003"
+    assert first.nbytes < 40 * len(first)  # arrays, not objects
+    picked = load_data(cfg, "train", str(sharded)).subset(20, seed=1)
+    assert torch.equal(picked.images_at(range(20)), stream_images(folder, "train", 32, workers=0).subset(
+        20, seed=1).images_at(range(20)))
+
+
+def test_decoding_workers_read_the_shards_as_the_process_does(sharded):
+    alone, workers = (load_data(config(f"data.workers={n}"), "train", str(sharded)) for n in (0, 2))
+    order = torch.randperm(len(alone), generator=torch.Generator().manual_seed(0)).tolist()
+    assert torch.equal(torch.cat([x for x, _ in workers.batches(order, 8, False)]), alone.images_at(order))
+
+
+def test_a_single_shard_and_a_brace_pattern_are_the_train_split(sharded):
+    cfg = config()
+    pattern = load_data(cfg, "train", str(sharded / "train-{000000..000005}.tar"))
+    whole = load_data(cfg, "train", str(sharded))
+    assert torch.equal(pattern.images_at(range(len(whole))), whole.images_at(range(len(whole))))
+    assert len(load_data(cfg, "train", str(sharded / "train-000001.tar"))) == 10
+    assert shards.expand_braces("a{08..10}-{x,y}.tar") == ["a08-x.tar", "a08-y.tar", "a09-x.tar", "a09-y.tar",
+                                                          "a10-x.tar", "a10-y.tar"]
+    assert shards.expand_braces("{3..1}") == ["3", "2", "1"] and shards.expand_braces("a{b}c") == ["a{b}c"]
+
+
+@pytest.fixture(scope="module")
+def runs(folder, sharded, tmp_path_factory):
+    """SR pretrained on the folder streamed and on its shards."""
+    root = tmp_path_factory.mktemp("runs")
+    made = {}
+    for name, data, extra in (("folder", folder, ["data.stream=true"]), ("shards", sharded, [])):
+        made[name] = pretrain(config(f"data.path={data}", *extra), root / name, progress=False).parent
+    return made
+
+
+def test_pretraining_on_shards_equals_pretraining_on_the_folder_streamed(runs):
+    ours, theirs = method_weights(runs["shards"]), method_weights(runs["folder"])
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    monitored = [[row["knn_acc"] for row in read_metrics(runs[name])] for name in ("shards", "folder")]
+    assert monitored[0] == monitored[1] and all(acc != "" for acc in monitored[0])  # the monitor reads test shards
+
+
+def test_a_run_on_shards_resumed_at_an_epoch_boundary_equals_one_uninterrupted(runs, sharded, tmp_path):
+    pretrain(config(f"data.path={sharded}"), tmp_path / "run", progress=False, stop_after_epoch=1)
+    pretrain(config(f"data.path={sharded}"), tmp_path / "run", progress=False, resume=True)
+    ours, theirs = method_weights(tmp_path / "run"), method_weights(runs["shards"])
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_linear_eval_and_finetune_take_shards(runs, folder, sharded, tmp_path, monkeypatch, capsys):
+    never_decode_whole(monkeypatch)
+    reports = {}
+    for name, data in (("shards", sharded), ("folder", folder)):
+        report = tmp_path / f"{name}.json"
+        assert main(["linear-eval", "--checkpoint", str(runs[name]), "--data", str(data), "--epochs", "3",
+                     "--report", str(report)]) == 0
+        assert main(["finetune", "--checkpoint", str(runs[name]), "--data", str(data), "--out",
+                     str(tmp_path / f"ft-{name}"), "--epochs", "1", "--no-progress", "train.batch_size=16",
+                     "finetune.mixup=0", "finetune.cutmix=0"]) == 0
+        reports[name] = (json.loads(report.read_text()),
+                         json.loads((tmp_path / f"ft-{name}" / "finetune.json").read_text()))
+    capsys.readouterr()
+    (lin, tuned), (lin_folder, tuned_folder) = reports["shards"], reports["folder"]
+    assert lin["linear"] == lin_folder["linear"] and lin["knn"] == lin_folder["knn"]
+    assert tuned["test_acc"] == tuned_folder["test_acc"] and tuned["kappa"] == tuned_folder["kappa"]
+
+
+def _shards_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    from test_distributed import SETTINGS, _join, _leave
+
+    from spatialssl.data import stream
+
+    _join(rank, world, port)
+    decoded, scanned = [], []
+    original, scan = stream._Files.__getitem__, shards.scan_shard
+    stream._Files.__getitem__ = lambda self, i: (decoded.append(i), original(self, i))[1]
+    shards.scan_shard = lambda path: (scanned.append(path), scan(path))[1]
+    pretrain(load_config(overrides=[*SETTINGS, *STATISTICS, "data.image_size=32", "data.workers=0",
+                                    f"data.path={data}"]), Path(out) / "run", progress=False)
+    torch.save({"decoded": decoded, "scanned": len(scanned)}, Path(out) / f"rank{rank}.pt")
+    _leave()
+
+
+def test_two_processes_each_decode_their_own_share_of_the_shards(sharded, tmp_path):
+    import torch.multiprocessing as mp
+    from test_distributed import _free_port
+
+    mp.spawn(_shards_worker, args=(2, _free_port(), str(sharded), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    # 56 samples, global batch 16: 3 steps of 8 samples per process in the epoch, none in both
+    assert [len(r["decoded"]) for r in ranks] == [24, 24]
+    assert len(set(ranks[0]["decoded"]) | set(ranks[1]["decoded"])) == 48
+    assert ranks[0]["scanned"] == 6 and ranks[1]["scanned"] == 0  # one process lists, the other is handed it
+
+
+def jpeg(seed: int, size: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    return buffer.getvalue()
+
+
+def write_tar(path: Path, members: list) -> Path:
+    """A tar of (name, bytes) members; bytes None: a symbolic link to /etc/passwd."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def labelled(count: int, start: int = 0) -> list:
+    return [m for i in range(start, start + count) for m in ((f"s{i:03d}.cls", b"%d\n" % (i % 2)),
+                                                             (f"s{i:03d}.jpg", jpeg(i)))]
+
+
+def good_shard(tmp_path):
+    return write_tar(tmp_path / "data" / "train-000000.tar", labelled(8))
+
+
+def cut(keep):
+    def shard(tmp_path):
+        path = good_shard(tmp_path)
+        data = path.read_bytes()
+        path.write_bytes(data[:keep(data)])
+        return path
+    return shard
+
+
+def pattern_with_a_missing_shard(tmp_path):
+    good_shard(tmp_path)
+    write_tar(tmp_path / "data" / "train-000001.tar", labelled(8, 8))
+    return f"{tmp_path / 'data'}/train-{{000000..000003}}.tar"
+
+
+def gzipped(tmp_path):
+    import gzip
+
+    path = good_shard(tmp_path)
+    path.write_bytes(gzip.compress(path.read_bytes()))
+    return path
+
+
+SIZE_OF_LAST = len(jpeg(7))
+BAD_SHARDS = {  # name: (the --data it makes, what the line says besides the shard's name)
+    "a .tar that is not a tar": (lambda t: (t / "data.tar").write_bytes(b"no tar " * 200) and t / "data.tar",
+                                 "is not a tar file"),
+    "a gzip-compressed shard": (gzipped, "is gzip-compressed"),
+    "a shard cut inside an image": (cut(lambda data: data.rfind(jpeg(7)) + 10), "is truncated: sample s007"),
+    "a shard cut after its last member": (cut(lambda data: data.rfind(jpeg(7)) + SIZE_OF_LAST + 100),
+                                          "is truncated after sample s007"),
+    "a sample without an image": (lambda t: write_tar(t / "d" / "a.tar", [*labelled(2), ("s009.cls", b"1")]),
+                                  "sample s009 has no image"),
+    "mixed labels": (lambda t: write_tar(t / "d" / "a.tar", [*labelled(2), ("s005.jpg", jpeg(5))]),
+                     "mix labelled and unlabelled samples"),
+    "a .cls that is no number": (lambda t: write_tar(t / "d" / "a.tar", [("s0.cls", b"cat"), ("s0.jpg", jpeg(0))]),
+                                 "sample s0: its .cls holds b'cat'"),
+    "a missing shard in a brace pattern": (pattern_with_a_missing_shard, "train-000002.tar of --data"),
+    "a symbolic link member": (lambda t: write_tar(t / "d" / "a.tar", [*labelled(2), ("s002.jpg", None)]),
+                               "member s002.jpg is a symbolic link; links are never followed"),
+    "shards without data.image_size": (good_shard, "needs data.image_size"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SHARDS)
+def test_a_bad_shard_is_one_line_naming_the_shard_and_sample(case, tmp_path, capsys):
+    make, says = BAD_SHARDS[case]
+    data = make(tmp_path)
+    options = [o for o in TINY if case != "shards without data.image_size" or not o.startswith("data.image_size")]
+    capsys.readouterr()
+    code = main(["pretrain", "--data", str(data), "--out", str(tmp_path / "out"), *options])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert says in err, err
+    if case not in ("a missing shard in a brace pattern", "shards without data.image_size"):
+        assert f"shard {data}" in err, err
+
+
+def corrupt_shard(tmp_path):
+    members = labelled(16)
+    members[2 * 5 + 1] = ("s005.jpg", jpeg(5)[:60])  # cut inside the image: Pillow cannot decode it
+    return write_tar(tmp_path / "data" / "train-000000.tar", members)
+
+
+def test_a_corrupt_sample_stops_the_run_or_is_skipped_and_counted(tmp_path, capsys):
+    shard = corrupt_shard(tmp_path)
+    argv = lambda out: ["pretrain", "--data", str(shard.parent), "--out", str(tmp_path / out), *TINY,  # noqa: E731
+                        "train.batch_size=8", "train.epochs=2"]
+    capsys.readouterr()
+    assert main(argv("stopped")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot decode image {shard} sample s005: " in err, err
+    assert "data.skip_corrupt=true" in err
+    assert main([*argv("skipped"), "data.skip_corrupt=true"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"skipped (data.skip_corrupt): cannot decode image {shard} sample s005") == 1, err  # warned once
+    assert [row["skipped"] for row in read_metrics(tmp_path / "skipped")] == ["1", "1"]  # met in each epoch
+
+
+def test_a_run_stopped_by_a_corrupt_sample_may_resume_skipping_it(tmp_path, capsys):
+    shard = corrupt_shard(tmp_path)
+    argv = ["pretrain", "--data", str(shard.parent), "--out", str(tmp_path / "run"), *TINY, "train.batch_size=8"]
+    assert main([*argv, "data.skip_corrupt=true"]) == 0
+    resumed = ["pretrain", "--data", str(shard.parent), "--out", str(tmp_path / "run"), "--resume", "--no-progress",
+               "train.epochs=2"]
+    assert main([*resumed, "data.skip_corrupt=false"]) == 2 and "sample s005" in capsys.readouterr().err
+    assert main([*resumed, "data.skip_corrupt=true"]) == 0
+    assert [row["skipped"] for row in read_metrics(tmp_path / "run")] == ["1", "1"]
+
+
+def test_shard_refuses_an_existing_out_unless_overwrite(folder, tmp_path, capsys):
+    out = tmp_path / "shards"
+    assert main(["shard", "--data", str(folder), "--out", str(out), "--split", "train", "--samples-per-shard",
+                 "8", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["shard", "--data", str(folder), "--out", str(out), "--no-progress"]) == 2
+    assert "--out" in capsys.readouterr().err and len(list(out.iterdir())) == 7
+    assert main(["shard", "--data", str(folder), "--out", str(out), "--overwrite", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["test-000000.tar", "train-000000.tar"]  # no stale shard left
+
+
+def test_arrays_become_png_shards_of_the_same_pixels(tmp_path):
+    demo = make_demo_images(12, seed=2)
+    npz = tmp_path / "data.npz"
+    np.savez(npz, images=demo.images.numpy(), labels=demo.labels.numpy())
+    assert main(["shard", "--data", str(npz), "--out", str(tmp_path / "shards"), "--no-progress"]) == 0
+    streamed = load_data(config("data.image_size=32"), "train", str(tmp_path / "shards"))
+    assert torch.equal(streamed.images_at(range(12)), demo.images) and torch.equal(streamed.labels, demo.labels)
+
+
+def test_a_saved_hugging_face_dataset_streams_and_shards(tmp_path):
+    datasets = pytest.importorskip("datasets")
+    demo = make_demo_images(20, seed=5)
+
+    def png(image):
+        buffer = io.BytesIO()
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, "PNG")
+        return buffer.getvalue()
+
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list("abcdefghij"))})
+    rows = {"image": [{"bytes": png(x), "path": None} for x in demo.images], "label": demo.labels.tolist()}
+    whole = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": whole.select(range(14)), "validation": whole.select(range(14, 20))}).save_to_disk(
+        str(tmp_path / "hf"))
+    cfg = config("data.image_size=32")
+    train, test = load_data(cfg, "train", str(tmp_path / "hf")), load_data(cfg, "test", str(tmp_path / "hf"))
+    assert train.layout == "hf-datasets" and train.classes == list("abcdefghij")
+    assert torch.equal(train.images_at(range(14)), demo.images[:14]) and torch.equal(test.labels, demo.labels[14:])
+    assert main(["shard", "--data", str(tmp_path / "hf"), "--out", str(tmp_path / "shards"), "--no-progress"]) == 0
+    sharded = load_data(cfg, "test", str(tmp_path / "shards"))
+    assert torch.equal(sharded.images_at(range(6)), demo.images[14:]) and torch.equal(sharded.labels, test.labels)
+    whole.save_to_disk(str(tmp_path / "one"))  # a Dataset alone: the train split
+    assert len(load_data(cfg, "train", str(tmp_path / "one"))) == 20
+    with pytest.raises(MissingSplit, match="no 'test' split"):
+        load_data(cfg, "test", str(tmp_path / "one"))
