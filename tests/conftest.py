@@ -93,6 +93,19 @@ def write_class_folders(root: Path, images: np.ndarray, labels, fmt: str = "png"
     return root
 
 
+def write_shape_splits(root: Path) -> Path:
+    """train/ and test/ class folders of JPEGs under ``root``: the demo's shapes, 56 and 24 images, the same 4
+    classes in each split (what the streamed and sharded commands are tested on)."""
+    from spatialssl.data import make_demo_images
+
+    demo = make_demo_images(80, seed=4)
+    pixels, labels = demo.images.permute(0, 2, 3, 1).numpy(), demo.labels.numpy() % 4
+    write_class_folders(root / "train", pixels[:56], labels[:56], "jpg")
+    write_class_folders(root / "test", pixels[56:], labels[56:], "jpg")
+    assert len({*labels[56:]}) == len({*labels[:56]}) == 4
+    return root
+
+
 def write_tiny_imagenet(root: Path, images: np.ndarray, labels) -> Path:
     folder = root / "tiny-imagenet-200"
     wnids = [f"n{i:08d}" for i in range(int(max(labels)) + 1)]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_class_folders
+from conftest import write_shape_splits
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -34,13 +34,7 @@ TINY = ["--no-progress", "model.backbone=resnet8", "method.name=supervised", "tr
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    """train/ and test/ class folders of JPEGs (the demo's shapes, 4 classes in each split)."""
-    root = tmp_path_factory.mktemp("folder") / "shapes"
-    demo = make_demo_images(80, seed=4)
-    pixels, labels = demo.images.permute(0, 2, 3, 1).numpy(), demo.labels.numpy() % 4
-    write_class_folders(root / "train", pixels[:56], labels[:56], "jpg")
-    write_class_folders(root / "test", pixels[56:], labels[56:], "jpg")
-    return root
+    return write_shape_splits(tmp_path_factory.mktemp("folder") / "shapes")
 
 
 @pytest.fixture(scope="module")
