@@ -43,24 +43,27 @@ def uniform(low: float, high: float, n: int, generator: torch.Generator, device)
     return torch.rand(n, generator=generator, device=device) * (high - low) + low
 
 
-def sample_crop_boxes(n: int, height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+def sample_crop_boxes(n: int, height, width, scale: Sequence[float], ratio: Sequence[float],
                       generator: torch.Generator, device, attempts: int = 10) -> torch.Tensor:
-    """RandomResizedCrop's boxes (x0, y0, w, h) in pixels, n at once.
+    """RandomResizedCrop's boxes (x0, y0, w, h) in pixels, n at once, of images ``height`` x ``width`` (ints, or
+    tensors of n per-image sizes: whole images of different shapes, ``canvas.Canvases``).
 
     As torchvision: up to ``attempts`` draws of area and log-uniform aspect ratio per sample;
     samples with no box inside the image fall back to the largest centred box of a clamped ratio.
     """
-    area = height * width
+    per_image = isinstance(height, torch.Tensor)
+    rows, cols = (height[:, None], width[:, None]) if per_image else (height, width)
+    area = rows * cols
     s = uniform(scale[0], scale[1], n * attempts, generator, device).view(n, attempts)
     log_r = uniform(math.log(ratio[0]), math.log(ratio[1]), n * attempts, generator, device).view(n, attempts)
     r = log_r.exp()
     w = (s * area * r).sqrt()
     h = (s * area / r).sqrt()
-    fits = (w <= width) & (h <= height)
+    fits = (w <= cols) & (h <= rows)
     first = fits.float().argmax(1)  # the first attempt that fits (0 where none does)
     w = w.gather(1, first[:, None]).squeeze(1)
     h = h.gather(1, first[:, None]).squeeze(1)
-    fallback_w, fallback_h = _fallback_size(height, width, ratio)
+    fallback_w, fallback_h = (_fallback_sizes if per_image else _fallback_size)(height, width, ratio)
     found = fits.any(1)
     w = torch.where(found, w, fallback_w)
     h = torch.where(found, h, fallback_h)
@@ -77,6 +80,14 @@ def _fallback_size(height: int, width: int, ratio: Sequence[float]) -> tuple:
     if in_ratio > ratio[1]:
         return height * ratio[1], height
     return width, height
+
+
+def _fallback_sizes(height: torch.Tensor, width: torch.Tensor, ratio: Sequence[float]) -> tuple:
+    """``_fallback_size`` of each of n images (tensors), without a wait for the device."""
+    in_ratio = width / height
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    return (torch.where(wide, height * ratio[1], width),
+            torch.where(narrow, width / ratio[0], height))
 
 
 def crop_resize(images: torch.Tensor, boxes: torch.Tensor, size: Sequence[int],

@@ -27,7 +27,7 @@ from ..errors import DataError, first_line, warn
 from ..files import atomic_write, sweep_temporaries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-CACHE_FORMAT = "4"  # bump when decoding changes, so old caches are not reused
+CACHE_FORMAT = "5"  # bump when decoding changes, so old caches are not reused
 # A cache write killed midway leaves its temporary; one untouched this long is no live writer's (the folder
 # is shared by concurrent runs without a lock).
 STALE_TEMPORARY_S = 3600
@@ -36,24 +36,36 @@ STALE_TEMPORARY_S = 3600
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N"}
 
 
-RESIZE_MODES = ("short_side", "squash")
+RESIZE_MODES = ("short_side", "squash", "whole")
 
 
 @dataclass(frozen=True)
 class Resize:
     """Every image to ``size`` x ``size``: short side scaled to it and the long one centre-cropped
-    (``short_side``, the aspect kept), or both sides scaled (``squash``)."""
+    (``short_side``, the aspect kept), or both sides scaled (``squash``); or (``whole``, streams) the whole image,
+    its aspect kept and its long side at most ``source`` (never enlarged), in a ``source`` x ``source`` canvas
+    that training crops are cut from (``canvas.Canvases``; ``crop_pct``: its un-augmented view)."""
     size: int
     mode: str = "short_side"
+    source: Optional[int] = None  # whole: the canvas side; None: 2 x size
+    crop_pct: float = 1.0
 
     def __post_init__(self):
         if self.mode not in RESIZE_MODES:
             raise ValueError(f"mode '{self.mode}' is unknown; choose one of {', '.join(RESIZE_MODES)}")
 
+    @property
+    def canvas(self) -> int:
+        """The side of what decoding makes."""
+        return (self.source or 2 * self.size) if self.mode == "whole" else self.size
+
     def scaled(self, width: int, height: int) -> tuple:
-        """(width, height) before the centre crop."""
+        """(width, height) before the centre crop (or, whole, the image's size in its canvas)."""
         if self.mode == "squash":
             return self.size, self.size
+        if self.mode == "whole":
+            scale = min(1.0, self.canvas / max(width, height))
+            return max(1, round(width * scale)), max(1, round(height * scale))
         scale = self.size / min(width, height)
         return max(self.size, round(width * scale)), max(self.size, round(height * scale))
 
@@ -62,13 +74,26 @@ class Resize:
         return (width - self.size) // 2, (height - self.size) // 2
 
 
-def fit(img: Image.Image, resize: Resize) -> Image.Image:
-    if img.size == (resize.size, resize.size):
-        return img
-    width, height = resize.scaled(*img.size)
-    img = img.resize((width, height), Image.BILINEAR)
-    left, top = resize.crop_box(width, height)
-    return img.crop((left, top, left + resize.size, top + resize.size))
+def reduced_decode(img: Image.Image, resize: Resize) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 of its size (DCT scaling, Pillow's draft mode) where that still gives
+    at least the pixels ``resize`` keeps: most of a large JPEG's decoding time is saved. Other formats decode
+    whole."""
+    if img.format == "JPEG":
+        img.draft("RGB", resize.scaled(*img.size))
+
+
+def fit(img: Image.Image, resize: Resize) -> np.ndarray:
+    if resize.mode == "whole":
+        width, height = resize.scaled(*img.size)
+        pixels = np.asarray(img if img.size == (width, height) else img.resize((width, height), Image.BILINEAR))
+        side = resize.canvas  # the edge repeated past the image: bilinear crops at its border read its own pixels
+        return np.pad(pixels, ((0, side - height), (0, side - width), (0, 0)), mode="edge")
+    if img.size != (resize.size, resize.size):
+        width, height = resize.scaled(*img.size)
+        img = img.resize((width, height), Image.BILINEAR)
+        left, top = resize.crop_box(width, height)
+        img = img.crop((left, top, left + resize.size, top + resize.size))
+    return np.asarray(img, dtype=np.uint8)
 
 
 def is_image(path: Path) -> bool:
@@ -80,14 +105,26 @@ def list_images(folder: Path) -> list:
 
 
 def _decode(path: Path, data: bytes, size: Optional[Resize]) -> np.ndarray:
+    """The image in ``data`` as 8-bit RGB (H x W x 3), made as ``size`` says."""
+    return decode_sized(path, data, size)[0]
+
+
+def decode_sized(path: Path, data: bytes, size: Optional[Resize]) -> tuple:
+    """(``_decode``'s array, the (height, width) the image fills of it: all of it but for ``whole``'s canvas)."""
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if size is not None:
+                reduced_decode(img, size)
+            extent = img.size if size is None else size.scaled(*img.size)
             img = _to_rgb(img, path)
-            return np.asarray(img if size is None else fit(img, size), dtype=np.uint8)
+            pixels = np.asarray(img, dtype=np.uint8) if size is None else fit(img, size)
     except DataError:
         raise
     except Exception as err:  # Pillow raises many types for corrupt files
         raise DataError(f"cannot decode image {path}: {_decode_failure(err, data)}. Remove or replace the file.") from None
+    if size is None or size.mode != "whole":
+        return pixels, pixels.shape[:2]
+    return pixels, (extent[1], extent[0])
 
 
 def _to_rgb(img: Image.Image, path: Path) -> Image.Image:

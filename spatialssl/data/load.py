@@ -33,7 +33,8 @@ def load_data(cfg, split: str, path=None):
     if reader is not None:
         return reader.load(Path(str(path)).expanduser(), split, d)
     if d.stream and streams(path):
-        return stream_images(path, split, d.image_size, d.resize, d.channels, d.workers, d.skip_corrupt)
+        return stream_images(path, split, d.image_size, d.resize, d.channels, d.workers, d.skip_corrupt,
+                             d.source_size, d.crop_pct)
     return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
 
 

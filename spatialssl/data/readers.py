@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..augment import GRAY_WEIGHTS
-from ..errors import DataError, MissingSplit
+from ..errors import ConfigError, DataError, MissingSplit
 from .arrays import check_labels, npz_array, open_npz
 from .decode import Resize, decode_files, is_image, list_images
 from .filelist import FileList, image_names
@@ -381,6 +381,10 @@ def load_images(path, split: str = "train", labels: str = "fine", image_size: Op
     """Read one split (or several joined by '+', e.g. 'train+unlabeled') of the data at ``path``; with
     ``image_size`` every image becomes that square (``resize``: decode.Resize's modes), with ``channels``
     that many channels (``to_channels``)."""
+    if resize == "whole":
+        raise ConfigError("data.resize=whole keeps every image's own shape, which only a stream carries: set "
+                          "data.stream=true (image folders, shards, datasets), or data.resize=short_side for data "
+                          "read whole (.npz, CIFAR, or a folder without data.stream)")
     path = Path(path).expanduser()
     image_size = None if image_size is None else Resize(image_size, resize)
     layout, root = detect_layout(path)

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from ..canvas import Canvases, plain
 from ..errors import ConfigError, DataError, SpatialSSLError, warn
-from .decode import Resize, _decode
+from .decode import Resize, decode_sized
 from .readers import list_image_files, to_channels
 
 PREFETCH = 2
@@ -66,11 +67,11 @@ class _Files(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         try:
             name = self.files.describe(index)
-            image = torch.from_numpy(_decode(name, self.files.read(index), self.size).copy()).permute(2, 0, 1)
-            image = to_channels(image[None], self.channels, name)[0]
+            pixels, extent = decode_sized(name, self.files.read(index), self.size)
+            image = to_channels(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None], self.channels, name)[0]
         except DataError as err:
             return _Unreadable(str(err))
-        return image, index
+        return image, index, torch.tensor(extent, dtype=torch.float32)
 
 
 class _EpochOrder(torch.utils.data.Sampler):
@@ -87,19 +88,19 @@ class _EpochOrder(torch.utils.data.Sampler):
 
 
 def _collate(items: list) -> tuple:
-    """(images, indices, the messages of the unreadable items). An unreadable item's place is taken by a
+    """(images, indices, extents, the messages of the unreadable items). An unreadable item's place is taken by a
     readable one of the same batch, in turn, so a batch keeps its length and its other items their places
     (torchrun's processes and the pairing methods need full batches); (None, None, messages) when none is
     readable. ``ImageStream.batches`` decides whether that may happen (data.skip_corrupt)."""
     kept = [item for item in items if not isinstance(item, _Unreadable)]
     errors = [item.message for item in items if isinstance(item, _Unreadable)]
     if not kept:
-        return None, None, errors
+        return None, None, None, errors
     if errors:
         stand_ins = cycle(kept)
         items = [next(stand_ins) if isinstance(item, _Unreadable) else item for item in items]
-    images, index = torch.utils.data.default_collate(items)
-    return images, index, errors
+    images, index, extent = torch.utils.data.default_collate(items)
+    return images, index, extent, errors
 
 
 @dataclass
@@ -127,7 +128,7 @@ class ImageStream:
         return None if self.labels_array is None else torch.from_numpy(self.labels_array)
 
     @property
-    def size(self) -> int:
+    def size(self) -> int:  # what the model sees (of whole images: their crops and un-augmented views)
         return self.resize.size
 
     @property
@@ -141,8 +142,8 @@ class ImageStream:
         return len(self.classes)
 
     def batches(self, order, batch: int, pin: bool):
-        """uint8 (B x C x S x S) batches of the images in ``order`` and their indices (the last batch may be
-        short), decoded by ``workers`` processes. The loader and its processes are made once and kept for
+        """uint8 (B x C x S x S) batches of the images in ``order`` (``Canvases`` of whole images with
+        data.resize=whole) and their indices (the last batch may be short), decoded by ``workers`` processes. The loader and its processes are made once and kept for
         every epoch (only the order changes)."""
         settings = (batch, pin)
         if self._loader is None or self._loader[0] != settings:
@@ -154,10 +155,11 @@ class ImageStream:
             self._loader = (settings, epoch_order, loader)
         _, epoch_order, loader = self._loader
         epoch_order.indices = list(order)
-        for images, index, errors in loader:
+        whole = self.resize.mode == "whole"
+        for images, index, extent, errors in loader:
             if errors:
                 self._skip(errors, images is None)
-            yield images, index
+            yield (Canvases(images, extent, self.size, self.resize.crop_pct) if whole else images), index
 
     def _skip(self, errors: list, whole_batch: bool) -> None:
         """Stop at the first unreadable image, or (data.skip_corrupt) count them, each named once in a warning;
@@ -190,20 +192,20 @@ class ImageStream:
 
     def images_at(self, index) -> torch.Tensor:
         """The decoded images at ``index``, as one uint8 tensor (e.g. the few a figure draws)."""
-        return torch.cat([x for x, _ in self.batches(list(index), max(1, len(index)), False)])
+        return torch.cat([plain(x) for x, _ in self.batches(list(index), max(1, len(index)), False)])
 
     def mean_std(self, sample: int = 1000) -> tuple:
         """Per-channel statistics measured on a fixed random sample of the images."""
         total, squares, count = 0, 0, 0
         for x, _ in self.subset(sample).batches(range(min(sample, len(self))), 256, False):
-            x = x.double().div_(255)
+            x = plain(x).double().div_(255)
             total, squares = total + x.sum((0, 2, 3)), squares + x.square().sum((0, 2, 3))
             count += x.numel() // x.shape[1]
         mean = total / count
         return mean.tolist(), (squares / count - mean.square()).clamp_min(1e-12).sqrt().tolist()
 
     def memory_bound(self, batch: int) -> int:
-        return (self.workers * PREFETCH + 2) * batch * self.channels * self.size * self.size
+        return (self.workers * PREFETCH + 2) * batch * self.channels * self.resize.canvas ** 2
 
 
 def in_batches(data, batch_size: int, pin: bool = False, start: int = 0, stop: Optional[int] = None):
@@ -213,7 +215,7 @@ def in_batches(data, batch_size: int, pin: bool = False, start: int = 0, stop: O
     if isinstance(data, ImageStream):
         if stop > start:
             for x, _ in data.batches(range(start, stop), batch_size, pin):
-                yield x
+                yield plain(x)  # whole images: their un-augmented view
         return
     tensor = data if isinstance(data, torch.Tensor) else data.tensor
     for first in range(start, stop, batch_size):
@@ -276,10 +278,10 @@ def check_streamable(size: Optional[int], channels: Optional[int], needs: str = 
 
 def stream_images(path, split: str, size: Optional[int], resize: str = "short_side",
                   channels: Optional[int] = None, workers: Optional[int] = None,
-                  skip_corrupt: bool = False) -> ImageStream:
+                  skip_corrupt: bool = False, source_size: Optional[int] = None, crop_pct: float = 1.0) -> ImageStream:
     check_streamable(size, channels)
     files, labels, classes, layout = one_lists(list_image_files, path, split)
-    return ImageStream(files, labels, Resize(size, resize), classes, f"{Path(path)} ({split}, streamed)", layout,
+    return ImageStream(files, labels, Resize(size, resize, source_size, crop_pct), classes, f"{Path(path)} ({split}, streamed)", layout,
                        channels or 3, decode_workers(workers), skip_corrupt)
 
 
@@ -287,5 +289,6 @@ def stream_of(items: ItemSource, labels: Optional[np.ndarray], classes: list, so
               options, needs: str) -> ImageStream:
     """A stream of ``items`` decoded as the config's data section (``options``) says."""
     check_streamable(options.image_size, options.channels, needs)
-    return ImageStream(items, labels, Resize(options.image_size, options.resize), classes, source, layout,
+    resize = Resize(options.image_size, options.resize, options.source_size, options.crop_pct)
+    return ImageStream(items, labels, resize, classes, source, layout,
                        options.channels or 3, decode_workers(options.workers), options.skip_corrupt)

@@ -49,7 +49,16 @@ class DataConfig:
     image_size: Optional[int] = option(None, "resize images to this size once, at decoding; null keeps the files' "
                                              "size", range=">= 1")
     resize: str = option("short_side", "to data.image_size: short_side (scaled, the long side centre-cropped) | "
-                                       "squash (both sides scaled)", choices=RESIZE_MODES)
+                                       "squash (both sides scaled) | whole (streams: the whole image, aspect kept, "
+                                       "long side at most data.source_size; training crops are drawn relative to it "
+                                       "as torchvision's and timm's, evaluation sees its centre, data.crop_pct)",
+                         choices=RESIZE_MODES)
+    source_size: Optional[int] = option(None, "data.resize=whole: the long side (px) whole images are decoded to at "
+                                              "most, never enlarged; what crops are cut from; null: 2 x "
+                                              "data.image_size", range=">= 1")
+    crop_pct: float = option(1.0, "data.resize=whole: what evaluation and the samplers that do not crop see, the "
+                                  "central square of this share of the short side resized to data.image_size "
+                                  "(timm's crop_pct: 0.875 for ImageNet)", range="(0, 1]")
     channels: Optional[int] = option(None, "1 (grey), 3 (RGB) or an array's own count; null: RGB, or an array's own",
                                      range=">= 1")
     mean: Optional[list] = option(None, "per-channel mean the images are normalised with; null: measured on the "
@@ -558,6 +567,12 @@ def _check_data_and_signal(cfg: Config) -> None:
              "signal.channels", "a non-empty list of channel names (or null for all)", s.channels)
     _require(s.bandpass is None or s.bandpass[0] < s.bandpass[1], "signal.bandpass",
              "[low, high] in Hz with low < high (or null to turn it off)", s.bandpass)
+    if d.resize == "whole" and d.image_size is None:
+        raise ConfigError("data.resize=whole needs data.image_size: the size of the crops cut from the whole images")
+    for name in ("source_size", "crop_pct"):
+        if d.resize != "whole" and getattr(d, name) != getattr(DataConfig(), name):
+            raise ConfigError(f"data.{name} applies to data.resize=whole (whole images streamed), not to "
+                              f"data.resize={d.resize}: set data.resize=whole, or leave data.{name} at its default")
 
 
 def _check_model(cfg: Config) -> None:

@@ -13,6 +13,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ..canvas import Canvases
+from ..data.decode import Resize
 from ..errors import ConfigError
 from ..methods import gather
 from .build import build_method
@@ -65,8 +67,7 @@ def expected_peak(cfg, num_classes: int, input_size: tuple, in_chans: int, world
         method.to(META).train()  # built on the CPU: initialisers read values the meta device does not hold
         if cfg.train.activation_checkpointing and hasattr(method.backbone, "set_grad_checkpointing"):
             method.backbone.set_grad_checkpointing(True)
-        images = (torch.zeros(micro, in_chans, *input_size, device=META) if len(input_size) == 1 else
-                  torch.zeros(micro, in_chans, *input_size, dtype=torch.uint8, device=META))
+        images = step_inputs(cfg, micro, in_chans, input_size)
         labels = torch.zeros(micro, dtype=torch.long, device=META)
         tracker = LiveBytes()
         with gather.alone(), tracker:
@@ -80,9 +81,21 @@ def expected_peak(cfg, num_classes: int, input_size: tuple, in_chans: int, world
     step = max(0, tracker.peak - trained)  # live tensors at the peak, the gradients they include counted apart
     if cfg.train.precision in ("bf16", "fp16"):
         step = int(step * AUTOCAST_ACTIVATIONS)
-    batch = images.nbytes * cfg.train.accumulate_steps
+    batch = (images.pixels if isinstance(images, Canvases) else images).nbytes * cfg.train.accumulate_steps
     return {"total": weights + trained + states + step + batch, "weights": weights + trained + states,
             "activations": step, "micro_batch": micro}
+
+
+def step_inputs(cfg, micro: int, in_chans: int, input_size: tuple):
+    """A micro-batch as the step will get it, on the meta device: signals (float), images (uint8), or whole
+    images in their canvases (data.resize=whole)."""
+    if len(input_size) == 1:
+        return torch.zeros(micro, in_chans, *input_size, device=META)
+    if cfg.data.resize != "whole":
+        return torch.zeros(micro, in_chans, *input_size, dtype=torch.uint8, device=META)
+    side = Resize(cfg.data.image_size, "whole", cfg.data.source_size).canvas
+    return Canvases(torch.zeros(micro, in_chans, side, side, dtype=torch.uint8, device=META),
+                    torch.full((micro, 2), float(side), device=META), cfg.data.image_size)
 
 
 def capacity(device: torch.device) -> Optional[int]:

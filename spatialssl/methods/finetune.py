@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import augment, regularize
+from .. import augment, canvas, regularize
 from ..samplers import ViewSampler
 from .base import Method
 from .relational import view_sampler
@@ -26,15 +26,12 @@ class Finetune(Method):
     def from_config(cls, cfg, backbone, mean, std, num_classes):
         return cls(backbone, view_sampler(cfg, mean, std, 1), num_classes, cfg.finetune)
 
-    def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def augment(self, images: canvas.Images, generator: torch.Generator) -> torch.Tensor:
         """Crop, flip and colour (the views' settings), RandAugment, normalise, erase."""
         o, v = self.options, self.views
         augment.require_uint8(images, "Finetune.augment")
         with augment.without_autocast(images):
-            x = images.float().div_(255)
-            boxes = augment.sample_crop_boxes(len(x), *x.shape[-2:], v.scale, v.ratio, generator, x.device)
-            flip = torch.rand(len(x), generator=generator, device=x.device) < v.flip_p
-            x = augment.crop_resize(x, boxes, x.shape[-2:], flip)
+            x = canvas.random_resized_crops(images, 1, v.scale, v.ratio, v.flip_p, generator)
             x = augment.color_jitter(x, v.jitter, v.jitter_p, generator)
             if o.randaugment_ops:
                 x = regularize.rand_augment(x, o.randaugment_ops, o.randaugment_magnitude, generator)

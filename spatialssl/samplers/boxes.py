@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import augment
+from .. import augment, canvas
 
 MODES = ("offgrid", "scale", "grid", "stratified")
 
@@ -155,17 +155,17 @@ class BoxSampler:
     scale: Optional[Sequence[float]] = (0.2, 1.0)
     flip_p: float = 0.5
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
+    def __call__(self, images: canvas.Images, generator: torch.Generator) -> tuple:
+        """``images``: uint8 (B x C x H x W), or whole images (``canvas.Canvases``: the crop relative to each whole
+        image; without ``scale``, its un-augmented view)."""
         augment.require_uint8(images, "BoxSampler")
-        batch, _, height, width = images.shape
-        device = images.device
         with augment.without_autocast(images):
-            x = images.float().div_(255)
             if self.scale is not None:
-                crops = augment.sample_crop_boxes(batch, height, width, self.scale, (3 / 4, 4 / 3), generator, device)
-                flip = torch.rand(batch, generator=generator, device=device) < self.flip_p
-                x = augment.crop_resize(x, crops, (height, width), flip)
-            boxes = sample_boxes(batch, self.num_tokens, height, width, self.mode, self.patch_size, generator, device,
-                                 self.box_size, self.box_scale)
+                x = canvas.random_resized_crops(images, 1, self.scale, (3 / 4, 4 / 3), self.flip_p, generator)
+            else:
+                x = canvas.plain(images).float().div_(255)
+            batch, _, height, width = x.shape
+            boxes = sample_boxes(batch, self.num_tokens, height, width, self.mode, self.patch_size, generator,
+                                 x.device, self.box_size, self.box_scale)
             patches = cut_boxes(x, boxes, self.patch_size)
             return augment.normalize(patches.flatten(0, 1), self.mean, self.std).view_as(patches), boxes

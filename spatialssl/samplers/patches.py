@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import augment
+from .. import augment, canvas
 
 PLACEMENTS = ("random", "same")
 # Evaluation patches on a 3x3 grid, as (row, col), in the paper's order of use:
@@ -118,8 +118,9 @@ class PatchSampler:
             raise ValueError(f"additive_placement '{self.additive_placement}' is unknown; choose one of "
                              f"{', '.join(PLACEMENTS)}")
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
+    def __call__(self, images: canvas.Images, generator: torch.Generator) -> tuple:
         augment.require_uint8(images, "PatchSampler")
+        images = canvas.plain(images)  # whole images: their un-augmented view
         batch, _, height, width = images.shape
         check_patch_geometry(self.patch_size, height, width, self.num_patches, self.non_overlapping)
         device = images.device

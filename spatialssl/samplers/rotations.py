@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from .. import augment
+from .. import augment, canvas
 from .patches import cut_patches
 
 ROTATIONS = 4  # 0, 90, 180 and 270 degrees
@@ -37,8 +37,9 @@ class RotationSampler:
     flip_p: float = 0.5
     padding_share: float = 1 / 8  # of the side: 4 px at 32 px, as the published baseline
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> tuple:
+    def __call__(self, images: canvas.Images, generator: torch.Generator) -> tuple:
         augment.require_uint8(images, "RotationSampler")
+        images = canvas.plain(images)  # whole images: their un-augmented view
         batch, _, height, width = images.shape
         if height != width:
             raise ValueError(f"images must be square (a quarter turn of {height}x{width} is {width}x{height}), "

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from .. import augment
+from .. import augment, canvas
 
 
 @dataclass
@@ -23,15 +23,12 @@ class ViewSampler:
     jitter_p: float = 0.8
     gray_p: float = 0.2
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: canvas.Images, generator: torch.Generator) -> torch.Tensor:
+        """``images``: uint8 (B x C x H x W; views of H x W), or whole images (``canvas.Canvases``; views of its
+        size, cropped relative to each whole image)."""
         augment.require_uint8(images, "ViewSampler")
-        batch, _, height, width = images.shape
         with augment.without_autocast(images):
-            x = images.float().div_(255).repeat(self.num_views, 1, 1, 1)
-            n, device = x.shape[0], x.device
-            boxes = augment.sample_crop_boxes(n, height, width, self.scale, self.ratio, generator, device)
-            flip = torch.rand(n, generator=generator, device=device) < self.flip_p
-            x = augment.crop_resize(x, boxes, (height, width), flip)
+            x = canvas.random_resized_crops(images, self.num_views, self.scale, self.ratio, self.flip_p, generator)
             x = augment.color_jitter(x, self.jitter, self.jitter_p, generator)
             x = augment.random_grayscale(x, self.gray_p, generator)
             return augment.normalize(x, self.mean, self.std)
