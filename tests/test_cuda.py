@@ -112,3 +112,28 @@ def test_the_stand_in_roi_align_matches_torchvision_on_the_gpu():
         ours = roi_align(x, rois, 0.5, 7, 7, 0, aligned)
         theirs = torchvision.ops.roi_align(x, rois, (7, 7), 0.5, 0, aligned)
         assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_nvjpeg_decoding_gives_pillows_images_and_trains_on_whole_images(tmp_path):
+    from test_gpu_decode import write_mixed
+    from spatialssl.data import gpu_decode
+    from spatialssl.data.stream import stream_images
+
+    write_mixed(tmp_path / "data")
+    decoder = gpu_decode.device_decoder()
+    assert decoder is not None, "torchvision's nvJPEG decoding did not load"
+    for resize in ("short_side", "whole"):
+        pillow = stream_images(tmp_path / "data", "train", 16, resize, workers=2, source_size=48)
+        gpu = stream_images(tmp_path / "data", "train", 16, resize, workers=2, source_size=48)
+        gpu.decoder = decoder
+        (ours, _), = gpu.batches(range(len(gpu)), len(gpu), False)
+        (theirs, _), = pillow.batches(range(len(pillow)), len(pillow), False)
+        if resize == "whole":
+            assert torch.equal(ours.extent.cpu(), theirs.extent)
+            ours, theirs = ours.pixels, theirs.pixels
+        assert ours.device.type == "cuda" and (ours.cpu().float() - theirs.float()).abs().mean() < 4
+    cfg = load_config("demo", [f"data.path={tmp_path / 'data'}", "data.stream=true", "data.decode=gpu",
+                               "data.resize=whole", "data.image_size=32", "data.source_size=48", "train.batch_size=4",
+                               "train.epochs=1", "train.knn_monitor=0", "train.device=cuda", "train.precision=bf16"])
+    pretrain(cfg, tmp_path / "run", progress=False)
+    assert np.isfinite(float(read_metrics(tmp_path / "run")[-1]["loss"]))

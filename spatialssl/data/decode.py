@@ -96,6 +96,14 @@ def fit(img: Image.Image, resize: Resize) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
+class Unreadable:
+    """What a worker hands back for an image it cannot decode: DataLoader would re-raise the worker's DataError
+    with the worker's traceback as its message, and the user is owed the one line that names the file."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+
 def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
 

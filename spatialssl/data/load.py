@@ -14,7 +14,7 @@ from .imageset import ImageSet
 from .readers import load_images, streams
 from .registry import reader_for
 from .signals import changed_options, load_signals
-from .stream import stream_images
+from .stream import stream_folder
 
 
 def load_data(cfg, split: str, path=None):
@@ -33,8 +33,9 @@ def load_data(cfg, split: str, path=None):
     if reader is not None:
         return reader.load(Path(str(path)).expanduser(), split, d)
     if d.stream and streams(path):
-        return stream_images(path, split, d.image_size, d.resize, d.channels, d.workers, d.skip_corrupt,
-                             d.source_size, d.crop_pct)
+        return stream_folder(path, split, d)
+    if d.decode == "gpu":
+        warn(f"data.decode=gpu decodes streamed batches; {path} is read whole, decoded once by Pillow")
     return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
 
 

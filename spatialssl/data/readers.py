@@ -370,7 +370,7 @@ def to_channels(images: torch.Tensor, channels: Optional[int], source: str) -> t
     if (have, want) == (1, 3):
         return images.expand(-1, 3, -1, -1).contiguous()
     if (have, want) == (3, 1):
-        grey = torch.tensordot(torch.tensor(GRAY_WEIGHTS), images.double(), dims=([0], [1]))
+        grey = torch.tensordot(torch.tensor(GRAY_WEIGHTS, dtype=torch.float64), images.double(), dims=([0], [1]))
         return grey.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
     raise DataError(f"the images in {source} have {have} channels and data.channels is {want}; set data.channels="
                     f"{have} (or null), or convert the data")

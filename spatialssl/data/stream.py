@@ -27,7 +27,8 @@ import torch.distributed as dist
 
 from ..canvas import Canvases, plain
 from ..errors import ConfigError, DataError, SpatialSSLError, warn
-from .decode import Resize, decode_sized
+from . import gpu_decode
+from .decode import Resize, Unreadable, decode_sized
 from .readers import list_image_files, to_channels
 
 PREFETCH = 2
@@ -49,14 +50,6 @@ class ItemSource(Protocol):
     def nbytes(self) -> int: ...
 
 
-class _Unreadable:
-    """What a worker hands back for an image it cannot decode: DataLoader would re-raise the worker's DataError
-    with the worker's traceback as its message, and the user is owed the one line that names the file."""
-
-    def __init__(self, message: str):
-        self.message = message
-
-
 class _Files(torch.utils.data.Dataset):
     def __init__(self, files: ItemSource, size: Resize, channels: int = 3):
         self.files, self.size, self.channels = files, size, channels
@@ -70,7 +63,7 @@ class _Files(torch.utils.data.Dataset):
             pixels, extent = decode_sized(name, self.files.read(index), self.size)
             image = to_channels(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None], self.channels, name)[0]
         except DataError as err:
-            return _Unreadable(str(err))
+            return Unreadable(str(err))
         return image, index, torch.tensor(extent, dtype=torch.float32)
 
 
@@ -92,13 +85,13 @@ def _collate(items: list) -> tuple:
     readable one of the same batch, in turn, so a batch keeps its length and its other items their places
     (torchrun's processes and the pairing methods need full batches); (None, None, messages) when none is
     readable. ``ImageStream.batches`` decides whether that may happen (data.skip_corrupt)."""
-    kept = [item for item in items if not isinstance(item, _Unreadable)]
-    errors = [item.message for item in items if isinstance(item, _Unreadable)]
+    kept = [item for item in items if not isinstance(item, Unreadable)]
+    errors = [item.message for item in items if isinstance(item, Unreadable)]
     if not kept:
         return None, None, None, errors
     if errors:
         stand_ins = cycle(kept)
-        items = [next(stand_ins) if isinstance(item, _Unreadable) else item for item in items]
+        items = [next(stand_ins) if isinstance(item, Unreadable) else item for item in items]
     images, index, extent = torch.utils.data.default_collate(items)
     return images, index, extent, errors
 
@@ -116,6 +109,7 @@ class ImageStream:
     channels: int = 3  # 1: decoded RGB made grey
     workers: int = 0  # decoding processes (decode_workers)
     skip_corrupt: bool = False  # data.skip_corrupt: an unreadable image is skipped (counted) instead of an error
+    decoder: Optional[gpu_decode.Decoder] = field(default=None, repr=False)  # data.decode=gpu: nvJPEG; None: Pillow
     skipped: int = field(default=0, init=False, repr=False, compare=False)  # since the last take_skipped()
     _warned: set = field(default_factory=set, init=False, repr=False, compare=False)
     _loader: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)  # (settings, order, loader)
@@ -148,18 +142,27 @@ class ImageStream:
         settings = (batch, pin)
         if self._loader is None or self._loader[0] != settings:
             epoch_order = _EpochOrder()
+            if self.decoder is None:
+                items, collate = _Files(self.files, self.resize, self.channels), _collate
+            else:  # the workers read bytes; this process decodes them on the GPU (``decoded``)
+                items, collate, pin = gpu_decode.Encoded(self.files, self.resize), gpu_decode.as_list, False
             loader = torch.utils.data.DataLoader(
-                _Files(self.files, self.resize, self.channels), batch_size=batch, sampler=epoch_order,
-                num_workers=self.workers, pin_memory=pin, persistent_workers=self.workers > 0,
-                prefetch_factor=PREFETCH if self.workers else None, collate_fn=_collate)
+                items, batch_size=batch, sampler=epoch_order, num_workers=self.workers, pin_memory=pin,
+                persistent_workers=self.workers > 0, prefetch_factor=PREFETCH if self.workers else None,
+                collate_fn=collate)
             self._loader = (settings, epoch_order, loader)
         _, epoch_order, loader = self._loader
         epoch_order.indices = list(order)
         whole = self.resize.mode == "whole"
-        for images, index, extent, errors in loader:
+        for read in loader:
+            images, index, extent, errors = read if self.decoder is None else self._decoded(read)
             if errors:
                 self._skip(errors, images is None)
             yield (Canvases(images, extent, self.size, self.resize.crop_pct) if whole else images), index
+
+    def _decoded(self, items: list) -> tuple:
+        """``_collate`` of the workers' items once their JPEGs are decoded on the GPU."""
+        return _collate(gpu_decode.decode_items(items, self.decoder, self.resize, self.channels, self.files))
 
     def _skip(self, errors: list, whole_batch: bool) -> None:
         """Stop at the first unreadable image, or (data.skip_corrupt) count them, each named once in a warning;
@@ -281,8 +284,14 @@ def stream_images(path, split: str, size: Optional[int], resize: str = "short_si
                   skip_corrupt: bool = False, source_size: Optional[int] = None, crop_pct: float = 1.0) -> ImageStream:
     check_streamable(size, channels)
     files, labels, classes, layout = one_lists(list_image_files, path, split)
-    return ImageStream(files, labels, Resize(size, resize, source_size, crop_pct), classes, f"{Path(path)} ({split}, streamed)", layout,
-                       channels or 3, decode_workers(workers), skip_corrupt)
+    return ImageStream(files, labels, Resize(size, resize, source_size, crop_pct), classes,
+                       f"{Path(path)} ({split}, streamed)", layout, channels or 3, decode_workers(workers), skip_corrupt)
+
+
+def stream_folder(path, split: str, options) -> ImageStream:
+    """``split`` of the image folder ``path`` streamed as the config's data section (``options``) says."""
+    files, labels, classes, layout = one_lists(list_image_files, path, split)
+    return stream_of(files, labels, classes, f"{Path(path)} ({split}, streamed)", layout, options, "data.stream needs")
 
 
 def stream_of(items: ItemSource, labels: Optional[np.ndarray], classes: list, source: str, layout: str,
@@ -290,5 +299,6 @@ def stream_of(items: ItemSource, labels: Optional[np.ndarray], classes: list, so
     """A stream of ``items`` decoded as the config's data section (``options``) says."""
     check_streamable(options.image_size, options.channels, needs)
     resize = Resize(options.image_size, options.resize, options.source_size, options.crop_pct)
-    return ImageStream(items, labels, resize, classes, source, layout,
-                       options.channels or 3, decode_workers(options.workers), options.skip_corrupt)
+    decoder = gpu_decode.device_decoder() if options.decode == "gpu" else None
+    return ImageStream(items, labels, resize, classes, source, layout, options.channels or 3,
+                       decode_workers(options.workers), options.skip_corrupt, decoder)

@@ -74,6 +74,9 @@ class DataConfig:
                                  "datasets always stream)")
     workers: Optional[int] = option(None, "decoding processes when streaming; null: the CPUs this process may use, "
                                           "shared among a machine's torchrun processes", range=">= 0")
+    decode: str = option("cpu", "streams: cpu (Pillow in the DataLoader workers) | gpu (JPEGs decoded on the "
+                                "training GPU by nvJPEG through torchvision, the workers reading bytes; Pillow, "
+                                "with one line, where that is unavailable)", choices=("cpu", "gpu"))
     skip_corrupt: bool = option(False, "streams: an image that cannot be read or decoded is skipped (warned, counted "
                                        "in metrics.csv's 'skipped', its place in the batch taken by another of the "
                                        "batch) instead of stopping the run")
