@@ -72,29 +72,35 @@ def generate(root: Path, count: int, classes: int = 10) -> dict:
     return facts
 
 
-def _rate(batches, count: int, warmup: int = 2) -> float:
-    """Images per second over the batches after the first ``warmup`` (the workers' start-up left out)."""
-    seen, started = 0, None
-    for step, images in enumerate(batches):
-        if step == warmup:
-            started, seen = time.perf_counter(), 0
+def _rate(batches, count: int, buffered: int, warmup: int = 2) -> float:
+    """Images per second in the steady state: after ``warmup`` batches (the workers' start) and a pause that
+    fills the loader's queue (``buffered`` images, which are then not counted), over ``count`` images."""
+    batches = iter(batches)
+    for _ in range(warmup):
+        next(batches)
+    time.sleep(3)
+    started, seen = time.perf_counter(), 0
+    for images in batches:
         seen += len(images)
-        if seen >= count and started is not None:
+        if seen >= count + buffered:
             break
-    return seen / (time.perf_counter() - started)
+    return (seen - buffered) / (time.perf_counter() - started)
 
 
-def ours(source: str, data: str, resize: str, workers: int, count: int) -> float:
+PREFETCH = 2  # batches each worker keeps ready (the loaders' prefetch_factor)
+
+
+def ours(source: str, data: str, resize: str, workers: int, count: int, canvas: int = CANVAS) -> float:
     from spatialssl.engine.config import load_config
     from spatialssl.data.load import load_data
 
     options = [f"data.path={data}", "data.stream=true", f"data.image_size={SIZE}", f"data.resize={resize}",
                f"data.workers={workers}"]
     if resize == "whole":
-        options.append(f"data.source_size={CANVAS}")
+        options.append(f"data.source_size={canvas}")
     stream = load_data(load_config(None, options), "train")
     order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(0)).tolist()
-    return _rate((x for x, _ in stream.batches(order, BATCH, False)), count)
+    return _rate((x for x, _ in stream.batches(order, BATCH, False)), count, workers * PREFETCH * BATCH)
 
 
 class TimmStyle(torch.utils.data.Dataset):
@@ -131,8 +137,8 @@ def timm_style(data: str, workers: int, count: int, views: int) -> float:
                        "train")
     order = torch.randperm(len(stream), generator=torch.Generator().manual_seed(0)).tolist()
     loader = torch.utils.data.DataLoader(TimmStyle(stream.files, views), batch_size=BATCH, num_workers=workers,
-                                         sampler=order, prefetch_factor=2, persistent_workers=False)
-    return _rate(iter(loader), count)
+                                         sampler=order, prefetch_factor=PREFETCH, persistent_workers=False)
+    return _rate(iter(loader), count, workers * PREFETCH * BATCH)
 
 
 def augmentation(views: int, whole: bool) -> float:
@@ -149,9 +155,9 @@ def augmentation(views: int, whole: bool) -> float:
         images = torch.randint(0, 256, (BATCH, 3, SIZE, SIZE), dtype=torch.uint8)
     sampler(images, generator)
     started = time.perf_counter()
-    for _ in range(3):
+    for _ in range(5):
         sampler(images, generator)
-    return 3 * BATCH / (time.perf_counter() - started)
+    return 5 * BATCH / (time.perf_counter() - started)
 
 
 def rss_mb() -> float:
@@ -281,6 +287,9 @@ def main() -> None:
             for resize in ("short_side", "whole"):
                 figures[source, resize, workers] = measure(f"ours {source} {resize} w{workers}", results,
                                                            lambda: ours(source, data, resize, workers, args.count))
+            figures[source, "whole640", workers] = measure(
+                f"ours {source} whole 640 w{workers}", results,
+                lambda: ours(source, data, "whole", workers, args.count, canvas=640))
             for views in (1, 4):
                 figures[source, f"timm{views}", workers] = measure(
                     f"timm {source} K={views} w{workers}", results,
@@ -317,7 +326,8 @@ def table(facts: dict, f: dict, args) -> str:
              "| pipeline | folder, 1 worker | folder, 2 workers | shards, 1 worker | shards, 2 workers |",
              "|---|---|---|---|---|"]
     rows = [("ours, short_side 224 (Pillow, reduced-size JPEG decoding)", "short_side"),
-            (f"ours, whole images in {CANVAS} px canvases (data.resize=whole)", "whole"),
+            (f"ours, whole images in {CANVAS} px canvases (data.resize=whole; larger images resized)", "whole"),
+            ("ours, whole images in 640 px canvases (none resized: decoding and a copy)", "whole640"),
             ("timm-style: torchvision RandomResizedCrop + flip + ToTensor + Normalize, 1 crop", "timm1"),
             ("timm-style, 4 crops per image (RR/SR's K=4 views in the workers)", "timm4")]
     for label, key in rows:

@@ -190,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ben = commands.add_parser("bench", help="time our batched data path against per-image Pillow in DataLoader workers")
     ben.add_argument("--data", help=DATA_HELP + " (default: generated 32 px images)")
+    ben.add_argument("--image-size", type=int, help="resize to this size (default: the data's own; 32 px for shards "
+                                                    "and saved datasets, which are streamed)")
     ben.add_argument("--methods", default="rr,sr,sr_additive,part", help="from rr,sr,sr_additive,part (default all)")
     ben.add_argument("--steps", type=int, default=10, help="timed steps per path (default 10)")
     ben.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")

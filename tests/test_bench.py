@@ -33,3 +33,18 @@ def test_bench_times_both_paths_on_the_same_model():
     assert row["ratio"] == row["ours"]["images_per_s"] / row["conventional"]["images_per_s"]
     assert 0 <= row["ours"]["outside_share"] < 1 and 0 < row["conventional"]["outside_share"] < 1
     assert "RR, K=4" in format_rows(rows)
+
+
+def test_bench_reads_shards_and_streamed_folders_as_their_first_images(tmp_path):
+    from conftest import write_shape_splits
+
+    from spatialssl.cli import main
+    from spatialssl.data.stream import stream_images
+    from spatialssl.studies.bench import bench_images
+
+    folder = write_shape_splits(tmp_path / "shapes")
+    assert main(["shard", "--data", str(folder), "--out", str(tmp_path / "shards"), "--no-progress"]) == 0
+    streamed = stream_images(folder, "train", 32, workers=0).images_at(range(20))
+    assert torch.equal(bench_images(str(tmp_path / "shards"), None, 20), streamed)
+    assert torch.equal(bench_images(str(folder), 32, 20), streamed)
+    assert bench_images(str(folder), None, 20).shape == (56, 3, 32, 32)  # read whole at its own size

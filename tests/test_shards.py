@@ -334,3 +334,4 @@ def test_a_saved_hugging_face_dataset_streams_and_shards(tmp_path):
     assert len(load_data(cfg, "train", str(tmp_path / "one"))) == 20
     with pytest.raises(MissingSplit, match="no 'test' split"):
         load_data(cfg, "test", str(tmp_path / "one"))
+

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, first_line, warn
@@ -115,6 +116,12 @@ def list_images(folder: Path) -> list:
 def _decode(path: Path, data: bytes, size: Optional[Resize]) -> np.ndarray:
     """The image in ``data`` as 8-bit RGB (H x W x 3), made as ``size`` says."""
     return decode_sized(path, data, size)[0]
+
+
+def as_tensor(pixels: np.ndarray) -> torch.Tensor:
+    """A decoded H x W x C array as a C x H x W uint8 tensor sharing its memory where it is writable (a whole image's
+    canvas is: copying it again would cost about as much as decoding it)."""
+    return torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy()).permute(2, 0, 1)
 
 
 def decode_sized(path: Path, data: bytes, size: Optional[Resize]) -> tuple:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import DataError, first_line, warn
-from .decode import Resize, Unreadable, decode_sized
+from .decode import Resize, Unreadable, as_tensor, decode_sized
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -75,7 +75,7 @@ class Encoded(torch.utils.data.Dataset):
             pixels, extent = decode_sized(self.files.describe(index), data, self.size)
         except DataError as err:
             return Unreadable(str(err))
-        return torch.from_numpy(pixels.copy()).permute(2, 0, 1), index, extent
+        return as_tensor(pixels), index, extent
 
 
 def as_list(items: list) -> list:
@@ -95,7 +95,7 @@ def decode_items(items: list, decoder: Decoder, size: Resize, channels: int, fil
         try:
             if image is None:  # refused by nvJPEG: Pillow decodes it or names it
                 pixels, extent = decode_sized(files.describe(index), items[position][0].numpy().tobytes(), size)
-                image = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+                image = as_tensor(pixels)
             else:
                 image, extent = fit(image, size)
             out[position] = (image, index, extent)

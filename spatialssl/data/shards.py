@@ -138,8 +138,9 @@ def pattern_shards(pattern: str) -> list:
 def folder_shards(root: Path, split: str) -> list:
     """The shards of ``split`` in a folder: ``SPLIT/*.tar`` when there is a train/ folder of shards, else
     ``SPLIT-*.tar`` when there are train-*.tar shards (what ``spatialssl shard`` writes), else every ``*.tar``,
-    the train split. The test split is val's where there is no test."""
-    names = [split, "val"] if split == "test" else [split]
+    the train split. test and val stand for each other where one is missing (``spatialssl shard`` writes an
+    ImageNet folder's val/ as test-*.tar, which the ImageNet recipes' data.test_split=val then reads)."""
+    names = [split, {"test": "val", "val": "test"}[split]] if split in ("test", "val") else [split]
     if (root / "train").is_dir():
         for name in names:
             if (root / name).is_dir():

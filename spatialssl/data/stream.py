@@ -28,7 +28,7 @@ import torch.distributed as dist
 from ..canvas import Canvases, plain
 from ..errors import ConfigError, DataError, SpatialSSLError, warn
 from . import gpu_decode
-from .decode import Resize, Unreadable, decode_sized
+from .decode import Resize, Unreadable, as_tensor, decode_sized
 from .readers import list_image_files, to_channels
 
 PREFETCH = 2
@@ -61,7 +61,7 @@ class _Files(torch.utils.data.Dataset):
         try:
             name = self.files.describe(index)
             pixels, extent = decode_sized(name, self.files.read(index), self.size)
-            image = to_channels(torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None], self.channels, name)[0]
+            image = to_channels(as_tensor(pixels)[None], self.channels, name)[0]
         except DataError as err:
             return Unreadable(str(err))
         return image, index, torch.tensor(extent, dtype=torch.float32)

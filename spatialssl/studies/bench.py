@@ -205,19 +205,35 @@ def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> 
     path.write_text(new)
 
 
+def bench_images(path: str, image_size, count: int) -> torch.Tensor:
+    """The images both paths are timed on: an in-memory data set as it is (at ``image_size`` if given), or the first
+    ``count`` images of a stream (a folder with ``image_size``, shards, a saved dataset: 32 px by default)."""
+    from ..data.load import load_data
+    from ..data.readers import load_images
+    from ..data.registry import reader_for
+    from ..data.stream import ImageStream
+
+    if image_size is None and reader_for(Path(path).expanduser()) is None:
+        return load_images(path).images
+    cfg = load_config(None, [f"data.path={path}", "data.stream=true", f"data.image_size={image_size or 32}"])
+    data = load_data(cfg, "train")
+    return data.images_at(range(min(count, len(data)))) if isinstance(data, ImageStream) else data.images
+
+
 def run_bench(args) -> str:
     """The ``bench`` command: read or generate images, time both paths, format (and write) the rows."""
     import shlex
     import sys
 
-    from ..data import load_images, make_demo_images
+    from ..data import make_demo_images
     from ..errors import ConfigError
 
     kinds = [k.strip() for k in args.methods.split(",")]
     unknown = [k for k in kinds if k not in SETTINGS]
     if unknown:
         raise ConfigError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
-    images = load_images(args.data).images if args.data else make_demo_images(max(1024, 2 * args.batch), seed=0).images
+    count = max(1024, 2 * args.batch)
+    images = bench_images(args.data, args.image_size, count) if args.data else make_demo_images(count, seed=0).images
     if len(images) < args.batch:
         raise ConfigError(f"--batch {args.batch} is larger than the {len(images)} images of {args.data}")
     device = resolve_device(args.device)
