@@ -5,6 +5,7 @@ share; every kind of bad shard is one line naming the shard and the sample; data
 counts."""
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -80,6 +81,31 @@ def test_shards_stream_the_folders_pixels_and_labels(folder, sharded):
     picked = load_data(cfg, "train", str(sharded)).subset(20, seed=1)
     assert torch.equal(picked.images_at(range(20)), stream_images(folder, "train", 32, workers=0).subset(
         20, seed=1).images_at(range(20)))
+
+
+def test_an_imagenet_val_folder_shards_as_test_and_reads_back_as_either_name(folder, tmp_path):
+    imagenet = tmp_path / "imagenet"
+    shutil.copytree(folder / "train", imagenet / "train")
+    shutil.copytree(folder / "test", imagenet / "val")
+    out = tmp_path / "shards"
+    assert main(["shard", "--data", str(imagenet), "--out", str(out), "--samples-per-shard", "10",
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.glob("test-*.tar")) == [f"test-00000{i}.tar" for i in range(3)]
+    cfg = config()
+    theirs = stream_images(folder, "test", 32, workers=0)
+    assert torch.equal(stream_images(folder, "val", 32, workers=0).labels, theirs.labels)  # and folders: test/ as val
+    for split in ("val", "test"):
+        ours = load_data(cfg, split, str(out))
+        assert torch.equal(ours.images_at(range(len(ours))), theirs.images_at(range(len(theirs))))
+        assert torch.equal(ours.labels, theirs.labels)
+    nested = tmp_path / "nested"
+    for split, tars in (("train", "train-*.tar"), ("val", "test-*.tar")):
+        (nested / split).mkdir(parents=True)
+        for tar in out.glob(tars):
+            (nested / split / tar.name).write_bytes(tar.read_bytes())
+    assert len(load_data(cfg, "test", str(nested))) == len(theirs)
+    with pytest.raises(MissingSplit, match="'unlabelled'"):
+        shards.folder_shards(nested, "unlabelled")
 
 
 def test_decoding_workers_read_the_shards_as_the_process_does(sharded):

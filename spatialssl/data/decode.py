@@ -119,8 +119,8 @@ def _decode(path: Path, data: bytes, size: Optional[Resize]) -> np.ndarray:
 
 
 def as_tensor(pixels: np.ndarray) -> torch.Tensor:
-    """A decoded H x W x C array as a C x H x W uint8 tensor sharing its memory where it is writable (a whole image's
-    canvas is: copying it again would cost about as much as decoding it)."""
+    """A decoded H x W x C array as a C x H x W uint8 tensor, sharing its memory where it is writable (a whole image's
+    canvas is) rather than copying it once more."""
     return torch.from_numpy(pixels if pixels.flags.writeable else pixels.copy()).permute(2, 0, 1)
 
 

@@ -24,6 +24,7 @@ from PIL import Image
 
 from ..errors import DataError, first_line, warn
 from .decode import Resize, Unreadable, as_tensor, decode_sized
+from .readers import to_channels
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -126,14 +127,8 @@ def _placed(item: tuple, channels: int, device) -> tuple:
     image, index, extent = item
     if device is not None:
         image = image.to(device)
-    if image.shape[0] != channels:
-        image = (image.expand(3, -1, -1) if channels == 3 else _grey(image)).contiguous()
+    image = to_channels(image[None], channels, "a decoded image")[0]
     return image, index, torch.tensor(extent, dtype=torch.float32)
-
-
-def _grey(image: torch.Tensor) -> torch.Tensor:
-    weights = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=torch.float64)  # ITU-R 601
-    return torch.tensordot(weights, image.double(), dims=([0], [0])).round_().clamp_(0, 255).to(torch.uint8)[None]
 
 
 def fit(image: torch.Tensor, size: Resize) -> tuple:

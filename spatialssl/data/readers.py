@@ -338,8 +338,8 @@ def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional
 
 def _split_folder(root: Path, split: str) -> Path:
     folder = root / split
-    if split == "test" and not folder.is_dir():
-        folder = root / "val"
+    if split in ("test", "val") and not folder.is_dir():
+        folder = root / {"test": "val", "val": "test"}[split]  # either names the held-out split
     if not folder.is_dir():
         raise MissingSplit(f"{root} has no '{split}' folder", "add it, or name a split it has")
     return folder
@@ -370,7 +370,8 @@ def to_channels(images: torch.Tensor, channels: Optional[int], source: str) -> t
     if (have, want) == (1, 3):
         return images.expand(-1, 3, -1, -1).contiguous()
     if (have, want) == (3, 1):
-        grey = torch.tensordot(torch.tensor(GRAY_WEIGHTS, dtype=torch.float64), images.double(), dims=([0], [1]))
+        weights = torch.tensor(GRAY_WEIGHTS, dtype=torch.float64, device=images.device)
+        grey = torch.tensordot(weights, images.double(), dims=([0], [1]))
         return grey.round_().clamp_(0, 255).to(torch.uint8).unsqueeze(1)
     raise DataError(f"the images in {source} have {have} channels and data.channels is {want}; set data.channels="
                     f"{have} (or null), or convert the data")
