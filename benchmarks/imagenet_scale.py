@@ -14,7 +14,7 @@ comes (``--results``, JSON lines; a killed run resumes where it stopped):
 - the cost of our batched views on this CPU (what a GPU does in the step): K = 1 and 4 views of 224 px;
 - host memory per process for a stream's list of 10k, 100k and 1.28M names (simulated ImageNet names; no files)
   and for a shard index of as many samples, against a list of ``Path`` objects;
-- start-up: listing the folder, scanning the shards;
+- start-up: listing the folder, scanning the shards, and scanning 1,281,167 samples' headers in simulated shards;
 - 2 gloo processes streaming their shares of every global batch (each image once).
 """
 from __future__ import annotations
@@ -209,6 +209,46 @@ def startup(root: Path) -> dict:
     return {"folder_s": listed, "folder_items": len(files), "shards_s": scanned, "shard_items": len(index)}
 
 
+def _sparse_shard(job: tuple) -> None:
+    """A shard of ``samples`` ImageNet-sized samples whose tar headers and labels are real and whose images are
+    holes: what a scan reads, without the 140 GB a scan never reads."""
+    import tarfile
+
+    path, first, samples = job
+    sizes = np.random.default_rng(first).integers(60_000, 160_000, samples)
+    with open(path, "wb") as out:
+        for number, size in zip(range(first, first + samples), sizes.tolist()):
+            label = b"%d" % (number % 1000)
+            for name, length in ((f"{number:08d}.cls", len(label)), (f"{number:08d}.jpg", size)):
+                info = tarfile.TarInfo(name)
+                info.size = length
+                out.write(info.tobuf(tarfile.USTAR_FORMAT))
+                if name.endswith(".cls"):
+                    out.write(label.ljust(512, b"\0"))
+                else:
+                    out.seek(-(-size // 512) * 512, os.SEEK_CUR)
+        out.write(bytes(1024))
+
+
+def simulated_scan(root: Path, count: int) -> dict:
+    """Scanning ``count`` samples (ImageNet's 1.28M) in shards of 1,000, written sparse (``_sparse_shard``)."""
+    from spatialssl.data.shards import folder_shards, list_shards
+
+    root.mkdir(parents=True, exist_ok=True)
+    jobs = [(root / f"train-{i:06d}.tar", i * 1000, min(1000, count - i * 1000)) for i in range(-(-count // 1000))]
+    if len(list(root.glob("*.tar"))) != len(jobs):
+        with Pool(os.cpu_count()) as pool:
+            pool.map(_sparse_shard, jobs)
+    paths = folder_shards(root, "train")
+    started = time.perf_counter()
+    index = list_shards(paths, cache=False)[0]
+    scanned = time.perf_counter() - started
+    list_shards(paths)  # scanned and kept
+    started = time.perf_counter()
+    list_shards(paths)
+    return {"samples": len(index), "shards": len(jobs), "seconds": scanned, "kept_s": time.perf_counter() - started}
+
+
 def _rank(rank: int, world: int, data: str, count: int, port: int, out: str) -> None:
     import torch.distributed as dist
 
@@ -303,6 +343,8 @@ def main() -> None:
             figures["names", count, kind] = measure(f"names {count} {kind}", results,
                                                     lambda: in_fresh_process(count, kind))
     figures["startup"] = measure("startup", results, lambda: startup(args.root))
+    figures["scan"] = measure("scan 1.28M", results, lambda: simulated_scan(args.root.with_name(
+        args.root.name + "-sparse-shards"), 1_281_167))
     figures["gloo"] = measure("gloo 2 processes", results,
                               lambda: two_processes(folder, args.count, args.root / "gloo"))
     text = table(facts, figures, args)
@@ -347,7 +389,10 @@ def table(facts: dict, f: dict, args) -> str:
                      f"{si['mb']:.0f} ({si['nbytes_mb']:.0f} in arrays) | {fl['seconds']:.1f} s |")
     s, g = f["startup"], f["gloo"]
     lines += ["", f"Start-up: listing the folder's {s['folder_items']:,} files {s['folder_s']:.2f} s; scanning the "
-                  f"shards' {s['shard_items']:,} samples {s['shards_s']:.2f} s (warm file cache).  ",
+                  f"shards' {s['shard_items']:,} samples {s['shards_s']:.2f} s (warm file cache); "
+                  f"{f['scan']['samples']:,} samples (ImageNet's train set) in {f['scan']['shards']:,} shards, "
+                  f"simulated by sparse shards (real headers, images as holes): {f['scan']['seconds']:.1f} s scanned, "
+                  f"{f['scan']['kept_s']:.1f} s read back from the index kept by the first scan.  ",
               f"2 gloo processes (1 decoding worker each, whole images): {g['images_per_s']:.0f} images/s together, "
               f"{g['distinct']:,} distinct of {g['total']:,} images read (each once), resident "
               f"{' / '.join(f'{m:.0f}' for m in g['rss_mb'])} MB per training process (workers apart), listing by "

@@ -5,6 +5,7 @@ share; every kind of bad shard is one line naming the shard and the sample; data
 counts."""
 import io
 import json
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -167,32 +168,38 @@ def test_linear_eval_and_finetune_take_shards(runs, folder, sharded, tmp_path, m
     assert tuned["test_acc"] == tuned_folder["test_acc"] and tuned["kappa"] == tuned_folder["kappa"]
 
 
-def _shards_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
-    from test_distributed import SETTINGS, _join, _leave
-
-    from spatialssl.data import stream
-
-    _join(rank, world, port)
-    decoded, scanned = [], []
-    original, scan = stream._Files.__getitem__, shards.scan_shard
-    stream._Files.__getitem__ = lambda self, i: (decoded.append(i), original(self, i))[1]
-    shards.scan_shard = lambda path: (scanned.append(path), scan(path))[1]
-    pretrain(load_config(overrides=[*SETTINGS, *STATISTICS, "data.image_size=32", "data.workers=0",
-                                    f"data.path={data}"]), Path(out) / "run", progress=False)
-    torch.save({"decoded": decoded, "scanned": len(scanned)}, Path(out) / f"rank{rank}.pt")
-    _leave()
-
-
-def test_two_processes_each_decode_their_own_share_of_the_shards(sharded, tmp_path):
-    import torch.multiprocessing as mp
-    from test_distributed import _free_port
-
-    mp.spawn(_shards_worker, args=(2, _free_port(), str(sharded), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
-    # 56 samples, global batch 16: 3 steps of 8 samples per process in the epoch, none in both
-    assert [len(r["decoded"]) for r in ranks] == [24, 24]
-    assert len(set(ranks[0]["decoded"]) | set(ranks[1]["decoded"])) == 48
-    assert ranks[0]["scanned"] == 6 and ranks[1]["scanned"] == 0  # one process lists, the other is handed it
+def test_a_shard_index_is_kept_and_scanned_again_when_a_shard_or_the_kept_file_changes(folder, tmp_path,
+                                                                                       monkeypatch, recwarn):
+    data = tmp_path / "shards"
+    assert main(["shard", "--data", str(folder), "--out", str(data), "--samples-per-shard", "10", "--no-progress"]) == 0
+    scanned = []
+    scan = shards.scan_shard
+    monkeypatch.setattr(shards, "scan_shard", lambda path: (scanned.append(Path(path).name), scan(path))[1])
+    paths = shards.folder_shards(data, "train")
+    first = shards.list_shards(paths)
+    assert len(scanned) == 6 and len(list((data / ".spatialssl-cache").glob("shard-index-*.npz"))) == 1
+    kept = shards.list_shards(paths)
+    assert len(scanned) == 6  # read back, not scanned
+    for a, b in zip((first[0].shard, first[0].offset, first[0].size, first[0].keys, first[0].key_ends, first[1]),
+                    (kept[0].shard, kept[0].offset, kept[0].size, kept[0].keys, kept[0].key_ends, kept[1])):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert kept[0].read(13) == first[0].read(13) and kept[2] == first[2]
+    os.utime(paths[2], ns=(0, 0))  # a changed shard: a new key, a new scan
+    shards.list_shards(paths)
+    assert len(scanned) == 12
+    index_file = next(f for f in (data / ".spatialssl-cache").glob("shard-index-*.npz")
+                      if f.stat().st_mtime_ns == max(g.stat().st_mtime_ns for g in f.parent.glob("*.npz")))
+    with open(index_file, "wb") as out:  # someone else's index under our name: shards beyond the list
+        np.savez(out, shard=np.full(56, 9, np.int32), offset=np.zeros(56, np.int64), size=np.ones(56, np.uint32),
+                 keys=np.zeros(56, np.uint8), key_ends=np.arange(1, 57, dtype=np.int64), labels=np.zeros(0, np.int64))
+    again = shards.list_shards(paths)
+    assert len(scanned) == 18 and np.array_equal(again[0].offset, first[0].offset)
+    assert any("ignoring the shard index" in str(w.message) for w in recwarn)
+    index_file.write_bytes(b"not a zip")
+    assert np.array_equal(shards.list_shards(paths)[1], first[1]) and len(scanned) == 24
+    shutil.rmtree(data / ".spatialssl-cache")
+    load_data(config("data.cache=false"), "train", str(data))
+    assert len(scanned) == 30 and not (data / ".spatialssl-cache").exists()
 
 
 def jpeg(seed: int, size: int = 16) -> bytes:
@@ -201,10 +208,10 @@ def jpeg(seed: int, size: int = 16) -> bytes:
     return buffer.getvalue()
 
 
-def write_tar(path: Path, members: list) -> Path:
+def write_tar(path: Path, members: list, format=tarfile.DEFAULT_FORMAT) -> Path:
     """A tar of (name, bytes) members; bytes None: a symbolic link to /etc/passwd."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
+    with tarfile.open(path, "w", format=format) as tar:
         for name, data in members:
             info = tarfile.TarInfo(name)
             if data is None:
@@ -246,6 +253,34 @@ def gzipped(tmp_path):
     path = good_shard(tmp_path)
     path.write_bytes(gzip.compress(path.read_bytes()))
     return path
+
+
+LONG = "a/" + "deep-folder/" * 9  # past a plain header's 100 characters: each format has its own way
+
+
+@pytest.mark.parametrize("format", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("names", ["short", "long"])
+def test_the_fast_header_scan_reads_what_tarfile_reads_and_leaves_it_the_rest(format, names, tmp_path, monkeypatch):
+    prefix = LONG if names == "long" else "b/"
+    members = [(prefix, b""), *((f"{prefix}{name}", data) for name, data in labelled(3)), ("c/s9.jpg", jpeg(9)),
+               ("c/s9.cls", b"1"), ("README", b"no extension: no sample's")]
+    path = write_tar(tmp_path / "a.tar", members, format)
+    plain_members = shards._plain_members
+    with open(path, "rb") as handle:
+        plain = plain_members(handle.fileno(), path.stat().st_size)
+    assert (plain is None) == (names == "long")  # long names: tarfile reads the extended headers
+    fast = shards.scan_shard(path)
+    monkeypatch.setattr(shards, "_plain_members", lambda *a: None)
+    assert fast == shards.scan_shard(path)
+    assert [key for key, *_ in fast] == [f"{prefix}s00{i}" for i in range(3)] + ["c/s9"]
+    with tarfile.open(path) as tar:
+        assert tar.extractfile(f"{prefix}s001.jpg").read() == jpeg(1)
+    assert path.read_bytes()[fast[1][1]:fast[1][1] + fast[1][2]] == jpeg(1)
+    damaged = bytearray(path.read_bytes())
+    damaged[512 * 3 + 10] ^= 1  # a name's byte: the checksum no longer holds
+    (tmp_path / "b.tar").write_bytes(damaged)
+    with open(tmp_path / "b.tar", "rb") as handle:
+        assert plain_members(handle.fileno(), len(damaged)) is None
 
 
 SIZE_OF_LAST = len(jpeg(7))

@@ -103,49 +103,61 @@ def test_a_streams_subsets_and_statistics_are_those_of_the_folder_read_whole(fol
     assert len(streamed.subset(1000)) == len(streamed)
 
 
-def _streamed_worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
-    """pretrain -> extract_features(shard=True) -> linear-eval -> finetune on the stream, in one of two
-    processes; what this process decoded is recorded by index."""
+def _streamed_worker(rank: int, world: int, port: int, data: str, out: str) -> None:
+    """pretrain -> extract_features(shard=True) -> linear-eval -> finetune on the stream (a folder's, or its
+    shards'), in one of two processes; what this process decoded is recorded by index, and the shards it
+    scanned."""
     from test_distributed import SETTINGS, _join, _leave
 
     from spatialssl import load_backbone
-    from spatialssl.data import stream
+    from spatialssl.data import shards, stream
+    from spatialssl.data.load import load_data
     from spatialssl.evaluate import extract_features
 
     _join(rank, world, port)
-    decoded = []
-    original = stream._Files.__getitem__
+    decoded, scanned = [], []
+    original, scan = stream._Files.__getitem__, shards.scan_shard
     stream._Files.__getitem__ = lambda self, i: (decoded.append(i), original(self, i))[1]
+    shards.scan_shard = lambda path: (scanned.append(path), scan(path))[1]
     run, out = Path(out) / "run", Path(out)
-    pretrain(load_config(overrides=[*SETTINGS, *STATISTICS, "data.stream=true", "data.image_size=32",
-                                    "data.workers=0", f"data.path={folder}"]), run, progress=False)
+    cfg = load_config(overrides=[*SETTINGS, *STATISTICS, "data.stream=true", "data.image_size=32", "data.workers=0",
+                                 "data.cache=false", f"data.path={data}"])  # no kept shard index: each run scans
+    pretrain(cfg, run, progress=False)
     trained, decoded[:] = sorted(decoded), []
-    backbone, cfg = load_backbone(run)
-    features = extract_features(backbone, stream_images(folder, "train", 32, workers=0), cfg.data.mean,
-                                cfg.data.std, shard=True)
-    torch.save({"trained": trained, "extracted": sorted(decoded), "features": features}, out / f"rank{rank}.pt")
-    assert main(["linear-eval", "--checkpoint", str(run), "--data", folder, "--epochs", "2"]) == 0
-    assert main(["finetune", "--checkpoint", str(run), "--data", folder, "--out", str(out / "ft"), "--epochs", "1",
+    backbone, _ = load_backbone(run)
+    features = extract_features(backbone, load_data(cfg, "train", data), cfg.data.mean, cfg.data.std, shard=True)
+    torch.save({"trained": trained, "extracted": sorted(decoded), "features": features, "scanned": len(scanned)},
+               out / f"rank{rank}.pt")
+    assert main(["linear-eval", "--checkpoint", str(run), "--data", data, "--epochs", "2"]) == 0
+    assert main(["finetune", "--checkpoint", str(run), "--data", data, "--out", str(out / "ft"), "--epochs", "1",
                  "--no-progress", "train.batch_size=16", "finetune.mixup=0", "finetune.cutmix=0"]) == 0
     _leave()
 
 
-def test_two_processes_each_read_their_share_of_a_stream_through_every_command(folder, tmp_path):
+@pytest.mark.parametrize("source", ["folder", "shards"])
+def test_two_processes_each_read_their_share_of_a_stream_through_every_command(source, folder, tmp_path):
     import torch.multiprocessing as mp
     from test_distributed import _free_port
 
     from spatialssl import load_backbone
     from spatialssl.evaluate import extract_features
 
-    mp.spawn(_streamed_worker, args=(2, _free_port(), str(folder), str(tmp_path)), nprocs=2, join=True)
+    data = folder
+    if source == "shards":
+        data = tmp_path / "shards"
+        assert main(["shard", "--data", str(folder), "--out", str(data), "--samples-per-shard", "10",
+                     "--no-progress"]) == 0
+    mp.spawn(_streamed_worker, args=(2, _free_port(), str(data), str(tmp_path)), nprocs=2, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     # 56 images, global batch 16: 3 steps of 8 images per process, no image in both
     assert len(ranks[0]["trained"]) == len(ranks[1]["trained"]) == 24
     assert not set(ranks[0]["trained"]) & set(ranks[1]["trained"])
     assert ranks[0]["extracted"] == list(range(28)) and ranks[1]["extracted"] == list(range(28, 56))
+    if source == "shards":  # one process scans the 6 shards, for pretrain and for the features; the other is
+        assert ranks[0]["scanned"] == 12 and ranks[1]["scanned"] == 0  # handed what it listed
     backbone, cfg = load_backbone(tmp_path / "run")
     alone = extract_features(backbone, stream_images(folder, "train", 32, workers=0), cfg.data.mean, cfg.data.std)
     assert all(torch.allclose(r["features"], alone, atol=1e-5) for r in ranks)  # all have the whole, in order
     reports = sorted(p.name for p in (tmp_path / "run").glob("linear_eval-*.json"))
-    assert reports == ["linear_eval-shapes.json"]  # rank 0 alone reported
+    assert reports == [f"linear_eval-{data.name}.json"]  # rank 0 alone reported
     assert json.loads((tmp_path / "ft" / "finetune.json").read_text())["test_acc"] >= 0

@@ -101,7 +101,7 @@ class HuggingFaceDataset(Reader):
                                   or ((path / "state.json").is_file() and (path / "dataset_info.json").is_file()))
 
     @classmethod
-    def list(cls, path: Path, split: str) -> tuple:
+    def list(cls, path: Path, split: str, cache: bool = True) -> tuple:  # datasets keeps its own
         datasets, dataset, name = _split(path, split)
         where = f"{path} [{name}]"
         column = next((c for c, f in dataset.features.items() if isinstance(f, datasets.Image)), None)

@@ -25,15 +25,17 @@ class Reader:
         raise NotImplementedError
 
     @classmethod
-    def list(cls, path: Path, split: str) -> tuple:
+    def list(cls, path: Path, split: str, cache: bool = True) -> tuple:
         """(ItemSource, int64 labels or None, class names, a description for messages) of ``split``, or
-        MissingSplit when the data has no such split."""
+        MissingSplit when the data has no such split; ``cache`` (data.cache): whether a listing may be kept
+        between runs."""
         raise NotImplementedError
 
     @classmethod
     def load(cls, path: Path, split: str, options) -> ImageStream:
         """``split`` of ``path`` read as the config's data section (``options``) says."""
-        listing = one_lists(cls.list, path, split) if cls.listed_by_one else cls.list(path, split)
+        args = (path, split, options.cache)
+        listing = one_lists(cls.list, *args) if cls.listed_by_one else cls.list(*args)
         return stream_of(*listing, cls.layout, options, f"--data {path} ({cls.layout}) is streamed: it needs")
 
 

@@ -13,6 +13,7 @@ Labels are the .cls numbers themselves (the classes are 0 .. the largest, named 
 has one, or none has (unlabelled)."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tarfile
@@ -23,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, MissingSplit, first_line
-from .decode import IMAGE_SUFFIXES
+from ..errors import DataError, MissingSplit, first_line, warn
+from ..files import atomic_write
+from .decode import IMAGE_SUFFIXES, _cache_dir, one_writer
 from .filelist import pack, unpack
 from .registry import Reader, register
 
@@ -35,6 +37,12 @@ TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")  #
 BRACES = re.compile(r"\{([^{}]*)\}")
 CLASS_NUMBER = re.compile(rb"\s*(\d{1,9})\s*")
 WRITE_AGAIN = "copy or write the shard again"
+BLOCK, EMPTY_BLOCK = 512, bytes(512)  # tar's block, and its end-of-archive block
+READ_AHEAD = 4 * BLOCK  # a label's header and block and the image's header: one read per sample
+PLAIN_TYPES = (b"0", b"\0", b"7", b"5")  # regular files (7: contiguous, read as regular) and folders
+INDEX_FORMAT = 1  # bump when a scan's result changes, so that kept indexes are not reused
+INDEX_ARRAYS = ("shard", "offset", "size", "keys", "key_ends", "labels")
+INDEX_DTYPES = [np.dtype(t) for t in ("int32", "int64", "uint32", "uint8", "int64", "int64")]
 SCANNERS = 8  # shards scanned at once: on a network file system the reads' latency, not parsing, dominates
 
 
@@ -203,45 +211,98 @@ def scan_shard(path: Path) -> list:
         if not length:
             raise DataError(f"shard {path} is empty (0 bytes); {WRITE_AGAIN}")
         _refuse_compressed(path, handle.read(6))
-        handle.seek(0)
-        try:
-            tar = tarfile.open(fileobj=handle, mode="r:")
-        except tarfile.ReadError as err:
-            raise DataError(f"shard {path} is not a tar file ({first_line(err)}); WebDataset shards are uncompressed "
-                            ".tar files") from None
+        members = _plain_members(handle.fileno(), length)
         samples: dict = {}
         last = None
-        try:
-            for member in tar:
-                last = _add_member(samples, member, path, length) or last
-        except tarfile.ReadError as err:
-            if tar.offset >= length:  # the file ends inside the last member's padding
-                raise DataError(f"shard {path} is truncated after sample {last}: it ends without tar's "
-                                f"end-of-archive block; {WRITE_AGAIN}") from None
-            raise DataError(f"shard {path} has a damaged tar header after sample {last} ({first_line(err)}); "
-                            f"{WRITE_AGAIN}") from None
-        _check_end(handle, tar.offset, path, last)
-        return [_sample(path, key, members, handle) for key, members in samples.items()]
+        for member in members if members is not None else _tar_members(handle, path, length):
+            last = _add_member(samples, *member, path, length) or last
+        return [_sample(path, key, found, handle) for key, found in samples.items()]
 
 
-def _add_member(samples: dict, member: tarfile.TarInfo, path: Path, length: int):
-    """Files ``member`` under its sample; returns the sample's key (None for a folder, which is no sample's)."""
-    if member.isdir():
+def _plain_members(fd: int, length: int):
+    """[(name, data offset, size, kind)] of a tar holding only regular files and folders in plain headers (what
+    ``spatialssl shard`` and WebDataset's writer make), parsed ~8x faster than tarfile parses them; None for
+    anything else (extended headers, links, long names, a defect), which tarfile then reads or names."""
+    members, offset, chunk, start = [], 0, b"", 0
+    while offset + BLOCK <= length:
+        if offset + BLOCK > start + len(chunk):  # one read for a header and a small member's data and header after it
+            chunk, start = os.pread(fd, READ_AHEAD, offset), offset
+        block = chunk[offset - start:offset - start + BLOCK]
+        if block == EMPTY_BLOCK:  # tar's end-of-archive block
+            return members if members else None
+        kind, name, size = _plain_header(block)
+        if kind is None:
+            return None
+        members.append((name, offset + BLOCK, size, kind))
+        offset += BLOCK + (-(-size // BLOCK) * BLOCK if kind == "file" else 0)
+    return None  # no end-of-archive block: tarfile says where the shard was cut
+
+
+def _plain_header(block: bytes) -> tuple:
+    """(kind, name, size) of a plain header as tarfile reads it, or (None, None, None) where it is not one."""
+    flag, magic, prefix = block[156:157], block[257:263], block[345:500].strip(b"\0")
+    if flag not in PLAIN_TYPES or (prefix and magic == b"ustar\0") or block[124] & 0x80:
+        return None, None, None  # tarfile's cases: other members, ustar's split names, base-256 sizes
+    try:
+        size, checksum = (int(block[a:b].split(b"\0", 1)[0].strip() or b"0", 8) for a, b in ((124, 136), (148, 156)))
+    except ValueError:
+        return None, None, None
+    if checksum != 256 + sum(block) - sum(block[148:156]):
+        return None, None, None
+    name = block[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    folder = flag == b"5" or (flag == b"\0" and name.endswith("/"))
+    if folder and size:
+        return None, None, None
+    return ("folder" if folder else "file"), name.rstrip("/") if folder else name, size
+
+
+def _tar_members(handle, path: Path, length: int):
+    """(name, data offset, size, kind) of each member of a shard, through tarfile, as it reads them (so that a
+    member cut short is named before tarfile stumbles past it), its defects named."""
+    handle.seek(0)
+    try:
+        tar = tarfile.open(fileobj=handle, mode="r:")
+    except tarfile.ReadError as err:
+        raise DataError(f"shard {path} is not a tar file ({first_line(err)}); WebDataset shards are uncompressed "
+                        ".tar files") from None
+    last = None
+    try:
+        for member in tar:
+            kind = "folder" if member.isdir() else "file" if member.isreg() else _member_kind(member)
+            yield member.name, member.offset_data, member.size, kind
+            last = last if kind == "folder" else _key(member.name)
+    except tarfile.ReadError as err:
+        if tar.offset >= length:  # the file ends inside the last member's padding
+            raise DataError(f"shard {path} is truncated after sample {last}: it ends without tar's "
+                            f"end-of-archive block; {WRITE_AGAIN}") from None
+        raise DataError(f"shard {path} has a damaged tar header after sample {last} ({first_line(err)}); "
+                        f"{WRITE_AGAIN}") from None
+    _check_end(handle, tar.offset, path, last)
+
+
+def _key(name: str) -> str:
+    named = _split_name(name)
+    return named[0] if named else name
+
+
+def _add_member(samples: dict, name: str, offset: int, size: int, kind: str, path: Path, length: int):
+    """Files a member under its sample; returns the sample's key (None for a folder, which is no sample's)."""
+    if kind == "folder":
         return None
-    named = _split_name(member.name)
-    key = named[0] if named else member.name
-    if not member.isreg():
-        raise DataError(f"shard {path} sample {key}: member {member.name} is a {_member_kind(member)}; links are "
-                        "never followed and shards hold regular files only (write it with the files themselves)")
-    if member.offset_data + member.size > length:
-        raise DataError(f"shard {path} is truncated: sample {key}'s member {member.name} claims {member.size} bytes "
-                        f"from byte {member.offset_data}, but the file ends at byte {length}; {WRITE_AGAIN}")
+    named = _split_name(name)
+    key = named[0] if named else name
+    if kind != "file":
+        raise DataError(f"shard {path} sample {key}: member {name} is a {kind}; links are never followed and "
+                        "shards hold regular files only (write it with the files themselves)")
+    if offset + size > length:
+        raise DataError(f"shard {path} is truncated: sample {key}'s member {name} claims {size} bytes "
+                        f"from byte {offset}, but the file ends at byte {length}; {WRITE_AGAIN}")
     if named is None:  # no extension: no field of any sample (WebDataset skips it too)
         return key
     members = samples.setdefault(key, {})
     if named[1] in members:
         raise DataError(f"shard {path} sample {key} has two .{named[1]} members; keys must be unique in a shard")
-    members[named[1]] = (member.offset_data, member.size)
+    members[named[1]] = (offset, size)
     return key
 
 
@@ -273,8 +334,69 @@ def _sample(path: Path, key: str, members: dict, handle) -> tuple:
     return key, image[0], image[1], label
 
 
-def list_shards(paths: list) -> tuple:
-    """(ShardIndex, int64 labels or None, class names) of the samples of ``paths``, shard by shard in order."""
+def list_shards(paths: list, cache: bool = True) -> tuple:
+    """(ShardIndex, int64 labels or None, class names) of the samples of ``paths``, shard by shard in order;
+    with ``cache``, the index kept from an earlier scan of the same shards (by names, sizes and modification
+    times) in the decode cache's folder, or scanned once and kept there (ImageNet's 1.28M samples: ~50 s)."""
+    folder = _cache_dir(Path(paths[0]).parent) if cache else None
+    if folder is None:
+        return _scan(paths)
+    cache_file = folder / f"shard-index-{_index_key(paths)}.npz"
+    with one_writer(cache_file):
+        kept = _read_index(cache_file, paths) if cache_file.is_file() else None
+        if kept is not None:
+            return kept
+        listed = _scan(paths)
+        try:
+            atomic_write(cache_file, lambda tmp: _write_index(tmp, *listed))
+        except OSError as err:  # the index is good; keeping it only saves the next start its scan
+            warn(f"cannot keep the shard index in {cache_file} ({err.strerror or err}); the run goes on without it")
+    return listed
+
+
+def _index_key(paths: list) -> str:
+    key = hashlib.blake2b(f"{INDEX_FORMAT}".encode(), digest_size=16)
+    for path in paths:
+        try:
+            stat = os.stat(path)
+        except OSError as err:
+            raise DataError(f"cannot read shard {path}: {err.strerror or err}") from None
+        key.update(f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return key.hexdigest()
+
+
+def _write_index(tmp: Path, index: ShardIndex, labels, classes) -> None:
+    with open(tmp, "wb") as out:  # a file object: np.savez would add ".npz" to a bare name
+        np.savez(out, shard=index.shard, offset=index.offset, size=index.size, keys=index.keys,
+                 key_ends=index.key_ends, labels=np.zeros(0, np.int64) if labels is None else labels)
+
+
+def _read_index(path: Path, paths: list):
+    """The kept index of ``paths``, checked as a file anyone could have written, or None (with a warning) when
+    it is not a whole one: the shards are then scanned again."""
+    try:
+        with np.load(path, allow_pickle=False) as kept:
+            arrays = {name: kept[name] for name in INDEX_ARRAYS}
+    except Exception as err:  # numpy and zipfile raise many types for a damaged file
+        warn(f"ignoring the unreadable shard index {path} ({type(err).__name__}: {first_line(err)}); scanning again")
+        return None
+    shard, offset, size, keys, key_ends, labels = (arrays[name] for name in INDEX_ARRAYS)
+    count = len(shard)
+    whole = (count > 0 and [a.dtype for a in (shard, offset, size, keys, key_ends, labels)] == INDEX_DTYPES
+             and len(offset) == len(size) == len(key_ends) == count and len(labels) in (0, count)
+             and 0 <= shard.min() and shard.max() < len(paths) and offset.min() >= 0
+             and key_ends[-1] == len(keys) and np.all(np.diff(key_ends, prepend=0) >= 0)
+             and (len(labels) == 0 or labels.min() >= 0))
+    if not whole:
+        warn(f"ignoring the shard index {path}: it is not an index of these {len(paths)} shards; scanning again")
+        return None
+    index = ShardIndex(tuple(str(p) for p in paths), shard, offset, size, keys, key_ends)
+    if not len(labels):
+        return index, None, []
+    return index, labels, [str(c) for c in range(int(labels.max()) + 1)]
+
+
+def _scan(paths: list) -> tuple:
     shard, offsets, sizes, keys, labels = [], [], [], [], []
     first = {}  # True/False (labelled): the first (shard, key) of each kind, for the error mixing them
     with ThreadPoolExecutor(max_workers=SCANNERS) as pool:
@@ -321,7 +443,7 @@ class WebDatasetShards(Reader):
         return any(path.glob("*.tar")) and not any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir())
 
     @classmethod
-    def list(cls, path: Path, split: str) -> tuple:
+    def list(cls, path: Path, split: str, cache: bool = True) -> tuple:
         paths = split_shards(path, split)
-        index, labels, classes = list_shards(paths)
+        index, labels, classes = list_shards(paths, cache)
         return index, labels, classes, f"{path} ({split}, {len(paths)} shards)"

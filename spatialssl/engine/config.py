@@ -68,7 +68,7 @@ class DataConfig:
     statistics_of: Optional[str] = option(None, "the data set data.mean/std are of (set from data.dataset by the "
                                                 "layer that gives them): on other data they are measured anew; "
                                                 "null: they apply to any data")
-    cache: bool = option(True, "cache decoded image folders in .spatialssl-cache/ beside the data")
+    cache: bool = option(True, "cache decoded image folders and shards' indexes in .spatialssl-cache/ beside the data")
     stream: bool = option(False, "decode batches in DataLoader workers instead of all at once (image folders too "
                                  "large for memory; array formats are read whole; shards and Hugging Face "
                                  "datasets always stream)")
