@@ -11,6 +11,7 @@ or from what ``spatialssl export`` wrote (a folder, or a ``.safetensors`` with i
 from .augment import color_jitter, crop_resize, normalize, random_grayscale, sample_crop_boxes
 from .data import ImageSet, SignalSet, demo_splits, load_images, load_signals
 from .ema import WeightEMA
+from .lars import LARS
 from .engine.build import build_method, load_backbone
 from .engine.config import Config, load_config
 from .engine.train import pretrain

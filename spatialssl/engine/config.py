@@ -26,11 +26,11 @@ from ..models.external import is_external
 from ..models.vit import POOLS
 from ..models.vit import SIZES as VIT_SIZES
 from ..options import Option, declared, option
+from .precision import PRECISIONS
 from ..samplers.boxes import MODES as SAMPLING
 from ..samplers.patches import PLACEMENTS
 from .optim import OPTIMIZERS, SCHEDULES
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 LOGGERS = ("tensorboard", "wandb")
 EVAL_PATCH_COUNTS = (0, 1, 3, 5, 7, 9)  # the paper's: the image alone, then 1, 3, ... of the 3x3 grid's patches
 
@@ -226,7 +226,8 @@ class CombinedConfig:
 @dataclass
 class OptimConfig:
     """The optimiser and its step-wise learning-rate schedule."""
-    name: str = option("adam", "the optimiser; sgd with momentum 0.9", choices=OPTIMIZERS)
+    name: str = option("adam", "the optimiser; sgd and lars (SimCLR's large-batch SGD) with optim.momentum",
+                       choices=OPTIMIZERS)
     lr: float = option(1e-3, "the learning rate after the warm-up (the cosine schedule's start)", range="> 0")
     weight_decay: float = option(0.0, "weight decay (adamw: decoupled; never on biases and norms)", range=">= 0")
     schedule: str = option("constant", "the learning rate after the warm-up: constant, or a cosine down to "
@@ -236,6 +237,9 @@ class OptimConfig:
     min_lr: float = option(0.0, "the cosine schedule's floor", range=">= 0")
     betas: list = option([0.9, 0.999], "adam/adamw's (beta1, beta2); MAE: [0.9, 0.95]; left at the default with sgd",
                          range="[0, 1)", length=2)
+    momentum: float = option(0.9, "sgd's and lars' momentum", range="[0, 1)")
+    trust_coefficient: float = option(0.001, "lars: each weight tensor's step is scaled by this times ||w|| / "
+                                             "||g + weight_decay * w|| (SimCLR's 0.001)", range="> 0")
 
 
 @dataclass
@@ -299,8 +303,10 @@ class TrainConfig:
     logger: str = option("tensorboard", "tensorboard (and metrics.csv, always) | wandb (Weights & Biases too; extra "
                                         "[wandb])", choices=LOGGERS)
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over the global batch")
-    precision: str = option("fp32", "autocast precision; weights and optimiser stay fp32 (fp16 with a gradient "
-                                    "scaler, for GPUs without bf16: T4, V100)", choices=PRECISIONS)
+    precision: str = option("auto", "auto: bf16 on GPUs with it, fp16 (autocast with a gradient scaler) on CUDA GPUs "
+                                    "without it (T4, V100), fp32 on the CPU and MPS; bf16 and fp16 autocast, weights "
+                                    "and optimiser staying fp32; tf32: fp32 matmuls on TF32 cores (CUDA); fp32: "
+                                    "strict fp32", choices=PRECISIONS)
     channels_last: bool = option(False, "NHWC memory layout for convolutions (GPUs)")
     compile: bool = option(False, "torch.compile the backbone")
     ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off",
@@ -668,8 +674,13 @@ def validate(cfg: Config) -> None:
     and choices are the fields' declarations; what follows are the rules that join several options."""
     o = cfg.optim
     _check_declared(cfg)
-    _require(o.name != "sgd" or o.betas == OptimConfig().betas, "optim.betas",
-             "left at its default with optim.name=sgd (betas are Adam's; SGD's momentum is 0.9)", o.betas)
+    _require(o.name not in ("sgd", "lars") or o.betas == OptimConfig().betas, "optim.betas",
+             f"left at its default with optim.name={o.name} (betas are Adam's; set optim.momentum)", o.betas)
+    _require(o.name in ("sgd", "lars") or o.momentum == OptimConfig().momentum, "optim.momentum",
+             f"left at its default with optim.name={o.name} (momentum is sgd's and lars'; set optim.betas)",
+             o.momentum)
+    _require(o.name == "lars" or o.trust_coefficient == OptimConfig().trust_coefficient, "optim.trust_coefficient",
+             "left at its default unless optim.name=lars", o.trust_coefficient)
     _require(DEVICE.fullmatch(cfg.train.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps",
              cfg.train.device)
     lo, hi = cfg.part.box_scale

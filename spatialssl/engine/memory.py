@@ -20,7 +20,7 @@ from ..methods import gather
 from .build import build_method
 
 META = torch.device("meta")
-OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 1}  # fp32 tensors per parameter (moments, momentum)
+OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 1, "lars": 1}  # fp32 tensors per parameter (moments, momentum)
 AUTOCAST_ACTIVATIONS = 0.5  # bf16/fp16 autocast keeps about half the bytes of fp32 activations (estimated)
 
 
@@ -113,10 +113,10 @@ def check_memory(cfg, num_classes: int, input_size: tuple, in_chans: int, world:
     if peak is None:
         return None
     gib = {k: v / 2**30 for k, v in peak.items() if k != "micro_batch"}
+    halved = "halved for autocast, " if cfg.train.precision in ("bf16", "fp16") else ""
     said = (f"expected peak device memory per process: {gib['total']:.1f} GiB of {available / 2**30:.0f} "
             f"({gib['weights']:.1f} GiB weights, gradients and optimiser state; {gib['activations']:.1f} GiB for a "
-            f"micro-batch of {peak['micro_batch']} {'halved for autocast, ' if cfg.train.precision != 'fp32' else ''}"
-            "measured on the meta device)")
+            f"micro-batch of {peak['micro_batch']} {halved}measured on the meta device)")
     if peak["total"] > available:
         raise ConfigError(f"train.batch_size {cfg.train.batch_size} cannot fit: {said}; lower train.batch_size, raise "
                           "train.accumulate_steps, set train.activation_checkpointing=true (ViTs) or "

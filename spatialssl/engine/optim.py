@@ -7,23 +7,31 @@ import torch
 
 from .safeguards import warmup_epochs
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+from ..lars import LARS
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "lars")
 SCHEDULES = ("constant", "cosine")
 
 
 def build_optimizer(optim, model: torch.nn.Module, fused: bool = False) -> torch.optim.Optimizer:
-    """Adam, SGD (momentum 0.9), or AdamW (both Adams with ``optim.betas``) with no weight decay on biases, norms (1-D parameters) and what
-    the model's ``no_weight_decay()`` names (timm's rule). ``fused``: the fused CUDA kernels of Adam/AdamW."""
+    """Adam, SGD (``optim.momentum``), or AdamW (both Adams with ``optim.betas``) and LARS with no weight decay on
+    biases, norms (1-D parameters) and what the model's ``no_weight_decay()`` names (timm's rule), which LARS also
+    steps without its trust ratio (SimCLR's rule). ``fused``: the fused CUDA kernels of Adam/AdamW."""
     extra = {"fused": True} if fused else {}
     if optim.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=optim.lr, betas=tuple(optim.betas),
                                 weight_decay=optim.weight_decay, **extra)
     if optim.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=0.9, weight_decay=optim.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=optim.lr, momentum=optim.momentum,
+                               weight_decay=optim.weight_decay)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     kept_out = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     decay = [p for n, p in named if p.dim() > 1 and n not in kept_out]
     no_decay = [p for n, p in named if p.dim() <= 1 or n in kept_out]
+    if optim.name == "lars":
+        return LARS([{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "adapt": False}], lr=optim.lr,
+                    momentum=optim.momentum, weight_decay=optim.weight_decay,
+                    trust_coefficient=optim.trust_coefficient)
     return torch.optim.AdamW([{"params": decay, "weight_decay": optim.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=optim.lr, betas=tuple(optim.betas),
                              **extra)

@@ -22,6 +22,7 @@ from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
 from ..files import refuse_to_replace
 from ..models import compile_backbone, use_generator
+from .precision import autocast_dtype, resolve_precision, set_matmul_precision
 from . import checkpoint
 from .build import build_method
 from .checks import check_against_data, check_processes, check_statistics, data_channels
@@ -37,7 +38,6 @@ from .runlog import RunLog
 from .safeguards import choose_statistics, warn_about_ema, warn_about_warmup
 
 
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision -> autocast dtype
 
 
 def pretrain(cfg: Optional[Config], out_dir, resume: bool = False, train_set: Optional[ImageSet] = None,
@@ -149,6 +149,9 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
           progress: bool) -> Run:
     """Everything before the first step: data, checks, the method on its device, optimiser, resume."""
     ranks, device = from_environment(cfg.train.device)  # first: under torchrun one process lists a stream's files
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, precision=resolve_precision(cfg.train.precision, device)))  # recorded as it runs
+    set_matmul_precision(cfg.train.precision, device)
     cfg, train_set, monitor, note = prepare_data(cfg, state is not None, train_set, monitor)
     check_processes(cfg, ranks.world, device)
     classes = train_set.num_classes if train_set.labels is not None else 0
@@ -265,7 +268,7 @@ def train_epoch(run: Run, epoch: int) -> tuple:
     """The steps of one epoch; returns (the sums of the logged metrics, seconds)."""
     cfg, steps = run.cfg, run.steps
     run.method.train()
-    precision = AUTOCAST.get(cfg.train.precision)  # None: fp32
+    precision = autocast_dtype(cfg.train.precision)  # None: fp32 or tf32
     totals: dict = {}
     started = time.perf_counter()
     run.progress.start_epoch(epoch)
