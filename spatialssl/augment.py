@@ -53,23 +53,25 @@ def sample_crop_boxes(n: int, height, width, scale: Sequence[float], ratio: Sequ
     """
     per_image = isinstance(height, torch.Tensor)
     rows, cols = (height[:, None], width[:, None]) if per_image else (height, width)
-    area = rows * cols
-    s = uniform(scale[0], scale[1], n * attempts, generator, device).view(n, attempts)
-    log_r = uniform(math.log(ratio[0]), math.log(ratio[1]), n * attempts, generator, device).view(n, attempts)
-    r = log_r.exp()
-    w = (s * area * r).sqrt()
-    h = (s * area / r).sqrt()
-    fits = (w <= cols) & (h <= rows)
-    first = fits.float().argmax(1)  # the first attempt that fits (0 where none does)
-    w = w.gather(1, first[:, None]).squeeze(1)
-    h = h.gather(1, first[:, None]).squeeze(1)
+    draws = torch.rand(n, 2 * attempts + 2, generator=generator, device=device)  # one draw: few launches
+    s_and_log_r = torch.addcmul(_device_constant((scale[0], math.log(ratio[0])), device, draws.dtype).view(2, 1),
+                                draws[:, :2 * attempts].view(n, 2, attempts),
+                                _device_constant((scale[1] - scale[0], math.log(ratio[1] / ratio[0])), device,
+                                                 draws.dtype).view(2, 1))
+    area = s_and_log_r[:, 0] * (rows * cols)  # n x attempts: each attempt's area in pixels
+    r = s_and_log_r[:, 1].exp()
+    wh = torch.stack([area * r, area / r], 1).sqrt_()  # n x 2 x attempts: widths, heights
+    fits = (wh[:, 0] <= cols) & (wh[:, 1] <= rows)
+    first = fits.to(torch.uint8).argmax(1)  # the first attempt that fits (0 where none does)
+    wh = wh.gather(2, first.view(n, 1, 1).expand(n, 2, 1)).squeeze(2)
     fallback_w, fallback_h = (_fallback_sizes if per_image else _fallback_size)(height, width, ratio)
-    found = fits.any(1)
-    w = torch.where(found, w, fallback_w)
-    h = torch.where(found, h, fallback_h)
-    x0 = torch.rand(n, generator=generator, device=device) * (width - w)
-    y0 = torch.rand(n, generator=generator, device=device) * (height - h)
-    return torch.stack([x0, y0, w, h], dim=1)
+    found = fits.any(1, keepdim=True)
+    fallback = torch.stack([fallback_w, fallback_h], -1) if per_image else _device_constant(
+        (float(fallback_w), float(fallback_h)), device, draws.dtype)
+    wh = torch.where(found, wh, fallback)
+    sizes = torch.stack([width, height], -1) if per_image else _device_constant((float(width), float(height)),
+                                                                                  device, draws.dtype)
+    return torch.cat([draws[:, 2 * attempts:] * (sizes - wh), wh], 1)
 
 
 def _fallback_size(height: int, width: int, ratio: Sequence[float]) -> tuple:
@@ -103,15 +105,13 @@ def crop_grid(boxes: torch.Tensor, image_size: Sequence[int], size: Sequence[int
     """``crop_resize``'s sampling grid (N x size x 2): box i = (x0, y0, w, h) of an image of ``image_size``
     onto ``size`` pixels, mirrored where ``flip`` is true. A box may reach past the image."""
     height, width = image_size
-    x0, y0, w, h = boxes.unbind(1)
-    sx = w / width
+    scaled = boxes / _device_constant((width / 2, height / 2, width, height), boxes.device, boxes.dtype)
+    centre = scaled[:, :2] + scaled[:, 2:] - 1  # (2 x0 + w) / width - 1, and the same for y
+    sx, sy = scaled[:, 2:3], scaled[:, 3:4]
     if flip is not None:
-        sx = torch.where(flip, -sx, sx)
-    theta = torch.zeros(len(boxes), 2, 3, device=boxes.device, dtype=boxes.dtype)
-    theta[:, 0, 0] = sx
-    theta[:, 0, 2] = (2 * x0 + w) / width - 1
-    theta[:, 1, 1] = h / height
-    theta[:, 1, 2] = (2 * y0 + h) / height - 1
+        sx = torch.where(flip.view(-1, 1), -sx, sx)
+    zero = torch.zeros_like(sx)
+    theta = torch.cat([sx, zero, centre[:, :1], zero, sy, centre[:, 1:]], 1).view(-1, 2, 3)
     return F.affine_grid(theta, [len(boxes), 1, size[0], size[1]], align_corners=False)
 
 
@@ -119,8 +119,7 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     """B x 1 x H x W luma of RGB images; the channel mean of grey or multi-channel ones."""
     if images.shape[1] != 3:
         return images.mean(1, keepdim=True)
-    r, g, b = images.unbind(1)
-    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
+    return (images * _device_constant(GRAY_WEIGHTS, images.device, images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -141,93 +140,91 @@ def adjust_saturation(images, factor):
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    r, g, b = images.unbind(1)
-    maxc, _ = images.max(1)
-    minc, _ = images.min(1)
+    """torchvision's hexcone HSV, in few passes: hue from the channel that is the maximum (red first, then green)."""
+    minc, maxc = torch.aminmax(images, dim=1, keepdim=True)
     chroma = maxc - minc
-    flat = chroma == 0
-    s = chroma / torch.where(flat, torch.ones_like(maxc), maxc)
-    divisor = torch.where(flat, torch.ones_like(chroma), chroma)
-    rc, gc, bc = (maxc - r) / divisor, (maxc - g) / divisor, (maxc - b) / divisor
-    is_r = maxc == r
-    is_g = (maxc == g) & ~is_r
-    is_b = ~is_r & ~is_g
-    h = is_r * (bc - gc) + is_g * (2.0 + rc - bc) + is_b * (4.0 + gc - rc)
-    h = torch.fmod(h / 6.0 + 1.0, 1.0)
-    return torch.stack([h, s, maxc], dim=1)
+    s = chroma / torch.where(maxc > 0, maxc, 1.0)
+    # (g - b, b - r, r - g) / chroma + (0, 2, 4): the hue (in sixths) as seen from each channel being the max
+    sixths = torch.addcdiv(_device_constant((0.0, 2.0, 4.0), images.device, images.dtype).view(1, 3, 1, 1),
+                           images.roll(-1, 1) - images.roll(-2, 1), torch.where(chroma > 0, chroma, 1.0))
+    first_max = (images == maxc).to(torch.uint8).argmax(1, keepdim=True)
+    h = torch.remainder(sixths.gather(1, first_max) / 6.0, 1.0)
+    return torch.cat([h, s, maxc], dim=1)
 
 
 def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
-    h, s, v = images.unbind(1)
-    sector = torch.floor(h * 6.0)
-    f = h * 6.0 - sector
-    sector = sector.long() % 6
-    p = (v * (1 - s)).clamp(0, 1)
-    q = (v * (1 - s * f)).clamp(0, 1)
-    t = (v * (1 - s * (1 - f))).clamp(0, 1)
-    # Channel values for each of the six hue sectors, picked per pixel.
-    table = torch.stack([
-        torch.stack([v, q, p, p, t, v], 1),
-        torch.stack([t, v, v, q, p, p], 1),
-        torch.stack([p, p, t, v, v, q], 1)], 1)  # B x 3 x 6 x H x W
-    index = sector.unsqueeze(1).unsqueeze(1).expand(-1, 3, 1, -1, -1)
-    return table.gather(2, index).squeeze(2)
+    """torchvision's inverse, as one formula per channel: v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6
+    with n = 5, 3, 1 for red, green, blue."""
+    h, s, v = images.split(1, dim=1)
+    return _hsv_channels(h, s, v)
+
+
+def _hsv_channels(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    k = torch.remainder(torch.addcmul(_device_constant((5.0, 3.0, 1.0), h.device, h.dtype).view(1, 3, 1, 1), h,
+                                      _device_constant((6.0,), h.device, h.dtype)), 6.0)
+    return v - (v * s) * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
 
 
 def adjust_hue(images, shift):
-    hsv = rgb_to_hsv(images)
-    hsv[:, 0] = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
-    return hsv_to_rgb(hsv)
+    """Hue rotated by ``shift`` (per sample, in turns), as torchvision's adjust_hue."""
+    h, s, v = rgb_to_hsv(images).split(1, dim=1)
+    return _hsv_channels(torch.remainder(h + shift.view(-1, 1, 1, 1), 1.0), s, v)
 
 
 def color_jitter(images: torch.Tensor, strength: Sequence[float], p: float, generator: torch.Generator) -> torch.Tensor:
     """torchvision's ColorJitter(b, c, s, h) applied with probability ``p``, per sample: each
     sample draws its own factors and its own order of the four operations.
 
-    Every pass runs on the whole batch and is kept where chosen (selecting samples would make
-    the host wait for the device): a sample's order is its three blends (brightness, contrast,
-    saturation) with hue inserted among them, so the blends before hue, hue, and the blends
-    after it are three batched passes. Returns ``images`` itself when nothing can change."""
-    n, device = images.shape[0], images.device
+    Every pass runs on the whole batch (selecting samples would make the host wait for the device). A sample's
+    order is its three blends (brightness, contrast, saturation) with hue inserted among them; each blend is
+    clamp(a x + b grey(x) + c mean(grey(x))) with per-sample a, b, c (1, 0, 0 where a sample does not blend in
+    that pass), so the blends before hue, hue, and the blends after it are 3 + 1 + 3 batched passes whose
+    coefficients are all worked out at once. Returns ``images`` itself when nothing can change."""
     brightness, contrast, saturation, hue = strength
     if images.shape[1] != 3:  # saturation and hue mean something for RGB only
         saturation = hue = 0.0
     if p <= 0 or not any((brightness, contrast, saturation, hue)):
         return images
-    applied = torch.rand(n, generator=generator, device=device) < p
-    factors = torch.stack([uniform(max(0.0, 1 - brightness), 1 + brightness, n, generator, device),
-                           uniform(max(0.0, 1 - contrast), 1 + contrast, n, generator, device),
-                           uniform(max(0.0, 1 - saturation), 1 + saturation, n, generator, device)], 1)
-    shift = uniform(-hue, hue, n, generator, device)
-    order = torch.rand(n, 4, generator=generator, device=device).argsort(dim=1)  # op at each position
-    hue_position = (order == HUE).long().argmax(1, keepdim=True)
-    slots = torch.arange(3, device=device)
-    blends = order.gather(1, slots + (slots >= hue_position).long())  # n x 3: the order without hue
-    if not hue:
-        return _blend_slots(images, blends, factors, applied[:, None].expand(-1, 3))
-    before_hue = slots < hue_position
-    x = _blend_slots(images, blends, factors, applied[:, None] & before_hue)
-    x = torch.where(applied.view(-1, 1, 1, 1), adjust_hue(x, shift), x)
-    return _blend_slots(x, blends, factors, applied[:, None] & ~before_hue)
+    draws = torch.rand(len(images), 9, generator=generator, device=images.device)
+    return apply_jitter(images, draws, (brightness, contrast, saturation, hue), p)
 
 
-def _blend_slots(images: torch.Tensor, blends: torch.Tensor, factors: torch.Tensor,
-                 chosen: torch.Tensor) -> torch.Tensor:
-    """Apply each sample's blends (n x 3 op indices, in order) where ``chosen`` (n x 3)."""
-    for slot in range(blends.shape[1]):
-        blended = _blend_by_op(images, blends[:, slot], factors)
-        images = torch.where(chosen[:, slot].view(-1, 1, 1, 1), blended, images)
-    return images
+@lru_cache(maxsize=8)
+def _jitter_slots(sequences: int, device: torch.device) -> tuple:
+    """Of each of ``apply_jitter``'s blend passes (3 per sequence): the rank of the blend it does, and whether it
+    comes before hue, as 1 x passes x 1 tensors made on the device once."""
+    slots = torch.arange(3 * sequences, device=device).view(1, -1, 1)
+    return slots % 3, slots < 3
 
 
-def _blend_by_op(images: torch.Tensor, op: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Brightness (op 0), contrast (1) or saturation (2) per sample, at its factor (n x 3): each
-    blends the image with another (black, its mean grey, its grey), so one blend does all three."""
-    gray = grayscale(images)
-    op = op.view(-1, 1, 1, 1)
-    other = torch.where(op == BRIGHTNESS, 0.0,
-                        torch.where(op == CONTRAST, gray.mean(dim=(1, 2, 3), keepdim=True), gray))
-    return _blend(images, other, factors.gather(1, op.view(-1, 1)))
+def apply_jitter(images: torch.Tensor, draws: torch.Tensor, strength: Sequence[float], p: float) -> torch.Tensor:
+    """``color_jitter`` from its uniform draws (n x 9: applied, the three factors, the hue shift, the four
+    operations' sort keys, which give their order)."""
+    device, dtype = images.device, images.dtype
+    brightness, contrast, saturation, hue = strength
+    low = [max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation)]
+    span = [1 + brightness - low[0], 1 + contrast - low[1], 1 + saturation - low[2]]
+    factors = torch.addcmul(_device_constant(tuple(low), device, dtype), draws[:, 1:4],
+                            _device_constant(tuple(span), device, dtype))
+    applied = draws[:, :1] < p
+    position = draws[:, 5:].argsort(1).argsort(1)  # each operation's place in the sample's order
+    rank = position[:, :3] - (position[:, :3] > position[:, 3:]).long()  # each blend's place among the blends
+    slot_rank, slot_before = _jitter_slots(2 if hue else 1, device)  # the blends before hue, then after it
+    chosen = rank.unsqueeze(1) == slot_rank  # n x slots x 3: pass j does the (j % 3)-th blend
+    if hue:
+        chosen &= slot_before == (position[:, :3] < position[:, 3:]).unsqueeze(1)
+    chosen &= applied.unsqueeze(2)
+    change = chosen.to(dtype) * (factors - 1).unsqueeze(1)  # n x slots x 3: f - 1 on the chosen blend's column
+    coefficients = torch.stack([change.sum(2) + 1, -change[..., SATURATION], -change[..., CONTRAST]])  # 3 x n x slots
+    x = images
+    for index, in_pass in enumerate(coefficients.permute(2, 0, 1).unbind(0)):
+        a, grey_weight, mean_weight = (c.view(-1, 1, 1, 1) for c in in_pass.unbind(0))
+        if hue and index == 3:
+            x = torch.where(applied.view(-1, 1, 1, 1), adjust_hue(x, hue * (2 * draws[:, 4] - 1)), x)
+        grey = grayscale(x)
+        x = torch.addcmul(torch.addcmul(grey.mean((2, 3), keepdim=True) * mean_weight, grey, grey_weight), x,
+                          a).clamp_(0, 1)
+    return x
 
 
 def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:

@@ -93,3 +93,35 @@ def test_random_affine_keeps_shape_and_blacks_outside():
 def test_identity_factor_changes_nothing(op):
     images = torch.rand(3, 3, 4, 4)
     assert torch.allclose(op(images, torch.ones(3)), images, atol=1e-6)
+
+
+@pytest.mark.parametrize("strength", [(0.8, 0.8, 0.8, 0.2), (0.4, 0.0, 0.9, 0.0), (0.0, 0.0, 0.0, 0.5)])
+def test_jitter_applies_each_samples_operations_in_its_own_order(strength):
+    """The batched passes equal torchvision's ColorJitter sample by sample: the four operations (those that are
+    on) in the sample's random order, each at its factor, where the sample is jittered at all."""
+    images, draws, p = torch.rand(64, 3, 5, 5), torch.rand(64, 9, generator=gen(1)), 0.8
+    out = augment.apply_jitter(images, draws, strength, p)
+    operations = [augment.adjust_brightness, augment.adjust_contrast, augment.adjust_saturation, augment.adjust_hue]
+    for i in range(len(images)):
+        expected = images[i:i + 1]
+        if draws[i, 0] < p:
+            for op in draws[i, 5:].argsort().tolist():  # the permutation torchvision draws with randperm
+                if not strength[op]:
+                    continue
+                if op == augment.HUE:
+                    amount = strength[op] * (2 * draws[i, 4] - 1)
+                else:
+                    low = max(0.0, 1 - strength[op])
+                    amount = low + draws[i, 1 + op] * (1 + strength[op] - low)
+                expected = operations[op](expected, amount.view(1))
+        assert torch.allclose(out[i], expected[0], atol=1e-5), i
+
+
+def test_hsv_is_the_hexcone_model_of_colorsys():
+    import colorsys
+
+    images = torch.rand(1, 3, 1, 200, generator=gen(2))
+    images[0, :, 0, :3] = torch.tensor([[0.5, 0.2, 0.5], [0.5, 0.5, 0.2], [0.0, 0.5, 0.5]])  # ties for the maximum
+    hsv = augment.rgb_to_hsv(images)[0, :, 0].T
+    for pixel, ours in zip(images[0, :, 0].T.tolist(), hsv.tolist()):
+        assert ours == pytest.approx(colorsys.rgb_to_hsv(*pixel), abs=1e-6)

@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "spatialssl"
 LAYERS = [  # lowest first; a module may import from its own layer and those before it
     ("foundation", ["errors", "files", "options"]),
-    ("blocks", ["augment", "canvas", "regularize", "losses", "metrics", "ema"]),
+    ("blocks", ["augment", "canvas", "regularize", "losses", "metrics", "ema", "lars"]),
     ("parts", ["samplers", "models", "data", "detection"]),
     ("compositions", ["methods", "evaluate"]),
     ("engine", ["engine"]),

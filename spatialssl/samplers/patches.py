@@ -73,18 +73,26 @@ def sample_positions(batch: int, num_patches: int, patch_size: int, height: int,
     x0 = torch.randint(span_x, (num_patches, batch), generator=generator, device=device)
     y0 = torch.randint(span_y, (num_patches, batch), generator=generator, device=device)
     if non_overlapping and num_patches >= 2:
-        xs = torch.arange(span_x, device=device)
-        ys = torch.arange(span_y, device=device)
-        near_x = ((xs[:, None] - xs[None, :]).abs() < patch_size)  # span_x x span_x
-        near_y = ((ys[:, None] - ys[None, :]).abs() < patch_size)
-        partners = span_x * span_y - near_y.sum(1)[:, None] * near_x.sum(1)[None, :]  # span_y x span_x
-        first = draw_by_weight(partners.flatten().expand(batch, -1), generator)
+        near_x, near_y, partners = _overlap_tables(span_x, span_y, patch_size, torch.device(device))
+        first = draw_by_weight(partners.expand(batch, -1), generator)
         fy, fx = first // span_x, first % span_x
         overlaps = near_y[fy][:, :, None] & near_x[fx][:, None, :]  # B x span_y x span_x
         second = draw_by_weight((~overlaps).flatten(1).long(), generator)
         x0[0], y0[0] = fx, fy
         x0[1], y0[1] = second % span_x, second // span_x
     return x0, y0
+
+
+@lru_cache(maxsize=32)
+def _overlap_tables(span_x: int, span_y: int, patch_size: int, device: torch.device) -> tuple:
+    """Which top-left offsets along x (span_x x span_x) and along y overlap, and each position's number of
+    non-overlapping partners (flat, y-major): the geometry's, made on the device once."""
+    xs = torch.arange(span_x, device=device)
+    ys = torch.arange(span_y, device=device)
+    near_x = ((xs[:, None] - xs[None, :]).abs() < patch_size)
+    near_y = ((ys[:, None] - ys[None, :]).abs() < patch_size)
+    partners = span_x * span_y - near_y.sum(1)[:, None] * near_x.sum(1)[None, :]
+    return near_x, near_y, partners.flatten()
 
 
 def draw_by_weight(weights: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
