@@ -119,7 +119,8 @@ def grayscale(images: torch.Tensor) -> torch.Tensor:
     """B x 1 x H x W luma of RGB images; the channel mean of grey or multi-channel ones."""
     if images.shape[1] != 3:
         return images.mean(1, keepdim=True)
-    return (images * _device_constant(GRAY_WEIGHTS, images.device, images.dtype).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    r, g, b = images.unbind(1)  # planes, not a sum over the channel axis: element-wise passes are fast everywhere
+    return (r * GRAY_WEIGHTS[0]).add_(g, alpha=GRAY_WEIGHTS[1]).add_(b, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
 
 
 def _blend(images: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -140,16 +141,18 @@ def adjust_saturation(images, factor):
 
 
 def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    """torchvision's hexcone HSV, in few passes: hue from the channel that is the maximum (red first, then green)."""
-    minc, maxc = torch.aminmax(images, dim=1, keepdim=True)
-    chroma = maxc - minc
+    """torchvision's hexcone HSV, by colour planes (element-wise: fast on CPUs too): hue from the channel that
+    is the maximum, red first, then green."""
+    r, g, b = images.unbind(1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
     s = chroma / torch.where(maxc > 0, maxc, 1.0)
-    # (g - b, b - r, r - g) / chroma + (0, 2, 4): the hue (in sixths) as seen from each channel being the max
-    sixths = torch.addcdiv(_device_constant((0.0, 2.0, 4.0), images.device, images.dtype).view(1, 3, 1, 1),
-                           images.roll(-1, 1) - images.roll(-2, 1), torch.where(chroma > 0, chroma, 1.0))
-    first_max = (images == maxc).to(torch.uint8).argmax(1, keepdim=True)
-    h = torch.remainder(sixths.gather(1, first_max) / 6.0, 1.0)
-    return torch.cat([h, s, maxc], dim=1)
+    inverse = torch.where(chroma > 0, chroma, 1.0).reciprocal_()
+    # in sixths of a turn: (g - b) / chroma where red is the max, 2 + (b - r) / chroma where green, 4 + (r - g) / ...
+    sixths = torch.where(maxc == r, (g - b) * inverse, torch.where(
+        maxc == g, torch.addcmul(_scalar(2.0, images), b - r, inverse), torch.addcmul(_scalar(4.0, images), r - g,
+                                                                                     inverse)))
+    return torch.stack([torch.remainder(sixths / 6.0, 1.0), s, maxc], dim=1)
 
 
 def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
@@ -238,6 +241,10 @@ def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator)
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     return (images - _channel_constant(mean, images)) / _channel_constant(std, images)
+
+
+def _scalar(value: float, like: torch.Tensor) -> torch.Tensor:
+    return _device_constant((value,), like.device, like.dtype).view(())
 
 
 def _channel_constant(values: Sequence[float], images: torch.Tensor) -> torch.Tensor:
