@@ -70,6 +70,9 @@ def check_processes(cfg: Config, world: int, device) -> None:
     if share % micro:
         raise ConfigError(f"train.accumulate_steps {micro} must divide each process's share of train.batch_size "
                           f"({share} images{f' of {cfg.train.batch_size} over {world} processes' if world > 1 else ''})")
+    if cfg.train.grad_compression == "bf16" and world > 1 and device.type != "cuda":
+        raise ConfigError("train.grad_compression=bf16 needs CUDA devices (NCCL reduces bf16; gloo does not); use "
+                          "train.grad_compression=fp16 or none for CPU processes")
     if cfg.train.sync_bn and world > 1 and device.type != "cuda":
         raise ConfigError("train.sync_bn needs CUDA devices (PyTorch's SyncBatchNorm is GPU-only); "
                           "turn it off for CPU processes")

@@ -26,6 +26,7 @@ from ..models.external import is_external
 from ..models.vit import POOLS
 from ..models.vit import SIZES as VIT_SIZES
 from ..options import Option, declared, option
+from .distributed import GRAD_COMPRESSIONS
 from .precision import PRECISIONS
 from ..samplers.boxes import MODES as SAMPLING
 from ..samplers.patches import PLACEMENTS
@@ -303,6 +304,12 @@ class TrainConfig:
     logger: str = option("tensorboard", "tensorboard (and metrics.csv, always) | wandb (Weights & Biases too; extra "
                                         "[wandb])", choices=LOGGERS)
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over the global batch")
+    ddp_bucket_mb: float = option(25.0, "under torchrun: MB of gradients per all-reduce bucket; each bucket is "
+                                        "reduced as soon as its gradients are ready, during the backward pass "
+                                        "(compiled backbones are split at the buckets)", range=">= 1")
+    grad_compression: str = option("none", "under torchrun: gradients all-reduced as bf16 (CUDA, NCCL) or fp16, "
+                                           "halving the bytes sent, and averaged back into fp32",
+                                   choices=GRAD_COMPRESSIONS)
     precision: str = option("auto", "auto: bf16 on GPUs with it, fp16 (autocast with a gradient scaler) on CUDA GPUs "
                                     "without it (T4, V100), fp32 on the CPU and MPS; bf16 and fp16 autocast, weights "
                                     "and optimiser staying fp32; tf32: fp32 matmuls on TF32 cores (CUDA); fp32: "

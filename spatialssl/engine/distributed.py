@@ -11,6 +11,8 @@ import torch.distributed as dist
 
 from ..errors import ConfigError
 
+GRAD_COMPRESSIONS = ("none", "bf16", "fp16")
+
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
@@ -73,3 +75,19 @@ def from_environment(device_name: str) -> tuple:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
     return Distributed(rank, world), device
+
+
+def wrap_for_processes(method: torch.nn.Module, device: torch.device, bucket_mb: float,
+                       compression: str) -> torch.nn.Module:
+    """``method`` in DistributedDataParallel, its gradients reduced in buckets of ``bucket_mb`` as the backward
+    pass makes them (a backbone compiled by torch.compile is split at the same buckets by dynamo's DDP
+    optimiser, as long as it is first called inside this wrapper's forward, as the loop calls it), sent as
+    ``compression`` (none, bf16, fp16) through DDP's communication hooks."""
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None,
+                                                      bucket_cap_mb=bucket_mb)
+    hooks = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}
+    if compression in hooks:
+        model.register_comm_hook(dist.group.WORLD, hooks[compression])
+    return model

@@ -28,7 +28,7 @@ from .build import build_method
 from .checks import check_against_data, check_processes, check_statistics, data_channels
 from .config import Config
 from .determinism import algorithms
-from .distributed import Distributed, from_environment, writes
+from .distributed import Distributed, from_environment, wrap_for_processes, writes
 from .memory import check_memory
 from .optim import build_optimizer, set_learning_rate
 from .progress import Progress
@@ -184,7 +184,7 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
         compile_backbone(method.backbone)
     model = method
     if ranks.world > 1 and method.trains:
-        model = torch.nn.parallel.DistributedDataParallel(method, device_ids=[device] if device.type == "cuda" else None)
+        model = wrap_for_processes(method, device, cfg.train.ddp_bucket_mb, cfg.train.grad_compression)
     resident = place(train_set, device) if method.trains else (None, None)
     sample = torch.Generator(device=device)
     use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
