@@ -8,7 +8,7 @@ from spatialssl.data import make_demo_images
 from spatialssl.engine.config import load_config
 from spatialssl.engine.train import pretrain
 from spatialssl.errors import ConfigError
-from spatialssl.models import create_backbone, embed, use_generator
+from spatialssl.models import create_backbone, embed, use_seed
 
 # No randomness in the step (full-image crops, no flip or colour), a LayerNorm backbone and SGD: the weights
 # after a step are a function of the summed gradients alone, however the batch is split.
@@ -49,17 +49,16 @@ def test_checkpointed_blocks_recompute_the_drop_path_masks_they_drew():
     torch.manual_seed(0)
     vit = create_backbone("vit_tiny", depth=2, patch_size=8, input_size=[32, 32], drop_path=0.5).train()
     images = torch.randn(8, 3, 32, 32)
-    grads, after = [], []
+    grads = []
     for checkpointing in (False, True):
         vit.set_grad_checkpointing(checkpointing)
-        generator = torch.Generator().manual_seed(3)
-        use_generator(vit, generator)
+        use_seed(vit, torch.tensor(3))
         vit.zero_grad()
         embed(vit, images).square().sum().backward()
         grads.append({n: p.grad.clone() for n, p in vit.named_parameters()})
-        after.append(torch.rand(4, generator=generator))  # the generator moved on as without checkpointing
     assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
-    assert torch.equal(after[0], after[1])
+    dropped = [n for n in grads[0] if "blocks.0.mlp" in n and not grads[0][n].any()]
+    assert not dropped  # with half the branches dropped, some samples still train every block
 
 
 def test_checkpointing_keeps_less_for_the_backward_pass():

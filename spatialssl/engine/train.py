@@ -21,7 +21,7 @@ from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
 from ..files import refuse_to_replace
-from ..models import compile_backbone, use_generator
+from ..models import compile_backbone, use_seed
 from .precision import autocast_dtype, resolve_precision, set_matmul_precision
 from . import checkpoint
 from .build import build_method
@@ -93,6 +93,7 @@ class Run:
     progress: Progress
     scaler: Optional[torch.amp.GradScaler] = None  # fp16 only: keeps small gradients from underflowing
     log: Optional[RunLog] = None
+    drop_seed: Optional[torch.Tensor] = None  # drop-path masks' seed, redrawn from ``sample`` before each forward
 
     @property
     def last(self) -> Path:
@@ -187,10 +188,12 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
         model = wrap_for_processes(method, device, cfg.train.ddp_bucket_mb, cfg.train.grad_compression)
     resident = place(train_set, device) if method.trains else (None, None)
     sample = torch.Generator(device=device)
-    use_generator(method, sample)  # after the EMA's copy: drop-path masks are drawn only in training
+    drop_seed = torch.zeros((), dtype=torch.int64, device=device)
+    drops = use_seed(method, drop_seed)  # after the EMA's copy: drop-path masks are drawn only in training
     run = Run(cfg, out_dir, method, model, optimizer, ema, generators, sample, ranks, device,
               train_set, resident, monitor, start_epoch,
-              Progress(progress and ranks.main, cfg.train.epochs, len(train_set) // cfg.train.batch_size), scaler)
+              Progress(progress and ranks.main, cfg.train.epochs, len(train_set) // cfg.train.batch_size), scaler,
+              drop_seed=drop_seed if drops else None)
     announce(run, note)
     if memory:
         run.progress.note(memory)
@@ -307,6 +310,8 @@ def optimiser_step(run: Run, x, y, precision) -> tuple:
         later = index < micro - 1 and isinstance(run.model, torch.nn.parallel.DistributedDataParallel)
         with run.model.no_sync() if later else contextlib.nullcontext():
             with torch.autocast(run.device.type, dtype=precision, enabled=precision is not None):
+                if run.drop_seed is not None:  # in place: compiled code reads it as an input, never recompiles
+                    run.drop_seed.random_(0, 2**31, generator=run.sample)
                 loss, metrics = run.model(xs, ys, run.sample)
             (loss / micro if run.scaler is None else run.scaler.scale(loss / micro)).backward()
         losses.append(loss.detach())

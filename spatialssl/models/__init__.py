@@ -111,11 +111,14 @@ def compile_backbone(backbone: nn.Module, **options) -> nn.Module:
     return backbone
 
 
-def use_generator(module: nn.Module, generator: torch.Generator) -> None:
-    """Draw the random masks of ``module``'s stochastic-depth layers from ``generator``."""
-    for layer in module.modules():
-        if isinstance(layer, DropPath):
-            layer.generator = generator
+def use_seed(module: nn.Module, seed: torch.Tensor) -> bool:
+    """Draw the random masks of ``module``'s stochastic-depth layers from ``seed`` (a one-element int64 tensor
+    on their device, redrawn in place before each forward pass), each layer with its own salt; whether any layer
+    draws at all."""
+    layers = [layer for layer in module.modules() if isinstance(layer, DropPath) and layer.p > 0]
+    for salt, layer in enumerate(layers, start=1):
+        layer.seed, layer.salt = seed, salt
+    return bool(layers)
 
 
 def input_channels(backbone: nn.Module) -> int:
@@ -132,4 +135,4 @@ __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead",
            "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
-           "BACKBONES", "check_backbone", "modality", "is_vit", "input_channels", "use_generator", "compile_backbone", *RESNETS]
+           "BACKBONES", "check_backbone", "modality", "is_vit", "input_channels", "use_seed", "compile_backbone", *RESNETS]

@@ -7,6 +7,7 @@ built with the same options (see ``timm_kwargs``), so weights load there unchang
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.utils.checkpoint
@@ -46,45 +47,51 @@ def resize_position_embedding(position: torch.Tensor, prefix: int, new_prefix: i
 
 
 class DropPath(nn.Module):
-    """Stochastic depth per sample: drop a residual branch, rescale the survivors. Masks come from
-    ``generator`` when one is set (``use_generator``): the training loop's, seeded per epoch and process,
-    so resuming is exact and every process drops differently; else from torch's global generator."""
+    """Stochastic depth per sample: drop a residual branch, rescale the survivors. Masks come from ``seed`` when
+    one is set (``use_seed``): a one-element int64 tensor on the device that the training loop redraws from its
+    generator (seeded per epoch and process) before every forward pass, hashed with this layer's ``salt`` and each
+    sample's index. No generator object reaches the graph, so compiled code has no break; the masks are a function
+    of the seed, so a checkpointed block's recomputation draws the same ones and resuming is exact. Else the masks
+    come from torch's global generator."""
 
     def __init__(self, p: float = 0.0):
         super().__init__()
         self.p = p
-        self.generator = None
+        self.seed: Optional[torch.Tensor] = None
+        self.salt = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.p == 0.0 or not self.training:
             return x
-        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p, generator=self.generator)
+        shape = (x.shape[0], *([1] * (x.dim() - 1)))
+        if self.seed is None:
+            keep = x.new_empty(shape).bernoulli_(1 - self.p)
+        else:
+            keep = (hashed_uniform(self.seed, self.salt, x.shape[0]) >= self.p).to(x.dtype).view(shape)
         return x * keep / (1 - self.p)
 
 
+MASK32 = 0xFFFFFFFF
+MIX = (0x2545F491, 0x68E31DA5, 0x3C6EF373, 0x7FEB352D, 0x6A09E667)  # odd, below 2**31: no product overflows int64
+
+
+def hashed_uniform(seed: torch.Tensor, salt: int, count: int) -> torch.Tensor:
+    """``count`` uniforms in [0, 1) on ``seed``'s device from a counter-based hash of (seed, salt, index), each
+    a function of those alone: integer tensor operations that compile into the graph (a multiply-xorshift
+    finaliser in 32 bits, every product below 2**63)."""
+    index = torch.arange(count, device=seed.device)
+    h = ((seed * MIX[0]) & MASK32) + ((salt * MIX[1]) & MASK32) + ((index * MIX[2]) & MASK32)
+    h = h & MASK32
+    h = ((h ^ (h >> 16)) * MIX[3]) & MASK32
+    h = ((h ^ (h >> 15)) * MIX[4]) & MASK32
+    h = h ^ (h >> 16)
+    return (h >> 8).to(torch.float32) / float(1 << 24)
+
+
 def checkpointed(block: nn.Module, *inputs):
-    """``block(*inputs)`` under ``torch.utils.checkpoint``, whose recomputation draws the drop-path masks the
-    forward pass drew: they come from generators (``DropPath.generator``), which checkpoint's own RNG
-    preservation does not cover. The generators are left as the rest of the step moved them."""
-    generators = list({id(g): g for g in (m.generator for m in block.modules() if isinstance(m, DropPath))
-                       if g is not None}.values())
-    drawn_from = [g.get_state() for g in generators]
-    calls = []
-
-    def run(*args):
-        if not calls:  # the forward pass
-            calls.append(True)
-            return block(*args)
-        now = [g.get_state() for g in generators]
-        for generator, state in zip(generators, drawn_from):
-            generator.set_state(state)
-        try:
-            return block(*args)
-        finally:
-            for generator, state in zip(generators, now):
-                generator.set_state(state)
-
-    return torch.utils.checkpoint.checkpoint(run, *inputs, use_reentrant=False)
+    """``block(*inputs)`` under ``torch.utils.checkpoint``: its recomputation draws the drop-path masks the
+    forward pass drew (they are the seed's, or the global generator's, whose state checkpoint keeps)."""
+    return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
 
 
 class Attention(nn.Module):
