@@ -137,3 +137,25 @@ def test_nvjpeg_decoding_gives_pillows_images_and_trains_on_whole_images(tmp_pat
                                "train.epochs=1", "train.knn_monitor=0", "train.device=cuda", "train.precision=bf16"])
     pretrain(cfg, tmp_path / "run", progress=False)
     assert np.isfinite(float(read_metrics(tmp_path / "run")[-1]["loss"]))
+
+
+def test_timed_smoke_benchmark_writes_the_measured_rows(tmp_path):
+    """The measured counterpart of BENCHMARKS.md's performance model: images/s of 2 epochs (the first, with
+    compilation, left out) of SR and PART at their CIFAR recipes' batch, bf16 (train.precision=auto), one GPU.
+    Rows go to $SPATIALSSL_CUDA_BENCH (default benchmarks/cuda-smoke.jsonl), the device named."""
+    import json
+    import time
+    from pathlib import Path
+
+    out = Path(os.environ.get("SPATIALSSL_CUDA_BENCH", Path(__file__).parents[1] / "benchmarks" / "cuda-smoke.jsonl"))
+    rows, images = [], make_demo_images(4096, seed=3)
+    for recipe in ("sr_cifar10", "part_cifar10"):
+        cfg = load_config(recipe, overrides=["train.epochs=2", "train.knn_monitor=0", "data.image_size=32"])
+        started = time.perf_counter()
+        run = pretrain(cfg, tmp_path / recipe, train_set=images, progress=False).parent
+        rate = float(read_metrics(run)[-1]["images_per_s"])
+        rows.append({"recipe": recipe, "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                     "precision": "auto", "images_per_s": rate, "wall_s": time.perf_counter() - started})
+        assert rate > 0
+    with out.open("a") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
