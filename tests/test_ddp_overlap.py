@@ -27,7 +27,7 @@ def _worker(rank: int, world: int, port: int, out: str, extra: list) -> None:
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
     from spatialssl.engine import train
-    from spatialssl.models import compile_backbone
+    from spatialssl.models import compile_method
 
     _join(rank, world, port)
     events, counter = [], CompileCounterWithBackend("aot_eager")  # counts the graphs dynamo hands a backend
@@ -48,7 +48,7 @@ def _worker(rank: int, world: int, port: int, out: str, extra: list) -> None:
         return model
 
     train.wrap_for_processes = recorded
-    train.compile_backbone = lambda backbone: compile_backbone(backbone, backend=counter)
+    train.compile_method = lambda method: compile_method(method, backend=counter)
     pretrain(load_config(overrides=[*OVERLAP, *extra]), Path(out), train_set=make_demo_images(32, seed=4),
              progress=False)
     if rank == 0:
@@ -66,15 +66,15 @@ def assert_equal_to_one_process(tmp_path, run: Path, atol: float, *extra) -> int
     from torch._dynamo.testing import CompileCounterWithBackend
 
     from spatialssl.engine import train
-    from spatialssl.models import compile_backbone
+    from spatialssl.models import compile_method
 
-    counter, compile_as_configured = CompileCounterWithBackend("aot_eager"), train.compile_backbone
-    train.compile_backbone = lambda backbone: compile_backbone(backbone, backend=counter)
+    counter, compile_as_configured = CompileCounterWithBackend("aot_eager"), train.compile_method
+    train.compile_method = lambda method: compile_method(method, backend=counter)
     try:
         single = pretrain(load_config(overrides=[*OVERLAP, *extra]), tmp_path / "one",
                           train_set=make_demo_images(32, seed=4), progress=False)
     finally:
-        train.compile_backbone = compile_as_configured
+        train.compile_method = compile_as_configured
     one, two = load_file(single), load_file(run / "last.ckpt")
     weights = [k for k in one if k.startswith("method.") and one[k].is_floating_point()]
     assert weights and all(torch.allclose(one[k], two[k], atol=atol) for k in weights)

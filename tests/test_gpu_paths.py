@@ -104,25 +104,44 @@ def counting_backend(graphs: list):
     return backend
 
 
-@pytest.mark.parametrize("overrides", [["method.name=rr"], [*PART_TINY, "model.input_size=[32, 32]"]])
-def test_compile_reaches_what_the_methods_call(overrides, demo_small, monkeypatch):
+VIT_PARTS = ["model.backbone=vit_tiny", "model.depth=2", "model.patch_size=8", "model.drop_path=0.1"]
+EVERY_METHOD = {"rr": ["method.name=rr"], "sr": ["method.name=sr"], "sr additive": ["method.name=sr",
+                "method.additive=true"], "simclr": ["method.name=simclr"], "sr_simclr": ["method.name=sr_simclr"],
+                "rotation": ["method.name=rotation"], "deepcluster": ["method.name=deepcluster", "deepcluster.clusters=4"],
+                "supervised": ["method.name=supervised"], "part": [*VIT_PARTS, "method.name=part", "part.num_pairs=64"],
+                "part_contrastive": [*VIT_PARTS, "method.name=part_contrastive", "part.num_pairs=64"],
+                "mae": [*VIT_PARTS, "method.name=mae", "model.pos_embed=true"], "mp3": [*VIT_PARTS, "method.name=mp3"],
+                "droppos": [*VIT_PARTS, "method.name=droppos", "model.pos_embed=true",
+                            "model.class_token=true"]}
+
+
+@pytest.mark.parametrize("name", list(EVERY_METHOD))
+def test_compile_reaches_every_part_of_every_method_without_a_graph_break(name, demo_small):
+    from torch._dynamo.utils import counters
+
     from spatialssl.engine.build import build_method
-    from spatialssl.models import compile_backbone
+    from spatialssl.models import compile_method, use_seed
 
     torch._dynamo.reset()
-    cfg = load_config(base=TINY, overrides=overrides)
-    method = build_method(cfg, [0.5] * 3, [0.25] * 3)
+    counters.clear()
+    cfg = load_config(base=TINY, overrides=[*EVERY_METHOD[name], "model.input_size=[32, 32]"])
+    method = build_method(cfg, [0.5] * 3, [0.25] * 3, 10).train()
+    use_seed(method, torch.tensor(5))
     graphs = []
-    compile_backbone(method.backbone, backend=counting_backend(graphs))
-    loss, _ = method.training_step(demo_small.images[:16], None, torch.Generator().manual_seed(0))
+    compile_method(method, backend=counting_backend(graphs))
+    made = method.epoch_labels(demo_small, torch.Generator().manual_seed(0))  # DeepCluster's, as the loop asks
+    labels = demo_small.labels if made is None else made
+    loss, _ = method.training_step(demo_small.images[:16], labels[:16], torch.Generator().manual_seed(0))
     loss.backward()
-    assert graphs, "nothing the method called was compiled"
-    assert set(method.backbone.state_dict()) == set(build_method(cfg, [0.5] * 3, [0.25] * 3).backbone.state_dict())
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    compiled_parts = {graph.graph.owning_module.__class__.__name__ for graph in graphs}
+    assert len(graphs) >= 1 + sum(1 for n, _ in method.named_children() if n != "backbone"), compiled_parts
+    assert set(method.backbone.state_dict()) == set(build_method(cfg, [0.5] * 3, [0.25] * 3, 10).backbone.state_dict())
 
 
 def test_the_loop_compiles_with_train_compile(tmp_path, demo_small, monkeypatch):
     compiled = []
-    monkeypatch.setattr(train, "compile_backbone", lambda backbone: compiled.append(backbone))
+    monkeypatch.setattr(train, "compile_method", lambda method: compiled.append(method))
     pretrain(load_config(base=TINY, overrides=["train.compile=true", "train.epochs=1"]), tmp_path / "run",
              train_set=demo_small, progress=False)
     assert len(compiled) == 1

@@ -315,7 +315,8 @@ class TrainConfig:
                                     "and optimiser staying fp32; tf32: fp32 matmuls on TF32 cores (CUDA); fp32: "
                                     "strict fp32", choices=PRECISIONS)
     channels_last: bool = option(False, "NHWC memory layout for convolutions (GPUs)")
-    compile: bool = option(False, "torch.compile the backbone")
+    compile: bool = option(False, "torch.compile the step's backbone, heads, encoders and losses (the samplers "
+                                  "stay eager)")
     ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off",
                         range="[0, 1)")
     deterministic: bool = option(False, "bit-identical reruns of a seed (deterministic kernels; slower)")

@@ -21,7 +21,7 @@ from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
 from ..files import refuse_to_replace
-from ..models import compile_backbone, use_seed
+from ..models import compile_method, use_seed
 from .precision import autocast_dtype, resolve_precision, set_matmul_precision
 from . import checkpoint
 from .build import build_method
@@ -182,7 +182,7 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
                            out_dir / "last.ckpt", scaler)
         start_epoch = info["epoch"]
     if cfg.train.compile and method.trains:
-        compile_backbone(method.backbone)
+        compile_method(method)
     model = method
     if ranks.world > 1 and method.trains:
         model = wrap_for_processes(method, device, cfg.train.ddp_bucket_mb, cfg.train.grad_compression)

@@ -111,6 +111,19 @@ def compile_backbone(backbone: nn.Module, **options) -> nn.Module:
     return backbone
 
 
+def compile_method(method: nn.Module, **options) -> nn.Module:
+    """``torch.compile`` what a method's step runs on the device besides its samplers: the backbone's entry points
+    (``compile_backbone``) and the ``forward`` of each of its other parts (heads, PART's relative encoder, MAE's
+    decoder, the losses). The samplers stay eager: they draw from generator objects, which would break graphs.
+    In place; the state dict keeps its keys."""
+    for name, part in method.named_children():
+        if name == "backbone":
+            compile_backbone(part, **options)
+        else:
+            part.forward = torch.compile(part.forward, **options)
+    return method
+
+
 def use_seed(module: nn.Module, seed: torch.Tensor) -> bool:
     """Draw the random masks of ``module``'s stochastic-depth layers from ``seed`` (a one-element int64 tensor
     on their device, redrawn in place before each forward pass), each layer with its own salt; whether any layer
@@ -135,4 +148,4 @@ __all__ = ["ResNet", "VisionTransformer", "VisionTransformer1D", "RelationHead",
            "CrossAttentionEncoder", "CrossAttentionBlockEncoder",
            "PairwiseMLPEncoder",
            "FullMLPEncoder", "ENCODERS", "build_encoder", "create_backbone", "embed",
-           "BACKBONES", "check_backbone", "modality", "is_vit", "input_channels", "use_seed", "compile_backbone", *RESNETS]
+           "BACKBONES", "check_backbone", "modality", "is_vit", "input_channels", "use_seed", "compile_backbone", "compile_method", *RESNETS]
