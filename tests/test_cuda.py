@@ -159,3 +159,17 @@ def test_timed_smoke_benchmark_writes_the_measured_rows(tmp_path):
         assert rate > 0
     with out.open("a") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def test_reduce_overhead_replays_cuda_graphs_for_a_small_image_method(images, tmp_path):
+    """train.compile_mode=reduce-overhead: SR's compiled parts run as CUDA graphs, and the run trains."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = load_config(overrides=[*METHODS["sr"], *FAST, "train.epochs=2", "train.compile=true",
+                                 "train.compile_mode=reduce-overhead"])
+    run = pretrain(cfg, tmp_path / "run", train_set=images, progress=False).parent
+    losses = [float(r["loss"]) for r in read_metrics(run)]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert not counters["inductor"]["cudagraph_skips"], dict(counters["inductor"])  # no graph fell back to eager

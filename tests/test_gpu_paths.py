@@ -139,6 +139,19 @@ def test_compile_reaches_every_part_of_every_method_without_a_graph_break(name, 
     assert set(method.backbone.state_dict()) == set(build_method(cfg, [0.5] * 3, [0.25] * 3, 10).backbone.state_dict())
 
 
+def test_the_loop_passes_train_compile_mode_and_refuses_it_without_compile(tmp_path, demo_small, monkeypatch):
+    from spatialssl.errors import ConfigError
+
+    modes = []
+    monkeypatch.setattr(train, "compile_method", lambda method, **options: modes.append(options))
+    pretrain(load_config(base=TINY, overrides=["train.compile=true", "train.compile_mode=reduce-overhead",
+                                               "train.epochs=1"]), tmp_path / "run", train_set=demo_small,
+             progress=False)
+    assert modes == [{"mode": "reduce-overhead"}]
+    with pytest.raises(ConfigError, match="train.compile_mode must be left at default unless train.compile=true"):
+        load_config(overrides=["train.compile_mode=max-autotune"])
+
+
 def test_the_loop_compiles_with_train_compile(tmp_path, demo_small, monkeypatch):
     compiled = []
     monkeypatch.setattr(train, "compile_method", lambda method: compiled.append(method))

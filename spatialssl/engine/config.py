@@ -28,6 +28,8 @@ from ..models.vit import SIZES as VIT_SIZES
 from ..options import Option, declared, option
 from .distributed import GRAD_COMPRESSIONS
 from .precision import PRECISIONS
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 from ..samplers.boxes import MODES as SAMPLING
 from ..samplers.patches import PLACEMENTS
 from .optim import OPTIMIZERS, SCHEDULES
@@ -317,6 +319,9 @@ class TrainConfig:
     channels_last: bool = option(False, "NHWC memory layout for convolutions (GPUs)")
     compile: bool = option(False, "torch.compile the step's backbone, heads, encoders and losses (the samplers "
                                   "stay eager)")
+    compile_mode: str = option("default", "with train.compile: torch.compile's mode; reduce-overhead replays CUDA "
+                                          "graphs (for launch-bound small images with static shapes), "
+                                          "max-autotune searches kernels", choices=COMPILE_MODES)
     ema: float = option(0.0, "decay of an exponential moving average of the weights (e.g. 0.9999); 0 turns it off",
                         range="[0, 1)")
     deterministic: bool = option(False, "bit-identical reruns of a seed (deterministic kernels; slower)")
@@ -689,6 +694,8 @@ def validate(cfg: Config) -> None:
              o.momentum)
     _require(o.name == "lars" or o.trust_coefficient == OptimConfig().trust_coefficient, "optim.trust_coefficient",
              "left at its default unless optim.name=lars", o.trust_coefficient)
+    _require(cfg.train.compile or cfg.train.compile_mode == "default", "train.compile_mode",
+             "left at default unless train.compile=true", cfg.train.compile_mode)
     _require(DEVICE.fullmatch(cfg.train.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps",
              cfg.train.device)
     lo, hi = cfg.part.box_scale

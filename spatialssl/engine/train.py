@@ -182,7 +182,7 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
                            out_dir / "last.ckpt", scaler)
         start_epoch = info["epoch"]
     if cfg.train.compile and method.trains:
-        compile_method(method)
+        compile_method(method, **({} if cfg.train.compile_mode == "default" else {"mode": cfg.train.compile_mode}))
     model = method
     if ranks.world > 1 and method.trains:
         model = wrap_for_processes(method, device, cfg.train.ddp_bucket_mb, cfg.train.grad_compression)
