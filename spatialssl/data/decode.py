@@ -171,7 +171,7 @@ def _read(path: Path) -> bytes:
         raise DataError(f"cannot read image {path}: {err.strerror}") from None
 
 
-def _cache_dir(root: Path) -> Optional[Path]:
+def cache_folder(root: Path) -> Optional[Path]:
     """Next to the data when writable, else the user's cache folder; None (with a warning) when
     neither can be written: the cache only saves time, so the run goes on without it."""
     beside = root / ".spatialssl-cache"
@@ -267,7 +267,7 @@ def decode_files(files: list, root: Path, size: Optional[Resize], cache: bool = 
     another process wrote."""
     if not files:
         raise DataError(f"no images found in {root}")
-    folder = _cache_dir(root) if cache else None
+    folder = cache_folder(root) if cache else None
     if folder is None:
         return _decode_all(files, root, size)
     cache_file = folder / f"images-{cache_key(files, root, size)}.npy"

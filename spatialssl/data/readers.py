@@ -336,11 +336,15 @@ def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional
     return reader()
 
 
+def split_names(split: str) -> list:
+    """The names to look for ``split`` under, in order: test and val each stand for the other, where one is
+    missing (either names the held-out split)."""
+    return [split, {"test": "val", "val": "test"}[split]] if split in ("test", "val") else [split]
+
+
 def _split_folder(root: Path, split: str) -> Path:
-    folder = root / split
-    if split in ("test", "val") and not folder.is_dir():
-        folder = root / {"test": "val", "val": "test"}[split]  # either names the held-out split
-    if not folder.is_dir():
+    folder = next((root / name for name in split_names(split) if (root / name).is_dir()), None)
+    if folder is None:
         raise MissingSplit(f"{root} has no '{split}' folder", "add it, or name a split it has")
     return folder
 

@@ -26,8 +26,9 @@ import numpy as np
 
 from ..errors import DataError, MissingSplit, first_line, warn
 from ..files import atomic_write
-from .decode import IMAGE_SUFFIXES, _cache_dir, one_writer
+from .decode import IMAGE_SUFFIXES, cache_folder, one_writer
 from .filelist import pack, unpack
+from .readers import split_names
 from .registry import Reader, register
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", *sorted(s[1:] for s in IMAGE_SUFFIXES - {".jpg", ".jpeg", ".png",
@@ -148,7 +149,7 @@ def folder_shards(root: Path, split: str) -> list:
     ``SPLIT-*.tar`` when there are train-*.tar shards (what ``spatialssl shard`` writes), else every ``*.tar``,
     the train split. test and val stand for each other where one is missing (``spatialssl shard`` writes an
     ImageNet folder's val/ as test-*.tar, which the ImageNet recipes' data.test_split=val then reads)."""
-    names = [split, {"test": "val", "val": "test"}[split]] if split in ("test", "val") else [split]
+    names = split_names(split)
     if (root / "train").is_dir():
         for name in names:
             if (root / name).is_dir():
@@ -213,9 +214,8 @@ def scan_shard(path: Path) -> list:
         _refuse_compressed(path, handle.read(6))
         members = _plain_members(handle.fileno(), length)
         samples: dict = {}
-        last = None
         for member in members if members is not None else _tar_members(handle, path, length):
-            last = _add_member(samples, *member, path, length) or last
+            _add_member(samples, *member, path, length)
         return [_sample(path, key, found, handle) for key, found in samples.items()]
 
 
@@ -285,10 +285,10 @@ def _key(name: str) -> str:
     return named[0] if named else name
 
 
-def _add_member(samples: dict, name: str, offset: int, size: int, kind: str, path: Path, length: int):
-    """Files a member under its sample; returns the sample's key (None for a folder, which is no sample's)."""
+def _add_member(samples: dict, name: str, offset: int, size: int, kind: str, path: Path, length: int) -> None:
+    """Files a member under its sample (a folder is no sample's)."""
     if kind == "folder":
-        return None
+        return
     named = _split_name(name)
     key = named[0] if named else name
     if kind != "file":
@@ -298,12 +298,11 @@ def _add_member(samples: dict, name: str, offset: int, size: int, kind: str, pat
         raise DataError(f"shard {path} is truncated: sample {key}'s member {name} claims {size} bytes "
                         f"from byte {offset}, but the file ends at byte {length}; {WRITE_AGAIN}")
     if named is None:  # no extension: no field of any sample (WebDataset skips it too)
-        return key
+        return
     members = samples.setdefault(key, {})
     if named[1] in members:
         raise DataError(f"shard {path} sample {key} has two .{named[1]} members; keys must be unique in a shard")
     members[named[1]] = (offset, size)
-    return key
 
 
 def _check_end(handle, offset: int, path: Path, last) -> None:
@@ -338,7 +337,7 @@ def list_shards(paths: list, cache: bool = True) -> tuple:
     """(ShardIndex, int64 labels or None, class names) of the samples of ``paths``, shard by shard in order;
     with ``cache``, the index kept from an earlier scan of the same shards (by names, sizes and modification
     times) in the decode cache's folder, or scanned once and kept there (ImageNet's 1.28M samples: ~50 s)."""
-    folder = _cache_dir(Path(paths[0]).parent) if cache else None
+    folder = cache_folder(Path(paths[0]).parent) if cache else None
     if folder is None:
         return _scan(paths)
     cache_file = folder / f"shard-index-{_index_key(paths)}.npz"
@@ -348,7 +347,7 @@ def list_shards(paths: list, cache: bool = True) -> tuple:
             return kept
         listed = _scan(paths)
         try:
-            atomic_write(cache_file, lambda tmp: _write_index(tmp, *listed))
+            atomic_write(cache_file, lambda tmp: _write_index(tmp, *listed[:2]))
         except OSError as err:  # the index is good; keeping it only saves the next start its scan
             warn(f"cannot keep the shard index in {cache_file} ({err.strerror or err}); the run goes on without it")
     return listed
@@ -365,7 +364,7 @@ def _index_key(paths: list) -> str:
     return key.hexdigest()
 
 
-def _write_index(tmp: Path, index: ShardIndex, labels, classes) -> None:
+def _write_index(tmp: Path, index: ShardIndex, labels) -> None:
     with open(tmp, "wb") as out:  # a file object: np.savez would add ".npz" to a bare name
         np.savez(out, shard=index.shard, offset=index.offset, size=index.size, keys=index.keys,
                  key_ends=index.key_ends, labels=np.zeros(0, np.int64) if labels is None else labels)
@@ -390,8 +389,13 @@ def _read_index(path: Path, paths: list):
     if not whole:
         warn(f"ignoring the shard index {path}: it is not an index of these {len(paths)} shards; scanning again")
         return None
-    index = ShardIndex(tuple(str(p) for p in paths), shard, offset, size, keys, key_ends)
-    if not len(labels):
+    return _listing(ShardIndex(tuple(str(p) for p in paths), shard, offset, size, keys, key_ends),
+                    labels if len(labels) else None)
+
+
+def _listing(index: ShardIndex, labels) -> tuple:
+    """(index, labels or None, class names): the classes are 0 .. the largest label, named by their numbers."""
+    if labels is None:
         return index, None, []
     return index, labels, [str(c) for c in range(int(labels.max()) + 1)]
 
@@ -417,10 +421,7 @@ def _scan(paths: list) -> tuple:
                         f".cls label, shard {without_path} sample {without_key} has none; label every sample or none")
     index = ShardIndex(tuple(str(p) for p in paths), np.asarray(shard, dtype=np.int32),
                        np.asarray(offsets, dtype=np.int64), np.asarray(sizes, dtype=np.uint32), *pack(keys))
-    if True not in first:
-        return index, None, []
-    labels = np.asarray(labels, dtype=np.int64)
-    return index, labels, [str(c) for c in range(int(labels.max()) + 1)]
+    return _listing(index, np.asarray(labels, dtype=np.int64) if True in first else None)
 
 
 @register
