@@ -47,23 +47,14 @@ class Launches(TorchDispatchMode):
 
 def step_counts(recipe: str, images: int) -> dict:
     """FLOPs and launching operators of one training step of ``images`` images, on the meta device."""
-    from spatialssl.engine.build import build_method
     from spatialssl.engine.config import load_config, read_recipe
-    from spatialssl.engine.memory import META, step_inputs
-    from spatialssl.methods import gather
+    from spatialssl.engine.memory import meta_step
 
     cfg = load_config(base=read_recipe(recipe))
     size = cfg.data.image_size or 32
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=False, init_from=None,
-                                                             input_size=[size, size], in_chans=3))
-    method = build_method(cfg, [0.5] * 3, [0.25] * 3, 10)
-    method.to(META).train()
-    x = step_inputs(cfg, images, 3, (size, size))
-    labels = torch.zeros(images, dtype=torch.long, device=META)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, input_size=[size, size], in_chans=3))
     flops, launches = FlopCounterMode(display=False), Launches()
-    with gather.alone(), flops, launches:
-        loss, _ = method.training_step(x, labels, torch.Generator())
-        loss.backward()
+    method, _ = meta_step(cfg, images, 10, (size, size), 3, flops, launches)
     weights = sum(p.numel() for p in method.parameters() if p.requires_grad)
     return {"batch": cfg.train.batch_size, "size": size, "flops": flops.get_total_flops(), "launches": launches.count,
             "weights": weights, "streamed": bool(cfg.data.stream)}

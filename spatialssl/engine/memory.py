@@ -4,6 +4,7 @@ EMA copy, and the live tensors of one micro-batch's forward and backward pass at
 that cannot fit the device is refused before any work."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import weakref
 from typing import Optional
@@ -18,6 +19,7 @@ from ..data.decode import Resize
 from ..errors import ConfigError
 from ..methods import gather
 from .build import build_method
+from .precision import AUTOCAST
 
 META = torch.device("meta")
 OPTIMISER_STATES = {"adam": 2, "adamw": 2, "sgd": 1, "lars": 1}  # fp32 tensors per parameter (moments, momentum)
@@ -60,30 +62,39 @@ def expected_peak(cfg, num_classes: int, input_size: tuple, in_chans: int, world
     if cfg.method.name == "detect":
         return None
     micro = cfg.train.batch_size // world // cfg.train.accumulate_steps
-    model = dataclasses.replace(cfg.model, pretrained=False, init_from=None)  # values do not matter, shapes do
+    tracker = LiveBytes()
     try:
-        mean, std = cfg.data.mean or [0.5] * in_chans, cfg.data.std or [0.25] * in_chans  # values do not matter
-        method = build_method(dataclasses.replace(cfg, model=model), mean, std, num_classes)
-        method.to(META).train()  # built on the CPU: initialisers read values the meta device does not hold
-        if cfg.train.activation_checkpointing and hasattr(method.backbone, "set_grad_checkpointing"):
-            method.backbone.set_grad_checkpointing(True)
-        images = step_inputs(cfg, micro, in_chans, input_size)
-        labels = torch.zeros(micro, dtype=torch.long, device=META)
-        tracker = LiveBytes()
-        with gather.alone(), tracker:
-            loss, _ = method.training_step(images, labels, torch.Generator())
-            loss.backward()
+        method, images = meta_step(cfg, micro, num_classes, input_size, in_chans, tracker)
     except (NotImplementedError, RuntimeError, TypeError):  # no meta kernel for some operation
         return None
     trained = sum(p.numel() * 4 for p in method.parameters() if p.requires_grad)
     weights = sum(p.numel() * 4 for p in method.parameters()) + sum(b.nbytes for b in method.buffers())
     states = OPTIMISER_STATES.get(cfg.optim.name, 2) * trained + (weights if cfg.train.ema > 0 else 0)
     step = max(0, tracker.peak - trained)  # live tensors at the peak, the gradients they include counted apart
-    if cfg.train.precision in ("bf16", "fp16"):
+    if cfg.train.precision in AUTOCAST:
         step = int(step * AUTOCAST_ACTIVATIONS)
     batch = (images.pixels if isinstance(images, Canvases) else images).nbytes * cfg.train.accumulate_steps
     return {"total": weights + trained + states + step + batch, "weights": weights + trained + states,
             "activations": step, "micro_batch": micro}
+
+
+def meta_step(cfg, micro: int, num_classes: int, input_size: tuple, in_chans: int, *modes) -> tuple:
+    """One training step (forward and backward) of ``micro`` inputs on the meta device, where nothing is computed,
+    under the dispatch modes ``modes`` (what counts bytes, FLOPs or launches); returns (the method, its inputs)."""
+    model = dataclasses.replace(cfg.model, pretrained=False, init_from=None)  # values do not matter, shapes do
+    mean, std = cfg.data.mean or [0.5] * in_chans, cfg.data.std or [0.25] * in_chans  # values do not matter
+    method = build_method(dataclasses.replace(cfg, model=model), mean, std, num_classes)
+    method.to(META).train()  # built on the CPU: initialisers read values the meta device does not hold
+    if cfg.train.activation_checkpointing and hasattr(method.backbone, "set_grad_checkpointing"):
+        method.backbone.set_grad_checkpointing(True)
+    images = step_inputs(cfg, micro, in_chans, input_size)
+    labels = torch.zeros(micro, dtype=torch.long, device=META)
+    with gather.alone(), contextlib.ExitStack() as counting:
+        for mode in modes:
+            counting.enter_context(mode)
+        loss, _ = method.training_step(images, labels, torch.Generator())
+        loss.backward()
+    return method, images
 
 
 def step_inputs(cfg, micro: int, in_chans: int, input_size: tuple):
@@ -113,7 +124,7 @@ def check_memory(cfg, num_classes: int, input_size: tuple, in_chans: int, world:
     if peak is None:
         return None
     gib = {k: v / 2**30 for k, v in peak.items() if k != "micro_batch"}
-    halved = "halved for autocast, " if cfg.train.precision in ("bf16", "fp16") else ""
+    halved = "halved for autocast, " if cfg.train.precision in AUTOCAST else ""
     said = (f"expected peak device memory per process: {gib['total']:.1f} GiB of {available / 2**30:.0f} "
             f"({gib['weights']:.1f} GiB weights, gradients and optimiser state; {gib['activations']:.1f} GiB for a "
             f"micro-batch of {peak['micro_batch']} {halved}measured on the meta device)")
