@@ -2,8 +2,8 @@
 
 Images are float tensors in [0, 1], B x 3 x H x W. Every random draw takes a
 ``torch.Generator`` on the batch's device, so runs are reproducible and resumable.
-Crop, resize and flip are one ``affine_grid`` + ``grid_sample``; colour ops are a few
-element-wise tensor ops on the whole batch.
+Crop, resize and flip are one ``affine_grid`` + ``grid_sample``; colour ops work on the whole batch, as
+per-sample channel mixes (batched matrix products) where they can: few kernel launches on a GPU.
 """
 from __future__ import annotations
 
@@ -140,38 +140,28 @@ def adjust_saturation(images, factor):
     return _blend(images, grayscale(images), factor)
 
 
-def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
-    """torchvision's hexcone HSV, by colour planes (element-wise: fast on CPUs too): hue from the channel that
-    is the maximum, red first, then green."""
-    r, g, b = images.unbind(1)
-    maxc = torch.maximum(torch.maximum(r, g), b)
-    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
-    s = chroma / torch.where(maxc > 0, maxc, 1.0)
-    inverse = torch.where(chroma > 0, chroma, 1.0).reciprocal_()
-    # in sixths of a turn: (g - b) / chroma where red is the max, 2 + (b - r) / chroma where green, 4 + (r - g) / ...
-    sixths = torch.where(maxc == r, (g - b) * inverse, torch.where(
-        maxc == g, torch.addcmul(_scalar(2.0, images), b - r, inverse), torch.addcmul(_scalar(4.0, images), r - g,
-                                                                                     inverse)))
-    return torch.stack([torch.remainder(sixths / 6.0, 1.0), s, maxc], dim=1)
-
-
-def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
-    """torchvision's inverse, as one formula per channel: v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6
-    with n = 5, 3, 1 for red, green, blue."""
-    h, s, v = images.split(1, dim=1)
-    return _hsv_channels(h, s, v)
-
-
-def _hsv_channels(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    k = torch.remainder(torch.addcmul(_device_constant((5.0, 3.0, 1.0), h.device, h.dtype).view(1, 3, 1, 1), h,
-                                      _device_constant((6.0,), h.device, h.dtype)), 6.0)
-    return v - (v * s) * torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-
-
 def adjust_hue(images, shift):
     """Hue rotated by ``shift`` (per sample, in turns), as torchvision's adjust_hue."""
-    h, s, v = rgb_to_hsv(images).split(1, dim=1)
-    return _hsv_channels(torch.remainder(h + shift.view(-1, 1, 1, 1), 1.0), s, v)
+    return _rotate_hue(images, torch.addcmul(_device_constant((5.0, 3.0, 1.0), images.device, images.dtype),
+                                             shift.view(-1, 1), _scalar(6.0, images)))
+
+
+def _rotate_hue(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """``hsv_to_rgb`` of ``rgb_to_hsv`` with each sample's hue turned, in a third of their launches: worked in sixths
+    of a turn, k = (n + 6 h + 6 shift) mod 6, and v s = chroma (``offsets``: n x 3, n + 6 shift for n = 5, 3, 1)."""
+    value, least = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
+    chroma = value - least
+    # chroma x sixths of a turn, by the channel c at the maximum: 2 c chroma + (g - b, b - r, r - g)[c]
+    turned = images.roll(-1, 1).sub_(images.roll(-2, 1)).addcmul_(
+        chroma, _device_constant((0.0, 2.0, 4.0), images.device, images.dtype).view(1, 3, 1, 1))
+    red_turned, green_turned, blue_turned = turned.split(1, 1)
+    sixths = torch.where(images[:, :1] == value, red_turned,  # red, then green, as rgb_to_hsv's
+                         torch.where(images[:, 1:2] == value, green_turned, blue_turned))
+    sixths.div_(chroma.clamp_min(1e-30))  # 0 / tiny = 0 where grey (all channels equal)
+    # v - chroma clamp(min(k, 4 - k), 0, 1) = least + chroma clamp(|k - 2| - 1, 0, 1) for k in [0, 6); in place:
+    # on a CPU every new tensor costs page faults
+    k = torch.add(sixths, offsets.view(-1, 3, 1, 1)).remainder_(6.0)
+    return torch.addcmul(least, chroma, k.sub_(2.0).abs_().sub_(1.0).clamp_(0.0, 1.0))
 
 
 def color_jitter(images: torch.Tensor, strength: Sequence[float], p: float, generator: torch.Generator) -> torch.Tensor:
@@ -179,10 +169,10 @@ def color_jitter(images: torch.Tensor, strength: Sequence[float], p: float, gene
     sample draws its own factors and its own order of the four operations.
 
     Every pass runs on the whole batch (selecting samples would make the host wait for the device). A sample's
-    order is its three blends (brightness, contrast, saturation) with hue inserted among them; each blend is
-    clamp(a x + b grey(x) + c mean(grey(x))) with per-sample a, b, c (1, 0, 0 where a sample does not blend in
+    order is its three blends (brightness, contrast, saturation) with hue inserted among them; each blend mixes
+    channels, clamp(A x + B mean(x)) with per-sample matrices A and B (A = I, B = 0 where a sample does not blend in
     that pass), so the blends before hue, hue, and the blends after it are 3 + 1 + 3 batched passes whose
-    coefficients are all worked out at once. Returns ``images`` itself when nothing can change."""
+    matrices are all worked out at once. Returns ``images`` itself when nothing can change."""
     brightness, contrast, saturation, hue = strength
     if images.shape[1] != 3:  # saturation and hue mean something for RGB only
         saturation = hue = 0.0
@@ -195,48 +185,81 @@ def color_jitter(images: torch.Tensor, strength: Sequence[float], p: float, gene
 @lru_cache(maxsize=8)
 def _jitter_slots(sequences: int, device: torch.device) -> tuple:
     """Of each of ``apply_jitter``'s blend passes (3 per sequence): the rank of the blend it does, and whether it
-    comes before hue, as 1 x passes x 1 tensors made on the device once."""
-    slots = torch.arange(3 * sequences, device=device).view(1, -1, 1)
+    comes before hue, as passes x 1 x 1 tensors made on the device once."""
+    slots = torch.arange(3 * sequences, device=device).view(-1, 1, 1)
     return slots % 3, slots < 3
+
+
+@lru_cache(maxsize=16)
+def _blend_mixes(channels: int, device: torch.device, dtype: torch.dtype) -> tuple:
+    """The blends as channel mixes A, B (2 x C x C, flattened): a blend at factor f changes the identity mix (I, 0)
+    by (f - 1) times its row of the basis: brightness (I, 0) (f x), contrast (I, -G) (f x + (1 - f) mean(grey)),
+    saturation (I - G, 0) (f x + (1 - f) grey), where G's rows are the grey weights. Made on the device once."""
+    grey = _grey_rows(channels, device, dtype)
+    eye, zero = torch.eye(channels, device=device, dtype=dtype), torch.zeros_like(grey)
+    basis = torch.stack([torch.stack([eye, zero]), torch.stack([eye, -grey]), torch.stack([eye - grey, zero])])
+    return torch.stack([eye, zero]).flatten(), basis.flatten(1)
+
+
+def _grey_rows(channels: int, device, dtype) -> torch.Tensor:
+    """C x C: each row the weights of ``grayscale`` (luma for RGB, the mean otherwise)."""
+    weights = GRAY_WEIGHTS if channels == 3 else (1 / channels,) * channels
+    return torch.tensor(weights, device=device, dtype=dtype).expand(channels, channels).contiguous()
 
 
 def apply_jitter(images: torch.Tensor, draws: torch.Tensor, strength: Sequence[float], p: float) -> torch.Tensor:
     """``color_jitter`` from its uniform draws (n x 9: applied, the three factors, the hue shift, the four
-    operations' sort keys, which give their order)."""
+    operations' sort keys, which give their order).
+
+    The mixes are batched matrix products: where TF32 is on (CUDA), their inputs are rounded to 2^-11, finer than
+    a level of the uint8 images and than the bf16 the backbone reads."""
     device, dtype = images.device, images.dtype
-    brightness, contrast, saturation, hue = strength
+    (n, channels), (brightness, contrast, saturation, hue) = images.shape[:2], strength
     low = [max(0.0, 1 - brightness), max(0.0, 1 - contrast), max(0.0, 1 - saturation)]
     span = [1 + brightness - low[0], 1 + contrast - low[1], 1 + saturation - low[2]]
-    factors = torch.addcmul(_device_constant(tuple(low), device, dtype), draws[:, 1:4],
-                            _device_constant(tuple(span), device, dtype))
+    changes = torch.addcmul(_device_constant(tuple(f - 1 for f in low), device, dtype), draws[:, 1:4],
+                            _device_constant(tuple(span), device, dtype))  # each blend's factor, less 1
     applied = draws[:, :1] < p
     position = draws[:, 5:].argsort(1).argsort(1)  # each operation's place in the sample's order
-    rank = position[:, :3] - (position[:, :3] > position[:, 3:]).long()  # each blend's place among the blends
+    blends_first = position[:, :3] < position[:, 3:]  # which blends come before hue
+    rank = position[:, :3].sub(1).add_(blends_first)  # each blend's place among the blends
     slot_rank, slot_before = _jitter_slots(2 if hue else 1, device)  # the blends before hue, then after it
-    chosen = rank.unsqueeze(1) == slot_rank  # n x slots x 3: pass j does the (j % 3)-th blend
+    chosen = rank == slot_rank  # slots x n x 3: pass j does the (j % 3)-th blend
     if hue:
-        chosen &= slot_before == (position[:, :3] < position[:, 3:]).unsqueeze(1)
-    chosen &= applied.unsqueeze(2)
-    change = chosen.to(dtype) * (factors - 1).unsqueeze(1)  # n x slots x 3: f - 1 on the chosen blend's column
-    coefficients = torch.stack([change.sum(2) + 1, -change[..., SATURATION], -change[..., CONTRAST]])  # 3 x n x slots
-    x = images
-    for index, in_pass in enumerate(coefficients.permute(2, 0, 1).unbind(0)):
-        a, grey_weight, mean_weight = (c.view(-1, 1, 1, 1) for c in in_pass.unbind(0))
-        if hue and index == 3:
-            x = torch.where(applied.view(-1, 1, 1, 1), adjust_hue(x, hue * (2 * draws[:, 4] - 1)), x)
-        grey = grayscale(x)
-        x = torch.addcmul(torch.addcmul(grey.mean((2, 3), keepdim=True) * mean_weight, grey, grey_weight), x,
-                          a).clamp_(0, 1)
-    return x
+        chosen &= slot_before == blends_first
+    chosen &= applied
+    identity, basis = _blend_mixes(channels, device, dtype)
+    mixes = torch.addmm(identity, (chosen * changes).view(-1, 3), basis).view(-1, n, 2, channels, channels)
+    x = images.flatten(2)
+    for index, mix in enumerate(mixes.unbind(0)):
+        if hue and index == 3:  # shifts in sixths of a turn plus n = 5, 3, 1: see _rotate_hue
+            offsets = torch.add(_device_constant((5.0 - 6 * hue, 3.0 - 6 * hue, 1.0 - 6 * hue), device, dtype),
+                                draws[:, 4:5], alpha=12 * hue)
+            x = torch.where(applied.view(-1, 1, 1), _rotate_hue(x.view_as(images), offsets).flatten(2), x)
+        x = torch.baddbmm(torch.bmm(mix[:, 1], x.mean(2, keepdim=True)), mix[:, 0], x).clamp_(0, 1)
+    return x.view_as(images)
 
 
-def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
-    """RGB images made grey with probability ``p`` each; grey or multi-channel images as they are (the draw
-    is made anyway, so the random stream does not depend on the channel count)."""
+def random_grayscale(images: torch.Tensor, p: float, generator: torch.Generator, mean: Optional[Sequence[float]] = None,
+                     std: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """RGB images made grey with probability ``p`` each, then normalised by ``mean`` and ``std`` if given: one
+    channel-mixing pass, diag(1 / std) G or diag(1 / std), less mean / std. Grey or multi-channel images are only
+    normalised (the draw is made anyway, so the random stream does not depend on the channel count)."""
     chosen = torch.rand(images.shape[0], generator=generator, device=images.device) < p
     if images.shape[1] != 3:
-        return images
-    return torch.where(chosen.view(-1, 1, 1, 1), grayscale(images).expand_as(images), images)
+        return images if mean is None else normalize(images, mean, std)
+    keep, grey, offset = _normalizing_mixes(tuple(mean or (0.0,) * 3), tuple(std or (1.0,) * 3), images.device,
+                                           images.dtype)
+    mixes = torch.where(chosen.view(-1, 1, 1), grey, keep)
+    return torch.baddbmm(offset, mixes, images.flatten(2)).view_as(images)
+
+
+@lru_cache(maxsize=16)
+def _normalizing_mixes(mean: tuple, std: tuple, device: torch.device, dtype: torch.dtype) -> tuple:
+    """``random_grayscale``'s matrices for RGB, kept and made grey, and its offset (3 x 1), made on the device once."""
+    scale = 1 / torch.tensor(std, device=device, dtype=dtype).view(3, 1)
+    offset = -torch.tensor(mean, device=device, dtype=dtype).view(3, 1) * scale
+    return torch.eye(3, device=device, dtype=dtype) * scale, _grey_rows(3, device, dtype) * scale, offset
 
 
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

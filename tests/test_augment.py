@@ -7,6 +7,24 @@ from spatialssl import augment
 from spatialssl.samplers import ViewSampler
 
 
+def rgb_to_hsv(images: torch.Tensor) -> torch.Tensor:
+    """The reference: torchvision's hexcone HSV (hue from the channel that is the maximum, red first, then green)."""
+    r, g, b = images.unbind(1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    chroma = maxc - torch.minimum(torch.minimum(r, g), b)
+    s = chroma / torch.where(maxc > 0, maxc, 1.0)
+    safe = torch.where(chroma > 0, chroma, 1.0)
+    sixths = torch.where(maxc == r, (g - b) / safe, torch.where(maxc == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
+    return torch.stack([torch.remainder(sixths / 6.0, 1.0), s, maxc], dim=1)
+
+
+def hsv_to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """torchvision's inverse: v - v s clamp(min(k, 4 - k), 0, 1), k = (n + 6h) mod 6 with n = 5, 3, 1 for r, g, b."""
+    h, s, v = images.split(1, dim=1)
+    k = torch.remainder(torch.tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1) + 6 * h, 6.0)
+    return v - v * s * torch.minimum(k, 4.0 - k).clamp(0.0, 1.0)
+
+
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
@@ -39,11 +57,20 @@ def test_crop_resize_cuts_the_box():
 
 def test_hsv_round_trip_and_hue_shift_of_pure_red():
     images = torch.rand(4, 3, 5, 5)
-    assert torch.allclose(augment.hsv_to_rgb(augment.rgb_to_hsv(images)), images, atol=1e-5)
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(images)), images, atol=1e-5)
     red = torch.zeros(1, 3, 1, 1)
     red[:, 0] = 1
     green = augment.adjust_hue(red, torch.tensor([1 / 3]))
     assert torch.allclose(green.flatten(), torch.tensor([0.0, 1.0, 0.0]), atol=1e-5)
+
+
+def test_hue_rotation_is_the_hsv_round_trip_with_the_hue_turned():
+    images = torch.rand(6, 3, 4, 50, generator=gen(4))
+    images[:, :, 0, :4] = torch.tensor([[0.5, 0.5, 0.2], [0.3, 0.3, 0.3], [0.0, 0.0, 0.0], [0.2, 0.7, 0.7]]).T
+    shift = torch.tensor([0.0, 0.1, -0.2, 0.5, 0.45, -0.5])  # ties for the maximum and greys in the first column
+    h, s, v = rgb_to_hsv(images).split(1, dim=1)
+    expected = hsv_to_rgb(torch.cat([torch.remainder(h + shift.view(-1, 1, 1, 1), 1.0), s, v], 1))
+    assert torch.allclose(augment.adjust_hue(images, shift), expected, atol=1e-5)
 
 
 def test_jitter_with_probability_zero_is_identity_and_factors_are_per_sample():
@@ -122,6 +149,6 @@ def test_hsv_is_the_hexcone_model_of_colorsys():
 
     images = torch.rand(1, 3, 1, 200, generator=gen(2))
     images[0, :, 0, :3] = torch.tensor([[0.5, 0.2, 0.5], [0.5, 0.5, 0.2], [0.0, 0.5, 0.5]])  # ties for the maximum
-    hsv = augment.rgb_to_hsv(images)[0, :, 0].T
+    hsv = rgb_to_hsv(images)[0, :, 0].T
     for pixel, ours in zip(images[0, :, 0].T.tolist(), hsv.tolist()):
         assert ours == pytest.approx(colorsys.rgb_to_hsv(*pixel), abs=1e-6)

@@ -46,10 +46,12 @@ def cut_patches(images: torch.Tensor, image_index: torch.Tensor, x0: torch.Tenso
     return images[image_index[:, None, None], :, rows, cols].permute(0, 3, 1, 2)
 
 
-def paste_patches(patches: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Each patch on a zero (black) canvas with its top-left corner at (x0, y0), at native resolution."""
+def paste_patches(patches: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, height: int, width: int,
+                  background: torch.Tensor) -> torch.Tensor:
+    """Each patch on a canvas of ``background`` (1 x C x 1 x 1: e.g. black, normalised) with its top-left corner at
+    (x0, y0), at native resolution."""
     m, channels, size, _ = patches.shape
-    canvas = patches.new_zeros(m, channels, height, width)
+    canvas = patches.new_empty(m, channels, height, width).copy_(background)
     rows, cols = _window(x0, y0, size)
     canvas[torch.arange(m, device=patches.device)[:, None, None], :, rows, cols] = patches.permute(0, 2, 3, 1)
     return canvas
@@ -70,17 +72,18 @@ def sample_positions(batch: int, num_patches: int, patch_size: int, height: int,
     uniform over all positions.
     """
     span_x, span_y = width - patch_size + 1, height - patch_size + 1
-    x0 = torch.randint(span_x, (num_patches, batch), generator=generator, device=device)
-    y0 = torch.randint(span_y, (num_patches, batch), generator=generator, device=device)
-    if non_overlapping and num_patches >= 2:
-        near_x, near_y, partners = _overlap_tables(span_x, span_y, patch_size, torch.device(device))
-        first = draw_by_weight(partners.expand(batch, -1), generator)
-        fy, fx = first // span_x, first % span_x
-        overlaps = near_y[fy][:, :, None] & near_x[fx][:, None, :]  # B x span_y x span_x
-        second = draw_by_weight((~overlaps).flatten(1).long(), generator)
-        x0[0], y0[0] = fx, fy
-        x0[1], y0[1] = second % span_x, second // span_x
-    return x0, y0
+    if not (non_overlapping and num_patches >= 2):
+        return (torch.randint(span_x, (num_patches, batch), generator=generator, device=device),
+                torch.randint(span_y, (num_patches, batch), generator=generator, device=device))
+    near_x, near_y, partners = _overlap_tables(span_x, span_y, patch_size, torch.device(device))
+    first = draw_by_weight(partners.expand(batch, -1), generator)
+    overlaps = near_y[first // span_x][:, :, None] & near_x[first % span_x][:, None, :]  # B x span_y x span_x
+    pair = torch.stack([first, draw_by_weight((~overlaps).flatten(1).long(), generator)])  # flat, y-major
+    x0, y0 = pair % span_x, pair // span_x
+    if num_patches == 2:
+        return x0, y0
+    return (torch.cat([x0, torch.randint(span_x, (num_patches - 2, batch), generator=generator, device=device)]),
+            torch.cat([y0, torch.randint(span_y, (num_patches - 2, batch), generator=generator, device=device)]))
 
 
 @lru_cache(maxsize=32)
@@ -139,18 +142,19 @@ class PatchSampler:
             x0, y0 = x0.flatten(), y0.flatten()
             patches = cut_patches(images, image_index, x0, y0, self.patch_size).float().div_(255)
             patches = augment.color_jitter(patches, self.jitter, self.jitter_p, generator)
-            patches = augment.random_grayscale(patches, self.gray_p, generator)
+            patches = augment.random_grayscale(patches, self.gray_p, generator, self.mean, self.std)
             if self.additive:
                 paste_x, paste_y = x0, y0
                 if self.additive_placement == "random":  # uniform over every place the patch fits
                     paste_x, paste_y = (c.flatten() for c in sample_positions(
                         len(x0), 1, self.patch_size, height, width, False, generator, device))
-                patches = paste_patches(patches, paste_x, paste_y, height, width)
-            else:
+                black = augment.normalize(patches.new_zeros(1, patches.shape[1], 1, 1), self.mean, self.std)
+                patches = paste_patches(patches, paste_x, paste_y, height, width, black)
+            else:  # resizing is linear, with weights that sum to 1: normalising before it is the same
                 patches = resize_patches(patches, height, width)
             half = self.patch_size / 2
             centres = torch.stack([(x0 + half) / width, (y0 + half) / height], dim=1)
-            return augment.normalize(patches, self.mean, self.std), centres.view(self.num_patches, batch, 2)
+            return patches, centres.view(self.num_patches, batch, 2)
 
 
 def grid_positions(size: int, patch_size: int) -> list:

@@ -30,5 +30,4 @@ class ViewSampler:
         with augment.without_autocast(images):
             x = canvas.random_resized_crops(images, self.num_views, self.scale, self.ratio, self.flip_p, generator)
             x = augment.color_jitter(x, self.jitter, self.jitter_p, generator)
-            x = augment.random_grayscale(x, self.gray_p, generator)
-            return augment.normalize(x, self.mean, self.std)
+            return augment.random_grayscale(x, self.gray_p, generator, self.mean, self.std)
