@@ -209,3 +209,18 @@ def test_scoring_data_of_other_categories_is_refused(part_checkpoint, shapes, tm
     (other / "annotations" / "instances_val.json").write_text(json.dumps(described))
     with pytest.raises(ConfigError, match=r"categories \[11, 12, 13\], but the run was trained on \[1, 2, 3\]"):
         detect_eval(out / "last.ckpt", other)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_streamed_coco_set_trains_and_scores_as_the_set_held_whole(part_checkpoint, shapes, tmp_path, workers):
+    """data.stream=true: each batch's images letterboxed and its masks rasterised by the workers, the targets
+    carried with the batch (padded to its fullest image, not the set's): the same steps as the set held whole."""
+    settings = ["train.epochs=1", "detect.masks=true", *SMALL]
+    whole = detect(part_checkpoint, shapes, tmp_path / "whole", settings, progress=False)
+    streamed = detect(part_checkpoint, shapes, tmp_path / "streamed",
+                      [*settings, "data.stream=true", f"data.workers={workers}"], progress=False)
+    assert [float(row["loss"]) for row in read_metrics(tmp_path / "streamed")] == pytest.approx(
+        [float(row["loss"]) for row in read_metrics(tmp_path / "whole")], rel=1e-5)
+    assert streamed["AP"] == pytest.approx(whole["AP"], abs=1e-6)
+    assert streamed["mask_AP"] == pytest.approx(whole["mask_AP"], abs=1e-6)
+    assert streamed["images"] == whole["images"] == 8

@@ -187,10 +187,15 @@ def test_an_undecodable_image_and_a_missing_folder_are_named(tmp_path):
         read_coco(root, "train", image_size=40)
 
 
-def test_masks_too_large_to_hold_are_refused_before_decoding(tmp_path, monkeypatch):
-    monkeypatch.setattr(coco, "MAX_MASK_BYTES", 1000)
-    with pytest.raises(DataError, match=r"would take .* GiB .*1 images x 1 objects x 40 x 40.*smaller image_size"):
-        read_coco(write_coco(tmp_path, [SQUARE]), "val", image_size=40, masks=True)
+def test_a_set_too_large_to_hold_is_refused_before_decoding_counting_every_copy(tmp_path, monkeypatch):
+    root = write_coco(tmp_path, [SQUARE])
+    needed = coco.coco_split(root, "val", image_size=40, masks=True).in_memory_bytes(batch=2)
+    assert needed == 3 * 1600 + (1 + 4 * 2) * 1600  # the canvas, its mask, and the jitter's float copy of a batch
+    monkeypatch.setattr(coco, "MAX_IN_MEMORY_BYTES", needed - 1)
+    with pytest.raises(DataError, match=r"would take .* GiB \(1 images of 3 x 40 x 40 bytes, 1 masks .*data.stream=true"):
+        read_coco(root, "val", image_size=40, masks=True, batch_size=2)
+    monkeypatch.setattr(coco, "MAX_IN_MEMORY_BYTES", needed)
+    assert len(read_coco(root, "val", image_size=40, masks=True, batch_size=2)) == 1
 
 
 def test_ground_truth_as_predictions_scores_100_and_shifted_boxes_less(shapes):
@@ -234,3 +239,43 @@ def test_scoring_without_pycocotools_says_which_extra_installs_it(shapes, monkey
     monkeypatch.setitem(sys.modules, "pycocotools.coco", None)  # import now raises ImportError
     with pytest.raises(MissingPackage, match=r"spatialssl\[detection\]"):
         coco_scores([], shapes / "annotations" / "instances_val.json")
+
+
+STREAM_PEAK = r"""
+import resource, sys
+from spatialssl.detection.coco import coco_split
+from spatialssl.detection.coco_stream import CocoStream
+
+stream = CocoStream(coco_split(sys.argv[1], "train", image_size=64, masks=True))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+seen = sum(len(images) for images, _ in stream.batches(range(len(stream)), 32, False))
+assert seen == len(stream)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024, stream.memory_bound(32))
+"""
+
+
+def test_a_coco_stream_holds_the_batches_in_flight_not_the_set(tmp_path):
+    """Peak memory while reading every image with its masks grows by the batches in flight, the same for 10k
+    images as for 1k; the set held whole would take (3 + 4 masks) x 64 x 64 bytes an image: 287 MB for 10k."""
+    import subprocess
+
+    base = write_shapes(tmp_path / "base", train=1000, val=1, size=32, seed=0)
+    truth = ground_truth(base, "train")
+    for count in (1000, 10000):  # the 1k images listed again under new ids: any number of images, written fast
+        root = tmp_path / str(count)
+        (root / "annotations").mkdir(parents=True)
+        (root / "train").symlink_to(base / "train")
+        copies = range(count // 1000)
+        images = [{**image, "id": image["id"] + 1000 * c} for c in copies for image in truth["images"]]
+        annotations = [{**a, "id": a["id"] + 10 ** 6 * c, "image_id": a["image_id"] + 1000 * c}
+                       for c in copies for a in truth["annotations"]]
+        (root / "annotations" / "instances_train.json").write_text(json.dumps({**truth, "images": images,
+                                                                               "annotations": annotations}))
+    grown = {}
+    for count in (1000, 10000):
+        run = subprocess.run([sys.executable, "-c", STREAM_PEAK, str(tmp_path / str(count))], capture_output=True,
+                             text=True, check=True)
+        grown[count], bound = map(int, run.stdout.split())
+    assert grown[10000] < grown[1000] + 16 * 2**20, grown
+    assert grown[10000] < 10000 * 7 * 64 * 64 / 4, grown
+    assert bound == 2 * 32 * (3 + 4) * 64 * 64  # no workers: the batch being made and the one being used

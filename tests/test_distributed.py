@@ -1,4 +1,5 @@
 """torchrun-style training on CPU with gloo: two processes equal one on the same global batch."""
+import json
 import os
 import socket
 from functools import partial
@@ -204,26 +205,32 @@ def test_each_process_binds_its_gpu_before_joining_the_group(monkeypatch):
     assert calls == [("set_device", gpu), ("init_process_group", "nccl", {"device_id": gpu})]
 
 
-def _detect_worker(rank: int, world: int, port: int, checkpoint: str, shapes: str, out: str) -> None:
+def _detect_worker(rank: int, world: int, port: int, checkpoint: str, shapes: str, out: str, more: list) -> None:
     from spatialssl.commands.detect import detect
 
     _join(rank, world, port)
     detect(checkpoint, shapes, out, ["train.epochs=1", "train.batch_size=4", "train.device=cpu", "model.depth=1",
                                      "detect.pyramid_channels=16", "detect.representation_size=32",
-                                     "detect.box_head_convs=0", "detect.proposals_train=32", "detect.proposals_test=16"],
-           progress=False)
+                                     "detect.box_head_convs=0", "detect.proposals_train=32", "detect.proposals_test=16",
+                                     *more], progress=False)
     _leave()
 
 
-def test_detection_trains_on_two_processes(tmp_path):
+def test_detection_trains_on_two_processes_held_whole_or_streamed(tmp_path):
     """DistributedDataParallel over the detector: every trained weight is used (ViTDet leaves the ViT's final
-    norm out, so it is frozen), and one process scores and writes the report."""
+    norm out, so it is frozen), and one process scores and writes the report; streamed (each process letterboxing
+    its share of each batch in a worker), the same steps."""
     from spatialssl.detection import write_shapes
 
     shapes = write_shapes(tmp_path / "shapes", 8, 4, size=32, seed=0)
     cfg = load_config("demo_detection", [f"data.path={shapes / 'train'}", "train.epochs=0", "model.depth=1",
                                          "part.num_pairs=64", "train.batch_size=8"])
     checkpoint = pretrain(cfg, tmp_path / "part", progress=False)
-    mp.spawn(_detect_worker, args=(2, _free_port(), str(checkpoint), str(shapes), str(tmp_path / "det")), nprocs=2,
-             join=True)
-    assert (tmp_path / "det" / "detect.json").is_file() and len(read_metrics(tmp_path / "det")) == 1
+    for name, more in (("det", []), ("streamed", ["data.stream=true", "data.workers=1"])):
+        mp.spawn(_detect_worker, args=(2, _free_port(), str(checkpoint), str(shapes), str(tmp_path / name), more),
+                 nprocs=2, join=True)
+        assert (tmp_path / name / "detect.json").is_file() and len(read_metrics(tmp_path / name)) == 1
+    losses = [float(read_metrics(tmp_path / name)[0]["loss"]) for name in ("det", "streamed")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+    reports = [json.loads((tmp_path / name / "detect.json").read_text()) for name in ("det", "streamed")]
+    assert reports[1]["AP"] == pytest.approx(reports[0]["AP"], abs=1e-6)

@@ -9,7 +9,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from ..detection.coco import read_coco
+from ..data.stream import decode_workers, in_batches
+from ..detection.coco import coco_split, read_whole
+from ..detection.coco_stream import CocoStream
 from ..detection.coco_eval import coco_scores, to_coco_results
 from ..engine import checkpoint
 from ..engine.build import build_method
@@ -42,10 +44,14 @@ def detect_config(path, data: Optional[str], overrides: Optional[list] = None, s
 
 def read_split(cfg: Config, split: str, targets: bool = True):
     """A split of ``data.path`` letterboxed to detect.image_size, with masks when the heads want them; without
-    ``targets`` (a split only scored: its annotation file is the reference) boxes alone."""
+    ``targets`` (a split only scored: its annotation file is the reference) boxes alone. Held whole, or with
+    data.stream=true read a batch at a time by data.workers processes (a CocoStream)."""
     if cfg.data.path is None:
         raise ConfigError("detection needs data: --data a COCO-style folder (annotations/instances_<split>.json)")
-    return read_coco(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks if targets else False)
+    split = coco_split(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks if targets else False)
+    if cfg.data.stream:
+        return CocoStream(split, decode_workers(cfg.data.workers))
+    return read_whole(split, cfg.train.batch_size)
 
 
 def fitted_to(cfg: Config, train_set) -> Config:
@@ -127,9 +133,9 @@ def evaluate(method, val_set, batch_size: int) -> dict:
     annotation file: box AP (and mask AP with a mask head), in percent."""
     device = next(method.parameters()).device
     results = []
-    for start in range(0, len(val_set), batch_size):
+    for start, images in zip(range(0, len(val_set), batch_size), in_batches(val_set, batch_size)):
         index = slice(start, start + batch_size)
-        found = method.predict(val_set.images[index].to(device))
+        found = method.predict(images.to(device))
         results += to_coco_results([{k: v.cpu() for k, v in f.items()} for f in found], val_set.image_ids[index],
                                    val_set.scales[index], val_set.category_ids, sizes=val_set.sizes[index])
     kinds = ("bbox", "segm") if method.roi_heads.has_mask() else ("bbox",)

@@ -19,7 +19,7 @@ import os
 from dataclasses import dataclass, field
 from itertools import cycle
 from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Callable, ClassVar, Optional, Protocol
 
 import numpy as np
 import torch
@@ -67,7 +67,7 @@ class _Files(torch.utils.data.Dataset):
         return image, index, torch.tensor(extent, dtype=torch.float32)
 
 
-class _EpochOrder(torch.utils.data.Sampler):
+class EpochOrder(torch.utils.data.Sampler):
     """The indices of the current epoch, set before each: a persistent loader reads them anew every epoch."""
 
     def __init__(self):
@@ -100,6 +100,7 @@ def _collate(items: list) -> tuple:
 class ImageStream:
     """Images read batch by batch (an image folder, shards, a dataset's rows); stands where an ImageSet would in
     the loop."""
+    carries_labels: ClassVar[bool] = False  # batches bring the images' indices; the loop holds their labels
     files: ItemSource
     labels_array: Optional[np.ndarray]
     resize: Resize
@@ -141,7 +142,7 @@ class ImageStream:
         every epoch (only the order changes)."""
         settings = (batch, pin)
         if self._loader is None or self._loader[0] != settings:
-            epoch_order = _EpochOrder()
+            epoch_order = EpochOrder()
             if self.decoder is None:
                 items, collate = _Files(self.files, self.resize, self.channels), _collate
             else:  # the workers read bytes; this process decodes them on the GPU (``decoded``)
@@ -149,7 +150,7 @@ class ImageStream:
             loader = torch.utils.data.DataLoader(
                 items, batch_size=batch, sampler=epoch_order, num_workers=self.workers, pin_memory=pin,
                 persistent_workers=self.workers > 0, prefetch_factor=PREFETCH if self.workers else None,
-                collate_fn=collate)
+                collate_fn=collate, generator=torch.Generator().manual_seed(0))  # not torch's global one
             self._loader = (settings, epoch_order, loader)
         _, epoch_order, loader = self._loader
         epoch_order.indices = list(order)
@@ -212,10 +213,10 @@ class ImageStream:
 
 
 def in_batches(data, batch_size: int, pin: bool = False, start: int = 0, stop: Optional[int] = None):
-    """The inputs ``start:stop`` of ``data`` (a tensor, an ImageSet or SignalSet, or an ImageStream) in order,
+    """The inputs ``start:stop`` of ``data`` (a tensor, an ImageSet or SignalSet, or a stream) in order,
     ``batch_size`` at a time, the last batch short: what evaluation and prediction read."""
     stop = len(data) if stop is None else stop
-    if isinstance(data, ImageStream):
+    if streamed(data):
         if stop > start:
             for x, _ in data.batches(range(start, stop), batch_size, pin):
                 yield plain(x)  # whole images: their un-augmented view
@@ -249,9 +250,16 @@ def decode_workers(requested: Optional[int]) -> int:
     return max(1, usable_cpus() // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+def streamed(data) -> bool:
+    """Whether ``data`` is read a batch at a time: an ImageStream, or a stream of its kind (detection's
+    CocoStream) with ``batches``, ``carries_labels`` (its batches bring their labels instead of indices),
+    ``memory_bound``, ``workers`` and ``take_skipped``."""
+    return hasattr(data, "batches")
+
+
 def skipped_images(data) -> int:
     """The images ``data`` skipped since last asked: a stream's (data.skip_corrupt), 0 for data read whole."""
-    return data.take_skipped() if isinstance(data, ImageStream) else 0
+    return data.take_skipped() if streamed(data) else 0
 
 
 def one_lists(listing: Callable, *args):

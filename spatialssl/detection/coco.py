@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -16,55 +18,113 @@ from PIL import Image
 
 from ..data.decode import _decode, _read
 from ..errors import ConfigError, DataError
-from .coco_json import CocoImage, parse_coco
+from .coco_json import CocoImage, CocoIndex, parse_coco
 from .rasterise import fill_polygons, rle_mask
 from .targets import PADDING, DetectionSet, DetectionTargets, letterbox_extent
 
-MAX_MASK_BYTES = 4 * 2**30  # N x M x S x S uint8 masks are held whole, as the images are
+MAX_IN_MEMORY_BYTES = 4 * 2**30  # a set read whole (images, masks, the jitter's float copy of a batch's masks)
 
 
-def read_coco(folder, split: str = "train", image_size: int = 1024, masks: Optional[bool] = False) -> DetectionSet:
-    """``split`` of the COCO-style data set in ``folder``, every image letterboxed to ``image_size`` square;
-    with ``masks``, each object's segmentation as an S x S mask too (Mask R-CNN's targets); ``masks`` None:
-    masks when the annotations have segmentations."""
+@dataclass
+class CocoSplit:
+    """A split's checked annotations and where its images are, before any is decoded; each image letterboxed
+    on demand (``letterbox``), by ``read_coco`` into one tensor or by a ``CocoStream`` a batch at a time."""
+    index: CocoIndex
+    image_folder: Path
+    annotation_file: Path
+    size: int
+    source: str
+
+    @property
+    def masks(self) -> bool:
+        return self.index.masks
+
+    @cached_property
+    def slots(self) -> int:  # object slots per image: the most objects of any image
+        return max(len(image.objects) for image in self.index.images)
+
+    @cached_property
+    def scales(self) -> torch.Tensor:  # canvas pixels per original pixel, per image
+        return torch.tensor([self.size / max(image.width, image.height) for image in self.index.images],
+                            dtype=torch.float64)
+
+    def targets(self, indices, slots: int, scales: torch.Tensor) -> tuple:
+        """(boxes len x slots x 4 in canvas pixels, classes len x slots, PADDING where empty) of the images at
+        ``indices``."""
+        boxes = np.zeros((len(indices), slots, 4))
+        classes = np.full((len(indices), slots), PADDING, dtype=np.int64)
+        for row, i in enumerate(indices):
+            objects = self.index.images[i].objects
+            if objects:
+                boxes[row, :len(objects)] = np.array([obj.box for obj in objects]) * float(scales[row])
+                classes[row, :len(objects)] = [obj.category for obj in objects]
+        return torch.from_numpy(boxes).float(), torch.from_numpy(classes)
+
+    def letterbox(self, i: int, canvas: torch.Tensor, masks: Optional[torch.Tensor]) -> None:
+        """Image ``i`` decoded and scaled into ``canvas`` (3 x S x S, zero), its objects' masks into ``masks``
+        (M x S x S, zero) when given."""
+        image, path = self.index.images[i], self.image_folder / self.index.images[i].file_name
+        pixels = _decode(path, _read(path), None)
+        if pixels.shape[:2] != (image.height, image.width):
+            raise DataError(f"image {path} (id {image.id}) is {pixels.shape[1]} x {pixels.shape[0]} but "
+                            f"{self.annotation_file} says {image.width} x {image.height}; fix the json's width "
+                            "and height or replace the image")
+        width, height = letterbox_extent(image.width, image.height, self.size / max(image.width, image.height))
+        resized = Image.fromarray(pixels).resize((width, height), Image.BILINEAR)  # Pillow antialiases when shrinking
+        canvas[:, :height, :width] = torch.from_numpy(np.array(resized)).permute(2, 0, 1)
+        if masks is not None and image.objects:
+            masks[:len(image.objects), :height, :width] = torch.from_numpy(_object_masks(image, width, height))
+
+    def in_memory_bytes(self, batch: int) -> int:
+        """What ``read_coco`` holds: the canvases, the masks, and the float copy the jitter makes of a batch's."""
+        count, pixels = len(self.index.images), self.size * self.size
+        masks = (count + 4 * batch) * self.slots * pixels if self.masks else 0
+        return count * 3 * pixels + masks
+
+
+def coco_split(folder, split: str = "train", image_size: int = 1024, masks: Optional[bool] = False) -> CocoSplit:
+    """``split`` of the COCO-style data set in ``folder``, checked: its annotations (with masks, or masks None:
+    when they have segmentations) and that every image file is there."""
     if image_size < 1:
         raise ConfigError(f"image_size must be a positive number of pixels, got {image_size}")
     root = Path(folder).expanduser()
     annotation_file = _find(root / "annotations", [f"instances_{name}.json" for name in _names(split)], root, split)
     image_folder = _find(root, _names(split), root, split)
     index = parse_coco(annotation_file, masks)
-    masks = index.masks
     if not index.images:
         raise DataError(f"{annotation_file} lists no images")
     _check_files(index.images, image_folder, annotation_file)
-    count, size = len(index.images), image_size
-    slots = max(len(image.objects) for image in index.images)
-    if masks and count * slots * size * size > MAX_MASK_BYTES:
-        raise DataError(f"the masks of {annotation_file} would take {count * slots * size * size / 2**30:.1f} GiB "
-                        f"({count} images x {slots} objects x {size} x {size} bytes, more than "
-                        f"{MAX_MASK_BYTES / 2**30:.0f} GiB); read a smaller image_size or with masks off")
+    return CocoSplit(index, image_folder, annotation_file, image_size, f"{root} [{split}]")
+
+
+def read_coco(folder, split: str = "train", image_size: int = 1024, masks: Optional[bool] = False,
+              batch_size: int = 16) -> DetectionSet:
+    """``split`` of the COCO-style data set in ``folder``, every image letterboxed to ``image_size`` square, held
+    whole; with ``masks``, each object's segmentation as an S x S mask too (Mask R-CNN's targets); ``masks`` None:
+    masks when the annotations have segmentations. Refused past MAX_IN_MEMORY_BYTES, counted for batches of
+    ``batch_size`` (data.stream=true reads any size: ``CocoStream``)."""
+    data = coco_split(folder, split, image_size, masks)
+    return read_whole(data, batch_size)
+
+
+def read_whole(data: CocoSplit, batch_size: int) -> DetectionSet:
+    """``read_coco`` of a checked split."""
+    needed = data.in_memory_bytes(batch_size)
+    if needed > MAX_IN_MEMORY_BYTES:
+        count, slots, size = len(data.index.images), data.slots, data.size
+        raise DataError(f"{data.annotation_file} read whole would take {needed / 2**30:.1f} GiB ({count} images of "
+                        f"3 x {size} x {size} bytes" + (f", {slots} masks of {size} x {size} each and a batch's float "
+                                                        "copy" if data.masks else "") +
+                        f"), more than {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB; set data.stream=true to read it a batch "
+                        "at a time, or a smaller detect.image_size")
+    count, size, slots = len(data.index.images), data.size, data.slots
     images = torch.zeros(count, 3, size, size, dtype=torch.uint8)
-    mask_tensor = torch.zeros(count, slots, size, size, dtype=torch.uint8) if masks else None
-    scales = torch.tensor([size / max(image.width, image.height) for image in index.images], dtype=torch.float64)
-    boxes = np.zeros((count, slots, 4))
-    classes = np.full((count, slots), PADDING, dtype=np.int64)
-    for i, image in enumerate(index.images):
-        if image.objects:
-            boxes[i, :len(image.objects)] = np.array([obj.box for obj in image.objects]) * float(scales[i])
-            classes[i, :len(image.objects)] = [obj.category for obj in image.objects]
+    mask_tensor = torch.zeros(count, slots, size, size, dtype=torch.uint8) if data.masks else None
+    scales = data.scales
+    boxes, classes = data.targets(range(count), slots, scales)
 
     def letterbox(i: int) -> None:  # fills its own slices of the shared tensors: threads write disjoint memory
-        image, path = index.images[i], image_folder / index.images[i].file_name
-        pixels = _decode(path, _read(path), None)
-        if pixels.shape[:2] != (image.height, image.width):
-            raise DataError(f"image {path} (id {image.id}) is {pixels.shape[1]} x {pixels.shape[0]} but "
-                            f"{annotation_file} says {image.width} x {image.height}; fix the json's width and "
-                            "height or replace the image")
-        width, height = letterbox_extent(image.width, image.height, float(scales[i]))
-        resized = Image.fromarray(pixels).resize((width, height), Image.BILINEAR)  # Pillow antialiases when shrinking
-        images[i, :, :height, :width] = torch.from_numpy(np.array(resized)).permute(2, 0, 1)
-        if mask_tensor is not None and image.objects:
-            mask_tensor[i, :len(image.objects), :height, :width] = torch.from_numpy(_object_masks(image, width, height))
+        data.letterbox(i, images[i], None if mask_tensor is None else mask_tensor[i])
 
     # Threads: Pillow releases the GIL while decoding and resizing.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
@@ -74,10 +134,10 @@ def read_coco(folder, split: str = "train", image_size: int = 1024, masks: Optio
         except BaseException:
             pool.shutdown(cancel_futures=True)  # one bad file ends the read now, not after every other image
             raise
-    targets = DetectionTargets(torch.from_numpy(boxes).float(), torch.from_numpy(classes), mask_tensor)
-    return DetectionSet(images, targets, index.classes, f"{root} [{split}]", "coco",
+    index = data.index
+    return DetectionSet(images, DetectionTargets(boxes, classes, mask_tensor), index.classes, data.source, "coco",
                         torch.tensor([image.id for image in index.images]), scales, index.category_ids,
-                        str(annotation_file),
+                        str(data.annotation_file),
                         torch.tensor([[image.height, image.width] for image in index.images], dtype=torch.int64))
 
 

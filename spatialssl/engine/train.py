@@ -16,7 +16,7 @@ import torch
 
 from ..data import ImageSet, SignalSet
 from ..data.load import load_monitor_data, load_training_data
-from ..data.stream import ImageStream, skipped_images
+from ..data.stream import skipped_images, streamed
 from ..ema import WeightEMA
 from ..errors import ConfigError, TrainingDiverged
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
@@ -86,7 +86,7 @@ class Run:
     sample: torch.Generator  # augmentation and drop-path randomness, reseeded every epoch (sample_seed)
     ranks: Distributed
     device: torch.device
-    train_set: object  # an ImageSet, SignalSet or ImageStream
+    train_set: object  # an ImageSet, SignalSet, or a stream (ImageStream, detection's CocoStream)
     resident: tuple  # (inputs, labels or None) where they stay (see ``place``); inputs None when streamed
     monitor: Optional[tuple]
     start_epoch: int
@@ -137,7 +137,7 @@ def prepare_data(cfg: Config, resumed: bool, train_set, monitor: Optional[tuple]
     check_against_data(cfg, train_set)
     warn_about_warmup(cfg)
     note = None
-    if isinstance(train_set, (ImageSet, ImageStream)) and not resumed:
+    if (isinstance(train_set, ImageSet) or streamed(train_set)) and not resumed:
         cfg, note = choose_statistics(cfg, train_set)
         check_statistics(cfg, train_set)
     measured = {"input_size": list(train_set.input_size), "in_chans": data_channels(train_set)}
@@ -208,7 +208,7 @@ def announce(run: Run, note: Optional[str]) -> None:
         warn_about_ema(cfg.train.ema, run.steps * cfg.train.epochs)
     if note:
         run.progress.note(note)
-    if isinstance(data, ImageStream):
+    if streamed(data):
         in_flight = data.memory_bound(cfg.train.batch_size // run.ranks.world)
         run.progress.note(f"streaming {len(data)} images from {data.source} with {data.workers} decoding processes: "
                           f"at most {in_flight / 2**20:.0f} MiB of batches in flight")
@@ -220,10 +220,13 @@ def batches(run: Run):
     data, batch, ranks, device = run.train_set, run.cfg.train.batch_size, run.ranks, run.device
     order = torch.randperm(len(data), generator=run.generators["order"])
     inputs, labels = run.resident
-    if isinstance(data, ImageStream):  # full batches only, as below: this rank's share of each
+    if streamed(data):  # full batches only, as below: this rank's share of each
         mine = [i for s in range(run.steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
-        for x, index in data.batches(mine, batch // ranks.world, device.type == "cuda"):
-            yield x.to(device, non_blocking=True), None if labels is None else labels[index.to(labels.device)]
+        for x, carried in data.batches(mine, batch // ranks.world, device.type == "cuda"):
+            if data.carries_labels:  # the batch's own (detection targets, made with its images)
+                yield x.to(device, non_blocking=True), carried.to(device, non_blocking=True)
+            else:  # the images' indices: their labels stay on the device
+                yield x.to(device, non_blocking=True), None if labels is None else labels[carried.to(labels.device)]
         return
     order = order.to(inputs.device)
     for step in range(run.steps):
@@ -235,8 +238,8 @@ def place(data, device: torch.device) -> tuple:
     """(inputs, labels) where they stay for the run: images (uint8, decoded once) on the device whole;
     signal epochs (float, at PhysioNet scale larger than a GPU) in host memory, a batch at a time; a
     stream's labels alone on the device (its images come a batch at a time)."""
-    if isinstance(data, ImageStream):
-        return None, None if data.labels is None else data.labels.to(device)
+    if streamed(data):
+        return None, None if data.labels is None or data.carries_labels else data.labels.to(device)
     tensors = (data.tensor, data.labels)
     if isinstance(data, SignalSet):
         return tensors
