@@ -14,7 +14,7 @@ from spatialssl.detection import coco
 from spatialssl.detection.coco import read_coco
 from spatialssl.detection.coco_eval import coco_scores, to_coco_results
 from spatialssl.detection.generated import MIN_VISIBLE, write_shapes
-from spatialssl.detection.rasterise import fill_polygons, rle_counts, rle_mask
+from spatialssl.detection.rasterise import fill_polygons, rle_counts
 from spatialssl.errors import DataError, MissingPackage
 
 RED = (220, 20, 20)
@@ -119,11 +119,23 @@ def test_rle_segmentations_decode_as_pycocotools_encodes_them(tmp_path):
     rle = {"size": [40, 80], "counts": encoded["counts"].decode()}
     data = read_coco(write_coco(tmp_path, [{**SQUARE, "segmentation": rle}]), "val", image_size=80, masks=True)
     assert np.array_equal(data.labels.masks[0, 0, :40].numpy(), drawn)
-    counts = rle_counts(rle["counts"], 40, 80)
-    assert np.array_equal(rle_mask(counts, 40, 80), drawn.astype(bool))
 
 
-def test_polygons_fill_the_pixels_pycocotools_fills():
+def test_polygon_masks_are_pycocotools_own_and_far_reaching_ones_are_filled_by_ours(tmp_path):
+    slanted = [5.3, 5.7, 40.2, 5.1, 52.4, 31.8, 12.0, 25.5, 20.0, 15.0]
+    square = {**SQUARE, "segmentation": [slanted]}
+    data = read_coco(write_coco(tmp_path, [square]), "val", image_size=80, masks=True)  # scale 1
+    theirs = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([slanted], 40, 80)))
+    assert np.array_equal(data.labels.masks[0, 0, :40].numpy(), theirs)
+    halved = read_coco(tmp_path, "val", image_size=40, masks=True)  # the polygon scaled, filled at 20 x 40
+    scaled = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([[v / 2 for v in slanted]], 20, 40)))
+    assert np.array_equal(halved.labels.masks[0, 0, :20].numpy(), scaled)
+    far = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 1e8, 30.0]  # one vertex 1e8 px away: ours, not pycocotools' alloc
+    data = read_coco(write_coco(tmp_path, [{**SQUARE, "segmentation": [far]}]), "val", image_size=80, masks=True)
+    assert np.array_equal(data.labels.masks[0, 0, :40].numpy(), fill_polygons([far], 40, 80).astype(np.uint8))
+
+
+def test_our_polygon_filling_is_close_to_pycocotools():
     polygon = [5.3, 5.7, 40.2, 5.1, 52.4, 31.8, 12.0, 25.5, 20.0, 15.0]
     ours = fill_polygons([polygon], 40, 60)
     theirs = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([polygon], 40, 60))).astype(bool)

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from ..data.decode import _decode, _read
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, optional_import
 from .coco_json import CocoImage, CocoIndex, parse_coco
-from .rasterise import fill_polygons, rle_mask
+from .rasterise import polygon_mask
 from .targets import PADDING, DetectionSet, DetectionTargets, letterbox_extent
 
 MAX_IN_MEMORY_BYTES = 4 * 2**30  # a set read whole (images, masks, the jitter's float copy of a batch's masks)
@@ -69,11 +69,12 @@ class CocoSplit:
             raise DataError(f"image {path} (id {image.id}) is {pixels.shape[1]} x {pixels.shape[0]} but "
                             f"{self.annotation_file} says {image.width} x {image.height}; fix the json's width "
                             "and height or replace the image")
-        width, height = letterbox_extent(image.width, image.height, self.size / max(image.width, image.height))
+        scale = self.size / max(image.width, image.height)
+        width, height = letterbox_extent(image.width, image.height, scale)
         resized = Image.fromarray(pixels).resize((width, height), Image.BILINEAR)  # Pillow antialiases when shrinking
         canvas[:, :height, :width] = torch.from_numpy(np.array(resized)).permute(2, 0, 1)
         if masks is not None and image.objects:
-            masks[:len(image.objects), :height, :width] = torch.from_numpy(_object_masks(image, width, height))
+            masks[:len(image.objects), :height, :width] = torch.from_numpy(_object_masks(image, width, height, scale))
 
     def in_memory_bytes(self, batch: int) -> int:
         """What ``read_coco`` holds: the canvases, the masks, and the float copy the jitter makes of a batch's."""
@@ -163,14 +164,21 @@ def _check_files(images: list, folder: Path, annotation_file: Path) -> None:
                         f"{annotation_file}){more}; copy the images in or drop them from the json")
 
 
-def _object_masks(image: CocoImage, width: int, height: int) -> np.ndarray:
-    """M x height x width uint8: each object's segmentation rasterised at the original size, then scaled to
-    the letterbox nearest-neighbour, sampling each canvas pixel's centre."""
-    rows = np.minimum(((np.arange(height) + 0.5) * image.height / height).astype(np.int64), image.height - 1)
-    cols = np.minimum(((np.arange(width) + 0.5) * image.width / width).astype(np.int64), image.width - 1)
+def _object_masks(image: CocoImage, width: int, height: int, scale: float) -> np.ndarray:
+    """M x height x width uint8: each object's segmentation as pycocotools rasterises it (the masks it scores
+    against): polygons scaled to the letterbox and filled there, RLE (checked by coco_json) decoded at the
+    original size and scaled nearest-neighbour, sampling each canvas pixel's centre."""
+    mask_utils = optional_import("pycocotools.mask", "detection", "masks of COCO segmentations")
     out = np.zeros((len(image.objects), height, width), dtype=np.uint8)
+    rows = cols = None
     for j, obj in enumerate(image.objects):
-        full = (fill_polygons(obj.polygons, image.height, image.width) if obj.polygons is not None
-                else rle_mask(obj.rle, image.height, image.width))
-        out[j] = full[np.ix_(rows, cols)]
+        if obj.polygons is not None:
+            out[j] = polygon_mask(obj.polygons, scale, height, width)
+            continue
+        if rows is None:
+            rows = np.minimum(((np.arange(height) + 0.5) * image.height / height).astype(np.int64), image.height - 1)
+            cols = np.minimum(((np.arange(width) + 0.5) * image.width / width).astype(np.int64), image.width - 1)
+        rle = mask_utils.frPyObjects({"counts": obj.rle, "size": [image.height, image.width]}, image.height,
+                                     image.width)
+        out[j] = mask_utils.decode(rle)[np.ix_(rows, cols)]
     return out

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from ..files import atomic_write
-from .rasterise import fill_polygons
+from .rasterise import polygon_mask
 
 CATEGORIES = [{"id": 1, "name": "rectangle"}, {"id": 2, "name": "ellipse"}, {"id": 3, "name": "triangle"}]
 ELLIPSE_VERTICES = 24
@@ -60,7 +60,7 @@ def _draw(rng: np.random.Generator, size: int, max_objects: int) -> tuple:
         for _attempt in range(ATTEMPTS):
             category = int(rng.integers(1, len(CATEGORIES) + 1))
             polygon = _polygon(rng, category, size)
-            mask = fill_polygons([polygon], size, size)
+            mask = polygon_mask([polygon], 1.0, size, size).astype(bool)  # as pycocotools fills it
             covered = np.bincount(owner[mask] + 1, minlength=len(shapes) + 1)[1:]
             visible = np.bincount(owner.ravel() + 1, minlength=len(shapes) + 1)[1:]
             if mask.sum() >= 4 and np.all(visible - covered >= MIN_VISIBLE * np.asarray(areas, dtype=float)):

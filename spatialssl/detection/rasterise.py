@@ -1,13 +1,28 @@
-"""COCO segmentations as pixel masks: polygons filled where pixel centres fall inside them (the rule
-pycocotools' evaluation follows, so training masks and scored masks agree to the pixel on straight edges),
-and run-length encodings decoded here rather than by pycocotools, whose C decoder writes as many pixels as
-the counts say, however many the mask holds: a hostile file must not write past a buffer."""
+"""COCO segmentations as pixel masks, guarding pycocotools' C code against hostile files: run-length encodings
+are checked here (its decoder writes as many pixels as the counts say, however many the mask holds), and
+polygons reaching far outside their image (its rasteriser allocates by the perimeter: a vertex at 1e9 px would
+ask for gigabytes) are filled by our own code, which sets a pixel where its centre lies inside."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..errors import optional_import
+
+# Polygons within this many image sides of their image go to pycocotools (as COCO's own, a pixel or so outside).
+POLYGON_REACH = 1.0
 # Rows of a polygon filled at once: bounds the rows x edges crossing table for polygons of many vertices.
 CROSSINGS_PER_CHUNK = 4_000_000
+
+
+def polygon_mask(polygons: list, scale: float, height: int, width: int) -> np.ndarray:
+    """height x width uint8: the union of ``polygons`` (flat [x0, y0, ...] lists in original pixels) scaled by
+    ``scale``, filled by pycocotools where they stay near the image, by ``fill_polygons`` otherwise."""
+    scaled = [(np.asarray(polygon, dtype=np.float64) * scale) for polygon in polygons]
+    low, high = -POLYGON_REACH * max(height, width), (1 + POLYGON_REACH) * max(height, width)
+    if any(p.min() < low or p.max() > high for p in scaled):
+        return fill_polygons(scaled, height, width).astype(np.uint8)
+    mask_utils = optional_import("pycocotools.mask", "detection", "masks of COCO polygons")
+    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects([p.tolist() for p in scaled], height, width)))
 
 
 def fill_polygons(polygons: list, height: int, width: int) -> np.ndarray:
@@ -70,10 +85,3 @@ def _uncompress(text: str) -> list:
             value += counts[-2]
         counts.append(value)
     return counts
-
-
-def rle_mask(counts: list, height: int, width: int) -> np.ndarray:
-    """height x width bool from checked run lengths (``rle_counts``): runs alternate 0 and 1, starting with
-    0, down the columns (COCO's RLE is column-major)."""
-    values = np.arange(len(counts)) % 2 == 1
-    return np.repeat(values, counts).reshape(width, height).T
