@@ -220,6 +220,7 @@ def test_detection_trains_on_two_processes_held_whole_or_streamed(tmp_path):
     """DistributedDataParallel over the detector: every trained weight is used (ViTDet leaves the ViT's final
     norm out, so it is frozen), and one process scores and writes the report; streamed (each process letterboxing
     its share of each batch in a worker), the same steps."""
+    from spatialssl.commands.detect import detect_eval
     from spatialssl.detection import write_shapes
 
     shapes = write_shapes(tmp_path / "shapes", 8, 4, size=32, seed=0)
@@ -234,3 +235,7 @@ def test_detection_trains_on_two_processes_held_whole_or_streamed(tmp_path):
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     reports = [json.loads((tmp_path / name / "detect.json").read_text()) for name in ("det", "streamed")]
     assert reports[1]["AP"] == pytest.approx(reports[0]["AP"], abs=1e-6)
+    # each process predicted its share and one scored them all: the AP one process gives the same weights
+    alone = detect_eval(tmp_path / "det" / "last.ckpt", None)
+    assert alone["AP"] == pytest.approx(reports[0]["AP"], abs=1e-6) and alone["images"] == reports[0]["images"] == 4
+    assert alone["detections"] == reports[0]["detections"] > 0

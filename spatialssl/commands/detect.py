@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +15,7 @@ from ..detection.coco_eval import coco_scores, to_coco_results
 from ..engine import checkpoint
 from ..engine.build import build_method
 from ..engine.config import BUNDLED_RECIPES, Config, load_config, overlay, read_recipe
-from ..engine.distributed import resolve_device
+from ..engine.distributed import Distributed, from_environment, resolve_device
 from ..engine.train import pretrain, refuse_existing_run
 from ..errors import ConfigError
 from ..files import atomic_write, refuse_to_replace
@@ -94,9 +93,10 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     last = pretrain(cfg, out_dir, resume=resume, train_set=train_set, progress=progress, overwrite=overwrite)
     report = {"pretrained": cfg.model.init_from, "data": str(cfg.data.path), "epochs": cfg.train.epochs,
               "checkpoint": str(last)}
-    if os.environ.get("RANK", "0") != "0":  # under torchrun, one process scores and writes
+    scores = evaluate_checkpoint(last, val_set)  # under torchrun each process predicts its share
+    if scores is None:  # and one scores them and writes
         return report
-    report = without_nan({**report, **evaluate_checkpoint(last, val_set)})
+    report = without_nan({**report, **scores})
     atomic_write(out_dir / REPORT, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
     return report
 
@@ -121,23 +121,30 @@ def load_detector(path) -> tuple:
     return method, cfg
 
 
-def evaluate_checkpoint(path, val_set) -> dict:
-    """COCO AP of a detection checkpoint on ``val_set`` (a DetectionSet read with its annotation file)."""
+def evaluate_checkpoint(path, val_set) -> Optional[dict]:
+    """COCO AP of a detection checkpoint on ``val_set`` (a DetectionSet or CocoStream read with its annotation
+    file); under torchrun every process predicts its share and rank 0 scores (the others get None)."""
     method, cfg = load_detector(path)
-    device = resolve_device(cfg.train.device)
-    return evaluate(method.to(device), val_set, cfg.detect.eval_batch_size)
+    ranks, device = from_environment(cfg.train.device)
+    return evaluate(method.to(device), val_set, cfg.detect.eval_batch_size, ranks)
 
 
-def evaluate(method, val_set, batch_size: int) -> dict:
-    """Predict every canvas of ``val_set``, map the detections back to its images and score them against its
-    annotation file: box AP (and mask AP with a mask head), in percent."""
-    device = next(method.parameters()).device
-    results = []
-    for start, images in zip(range(0, len(val_set), batch_size), in_batches(val_set, batch_size)):
-        index = slice(start, start + batch_size)
+def evaluate(method, val_set, batch_size: int, ranks: Optional[Distributed] = None) -> Optional[dict]:
+    """Predict the canvases of ``val_set`` (this process's share of them under torchrun), map the detections back
+    to its images and score them all, once, against its annotation file: box AP (and mask AP with a mask head), in
+    percent, in rank 0; None in the others. Detections travel between processes as JSON, masks as RLE."""
+    device, ranks = next(method.parameters()).device, ranks or Distributed()
+    mine, results = ranks.share(len(val_set)), []
+    starts = range(mine.start, mine.stop, batch_size)
+    for start, images in zip(starts, in_batches(val_set, batch_size, start=mine.start, stop=mine.stop)):
+        index = slice(start, min(start + batch_size, mine.stop))
         found = method.predict(images.to(device))
-        results += to_coco_results([{k: v.cpu() for k, v in f.items()} for f in found], val_set.image_ids[index],
-                                   val_set.scales[index], val_set.category_ids, sizes=val_set.sizes[index])
+        results += to_coco_results(found, val_set.image_ids[index], val_set.scales[index], val_set.category_ids,
+                                   sizes=val_set.sizes[index])
+    gathered = ranks.gather_text(json.dumps(results), device)
+    if not ranks.main:
+        return None
+    results = [result for text in gathered for result in json.loads(text)]
     kinds = ("bbox", "segm") if method.roi_heads.has_mask() else ("bbox",)
     scores = coco_scores(results, val_set.annotations, kinds)
     return {"images": len(val_set), "detections": len(results), **scores}

@@ -75,7 +75,7 @@ def to_coco_results(detections: list, image_ids, scales, category_ids: list, mas
     for i, detection in enumerate(detections):
         scale, image_id = float(scales[i]), int(image_ids[i])
         boxes = detection["boxes"].detach().double().cpu() / scale
-        labels = detection["labels"].detach().cpu()
+        labels, scores = detection["labels"].detach().cpu(), detection["scores"].detach().cpu()
         if len(labels) and (labels.min() < 1 or labels.max() > len(category_ids)):
             raise ValueError(f"labels of image {image_id} run {int(labels.min())}..{int(labels.max())}; "
                              f"expected 1..{len(category_ids)} (0 is the background)")
@@ -92,7 +92,7 @@ def to_coco_results(detections: list, image_ids, scales, category_ids: list, mas
                                  boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
         for k, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
             result = {"image_id": image_id, "category_id": category_ids[int(labels[k]) - 1],
-                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(detection["scores"][k])}
+                      "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(scores[k])}
             if segmentations is not None:
                 result["segmentation"] = segmentations[k]
             results.append(result)

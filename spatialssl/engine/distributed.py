@@ -48,6 +48,29 @@ class Distributed:
         if self.world > 1:
             dist.barrier()
 
+    def share(self, count: int) -> range:
+        """This process's contiguous share of ``count`` items (the first ones one longer where it does not
+        divide): evaluation's split of a validation set."""
+        return range(self.rank * count // self.world, (self.rank + 1) * count // self.world)
+
+    def gather_text(self, text: str, device: torch.device) -> list:
+        """Every process's ``text``, in rank order, in rank 0 (the others get []): as UTF-8 bytes in tensors on
+        ``device`` (NCCL's are on the GPU), never pickled."""
+        if self.world == 1:
+            return [text]
+        data = torch.frombuffer(bytearray(text.encode()), dtype=torch.uint8) if text else torch.zeros(0, dtype=torch.uint8)
+        length = torch.tensor([len(data)], device=device)
+        lengths = [torch.zeros_like(length) for _ in range(self.world)]
+        dist.all_gather(lengths, length)
+        longest = int(max(lengths).item())
+        padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+        padded[:len(data)] = data.to(device)
+        pieces = [torch.zeros_like(padded) for _ in range(self.world)]
+        dist.all_gather(pieces, padded)
+        if not self.main:
+            return []
+        return [bytes(piece[:int(n.item())].cpu().numpy()).decode() for piece, n in zip(pieces, lengths)]
+
     def broadcast(self, value: torch.Tensor) -> torch.Tensor:
         """Rank 0's ``value`` in every process (a no-op alone): one decision that all must share."""
         if self.world > 1:
