@@ -14,7 +14,7 @@ from spatialssl.detection import coco
 from spatialssl.detection.coco import read_coco
 from spatialssl.detection.coco_eval import coco_scores, to_coco_results
 from spatialssl.detection.generated import MIN_VISIBLE, write_shapes
-from spatialssl.detection.rasterise import fill_polygons, rle_counts
+from spatialssl.detection.rasterise import fill_polygons
 from spatialssl.errors import DataError, MissingPackage
 
 RED = (220, 20, 20)
