@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--out", required=True, help="run folder of the detection finetuning")
     det.add_argument("--scratch", action="store_true", help="the checkpoint's architecture from random weights: "
                                                             "the baseline at the same budget")
+    det.add_argument("--coco", action="store_true", help="ViTDet-B's COCO recipe (recipes/overlays/detect_coco.yaml: "
+                                                         "1024 px, batch 64, 100 epochs, layer decay, step schedule, "
+                                                         "streamed), as PART's Table 2 ran")
     det.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     det.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its checkpoints, logs and reports)")
     det.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -387,7 +390,7 @@ def run_detection(args: argparse.Namespace) -> None:
     if not args.resume and (not args.checkpoint or not args.data):
         raise ConfigError("detect needs --checkpoint and --data (or --resume with --out)")
     report = detect(args.checkpoint, args.data, args.out, args.overrides, args.resume, not args.no_progress,
-                    args.scratch, overwrite=args.overwrite)
+                    args.scratch, overwrite=args.overwrite, coco=args.coco)
     if os.environ.get("RANK", "0") == "0":
         print(f"{summary(report)} after {report['epochs']} epochs; report: {Path(args.out) / REPORT}")
 

@@ -224,3 +224,20 @@ def test_a_streamed_coco_set_trains_and_scores_as_the_set_held_whole(part_checkp
     assert streamed["AP"] == pytest.approx(whole["AP"], abs=1e-6)
     assert streamed["mask_AP"] == pytest.approx(whole["mask_AP"], abs=1e-6)
     assert streamed["images"] == whole["images"] == 8
+
+
+def test_the_coco_recipe_is_vitdet_b_and_runs(part_checkpoint, shapes, tmp_path):
+    cfg = detect_config(part_checkpoint, shapes, coco=True)
+    o, d = cfg.optim, cfg.detect
+    assert (o.layer_decay, o.schedule, o.milestones, o.warmup_steps, o.lr, o.weight_decay) == (
+        0.7, "step", [0.889, 0.963], 250, 1e-4, 0.1)
+    assert (cfg.train.batch_size, cfg.train.epochs, cfg.data.stream) == (64, 100, True)
+    assert (d.image_size, d.window_size, d.proposals_train, d.aligned_roi, d.masks) == (1024, 14, 1000, True, True)
+    # the same recipe at this set's scale: streamed, layer-decayed, stepped, aligned
+    report = detect(part_checkpoint, shapes, tmp_path / "coco", ["train.epochs=2", "detect.image_size=64",
+                    "data.workers=0", "optim.warmup_steps=1", "detect.window_size=0", "optim.milestones=[0.5,0.75]",
+                    *SMALL], progress=False,
+                    coco=True)
+    assert report["images"] == 8 and "mask_AP" in report
+    rates = [float(row["lr"]) for row in read_metrics(tmp_path / "coco")]
+    assert rates == pytest.approx([1e-4, 1e-6])  # each epoch's last step (of 4): before, after both

@@ -92,3 +92,22 @@ def test_targets_leave_out_empty_slots_wherever_they_are():
     assert first["labels"].tolist() == [3, 1] and torch.equal(first["boxes"], boxes[0, 1:])  # 0 is the background
     assert first["masks"][:, 0, 0].tolist() == [1, 2]
     assert second["labels"].tolist() == [2] and torch.equal(second["boxes"], boxes[1, :1])
+
+
+def test_the_aligned_pooler_samples_pixel_centres_at_half_integers_on_each_boxes_level():
+    """On maps whose value is the column index, a box pools to the mean of its sampled columns: its centre in the
+    level's pixels less half a pixel with pixel centres at half-integers (ROIAlignV2), its centre with torchvision's
+    default; each box from its FPN level."""
+    from spatialssl.detection.heads import aligned_pooler
+    from spatialssl.detection.torchvision_ops import import_torchvision
+
+    torchvision = import_torchvision()
+    features = {"p2": torch.arange(64.0).expand(1, 1, 64, 64), "p3": torch.arange(32.0).expand(1, 1, 32, 32)}
+    boxes, shapes = [torch.tensor([[10.0, 10.0, 30.0, 20.0], [8.0, 8.0, 248.0, 248.0]])], [(256, 256)]
+    aligned = aligned_pooler(torchvision)(["p2", "p3"], 7, sampling_ratio=2)
+    plain = torchvision.ops.MultiScaleRoIAlign(["p2", "p3"], 7, sampling_ratio=2)
+    pooled, default = aligned(features, boxes, shapes), plain(features, boxes, shapes)
+    assert aligned.map_levels(boxes).flatten().tolist() == [0, 1]  # small box: fine level; large: coarse
+    centres = torch.tensor([20.0 / 4, 128.0 / 8])  # each box's centre in its level's pixels
+    assert torch.allclose(pooled.mean((1, 2, 3)), centres - 0.5, atol=1e-4)
+    assert torch.allclose(default.mean((1, 2, 3)), centres, atol=1e-4)

@@ -195,3 +195,25 @@ def test_resnet_export_keeps_a_classifier():
     rebuilt = build_from_export(timm_constructor(model))
     rebuilt.load_state_dict(model.state_dict(), strict=True)
     assert rebuilt.fc.out_features == 10
+
+
+def test_the_step_schedule_drops_by_gamma_at_each_milestone_after_a_warm_up_in_steps():
+    optim = OptimConfig(lr=1.0, schedule="step", milestones=[0.5, 0.75], gamma=0.1, warmup_steps=4)
+    rates = [learning_rate(optim, step, 100, 10) for step in range(100)]
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert rates[4:50] == pytest.approx([1.0] * 46) and rates[50:75] == pytest.approx([0.1] * 25)
+    assert rates[75:] == pytest.approx([0.01] * 25)
+
+
+@pytest.mark.parametrize("setting, message", [
+    (["optim.milestones=[0.5]"], "milestones must be empty unless optim.schedule=step"),
+    (["optim.schedule=step", "optim.milestones=[0.8,0.5]"], "milestones must be ascending"),
+    (["optim.gamma=0.5"], "gamma must be left at its default"),
+    (["optim.warmup_steps=10", "optim.warmup_epochs=1"], "warmup_steps must be 0 when optim.warmup_epochs"),
+    (["optim.schedule=step", "optim.milestones=[1.5]"], "milestones")])
+def test_schedule_options_that_cannot_apply_are_refused(setting, message):
+    from spatialssl.engine.config import load_config
+    from spatialssl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=setting)

@@ -80,3 +80,31 @@ def test_a_position_embedding_of_another_grid_is_resampled_not_dropped(tmp_path)
     load_pretrained(large, tmp_path / "small.safetensors")
     expected = resize_position_embedding(small.pos_embed.detach(), 1, 1, 64)
     assert torch.allclose(large.pos_embed.detach(), expected)
+
+
+def test_layer_decay_scales_each_blocks_learning_rate_by_its_depth():
+    from spatialssl.engine.config import load_config
+    from spatialssl.engine.optim import build_optimizer, set_learning_rate
+    from spatialssl.errors import ConfigError
+    from spatialssl.methods import Supervised
+
+    backbone = create_backbone("vit_tiny", num_classes=10, pos_embed=True, class_token=True, depth=3)
+    method = Supervised.from_config(load_config(), backbone, (0.5,) * 3, (0.2,) * 3, 10)
+    optim = load_config(overrides=["optim.name=adamw", "optim.weight_decay=0.05", "optim.layer_decay=0.5"]).optim
+    optimizer = build_optimizer(optim, method)
+    set_learning_rate(optimizer, optim, 10 ** 6, 10 ** 7, 10)  # a constant schedule: lr = optim.lr
+    names = {id(p): n for n, p in method.named_parameters()}
+    rate = {names[id(p)]: (group["lr"], group["weight_decay"]) for group in optimizer.param_groups
+            for p in group["params"]}
+    assert rate["backbone.patch_embed.proj.weight"] == (optim.lr * 0.5 ** 4, 0.05)
+    assert rate["backbone.cls_token"] == (optim.lr * 0.5 ** 4, 0.0)  # decayed by depth, kept out of weight decay
+    assert rate["backbone.blocks.0.attn.qkv.weight"] == (optim.lr * 0.5 ** 3, 0.05)
+    assert rate["backbone.blocks.2.norm1.bias"] == (optim.lr * 0.5, 0.0)
+    assert rate["backbone.head.weight"] == (optim.lr, 0.05) and rate["backbone.norm.weight"] == (optim.lr, 0.0)
+    assert len(rate) == len(list(method.parameters()))
+    plain = build_optimizer(load_config(overrides=["optim.name=adamw"]).optim, method)
+    assert len(plain.param_groups) == 2  # off: the two weight-decay groups, as ever
+    resnet = Supervised.from_config(load_config(), create_backbone("resnet8", num_classes=10), (0.5,) * 3,
+                                    (0.2,) * 3, 10)
+    with pytest.raises(ConfigError, match="layer_decay needs a ViT"):
+        build_optimizer(optim, resnet)

@@ -22,19 +22,24 @@ from ..files import atomic_write, refuse_to_replace
 from ..models import modality
 
 OVERLAY = BUNDLED_RECIPES / "overlays" / "detect.yaml"
+COCO_OVERLAY = BUNDLED_RECIPES / "overlays" / "detect_coco.yaml"  # ViTDet-B's COCO recipe, on top of OVERLAY
 REPORT = "detect.json"
 CLASSIFIER = "method.roi_heads.box_predictor.cls_score.weight"  # K + 1 rows: the classes and the background
 
 
-def detect_config(path, data: Optional[str], overrides: Optional[list] = None, scratch: bool = False) -> Config:
-    """The pretrained run's config turned into a detection one (overlays/detect.yaml); ``scratch`` keeps the
-    architecture but not the weights (the random-init baseline at the same budget)."""
+def detect_config(path, data: Optional[str], overrides: Optional[list] = None, scratch: bool = False,
+                  coco: bool = False) -> Config:
+    """The pretrained run's config turned into a detection one (overlays/detect.yaml; with ``coco`` ViTDet-B's
+    COCO recipe on top, overlays/detect_coco.yaml); ``scratch`` keeps the architecture but not the weights (the
+    random-init baseline at the same budget)."""
     _, info = checkpoint.read_checkpoint(path)
     pretrained = load_config(base=info["config"])
     if modality(pretrained.model.backbone) != "images":
         raise ConfigError(f"{path} holds a {pretrained.model.backbone}, which reads signals; detection takes image "
                           "backbones (spatialssl's ViTs and ResNets)")
     base = overlay(pretrained.to_dict(), read_recipe(OVERLAY))
+    if coco:
+        base = overlay(base, read_recipe(COCO_OVERLAY))
     base["model"]["init_from"] = None if scratch else str(path)
     if data is not None:
         base["data"]["path"] = str(data)
@@ -74,7 +79,8 @@ def check_categories(cfg: Config, data) -> None:
 
 
 def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None, resume: bool = False,
-           progress: bool = True, scratch: bool = False, train_set=None, val_set=None, overwrite: bool = False) -> dict:
+           progress: bool = True, scratch: bool = False, train_set=None, val_set=None, overwrite: bool = False,
+           coco: bool = False) -> dict:
     """Finetune the checkpoint at ``path`` for detection on ``data`` into ``out_dir``, then score the
     validation split; returns the report, also written to ``out_dir/detect.json``. A run already in
     ``out_dir`` is continued (``resume``) or replaced (``overwrite``)."""
@@ -85,7 +91,7 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
         moved = [f"data.path={data}"] if data is not None else []  # the data may have moved since
         cfg = load_config(base=info["config"], overrides=[*moved, *(overrides or [])])
     else:
-        cfg = detect_config(path, data, overrides, scratch)
+        cfg = detect_config(path, data, overrides, scratch, coco)
     train_set = train_set if train_set is not None else read_split(cfg, cfg.data.split)
     val_set = val_set if val_set is not None else read_split(cfg, cfg.data.test_split, targets=False)
     cfg = fitted_to(cfg, train_set)

@@ -3,6 +3,8 @@ pyramid: ViTDet's choices (two-convolution RPN head, four-convolution box and ma
 with the head widths and sample counts as options, so a CPU budget can shrink them."""
 from __future__ import annotations
 
+import torch
+
 from .pyramid import LayerNorm2d
 
 ASPECT_RATIOS = (0.5, 1.0, 2.0)
@@ -22,16 +24,17 @@ def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) ->
         pre_nms_top_n={"training": options.proposals_train, "testing": options.proposals_test},
         post_nms_top_n={"training": options.proposals_train, "testing": options.proposals_test})
     pooled = names[:-1]  # RoIs are pooled from all levels but the subsampled top one (FPN's rule)
+    pooler = aligned_pooler(torchvision) if options.aligned_roi else ops.MultiScaleRoIAlign
     box_head = detection.faster_rcnn.FastRCNNConvFCHead(
         (channels, 7, 7), [channels] * options.box_head_convs, [options.representation_size], norm_layer=LayerNorm2d)
     mask_parts = {}
     if masks:
-        mask_parts = {"mask_roi_pool": ops.MultiScaleRoIAlign(pooled, 14, sampling_ratio=0),
+        mask_parts = {"mask_roi_pool": pooler(pooled, 14, sampling_ratio=0),
                       "mask_head": detection.mask_rcnn.MaskRCNNHeads(channels, [channels] * 4, 1,
                                                                      norm_layer=LayerNorm2d),
                       "mask_predictor": detection.mask_rcnn.MaskRCNNPredictor(channels, channels, num_classes + 1)}
     roi_heads = detection.roi_heads.RoIHeads(
-        ops.MultiScaleRoIAlign(pooled, 7, sampling_ratio=0), box_head,
+        pooler(pooled, 7, sampling_ratio=0), box_head,
         detection.faster_rcnn.FastRCNNPredictor(options.representation_size, num_classes + 1),
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=options.box_batch_size_per_image,
         positive_fraction=0.25, bbox_reg_weights=None, score_thresh=options.score_threshold, nms_thresh=0.5,
@@ -39,6 +42,28 @@ def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) ->
     for coder in (rpn.box_coder, roi_heads.box_coder):
         coder.__class__ = float32_box_coder(torchvision)
     return rpn, roi_heads
+
+
+def aligned_pooler(torchvision) -> type:
+    """torchvision's MultiScaleRoIAlign (FPN's level of each box) with ``aligned=True``: a box's pixel centres at
+    half-integers, as detectron2's ROIAlignV2 that ViTDet pools with (torchvision's pooler fixes aligned=False)."""
+    poolers, roi_align = torchvision.ops.poolers, torchvision.ops.roi_align
+
+    class AlignedMultiScaleRoIAlign(poolers.MultiScaleRoIAlign):
+        def forward(self, x, boxes, image_shapes):
+            features = poolers._filter_input(x, self.featmap_names)
+            if self.scales is None or self.map_levels is None:
+                self.scales, self.map_levels = poolers._setup_scales(features, image_shapes, self.canonical_scale,
+                                                                     self.canonical_level)
+            rois, levels = poolers._convert_to_roi_format(boxes), self.map_levels(boxes)
+            pooled = features[0].new_zeros((len(rois), features[0].shape[1], *self.output_size))
+            for level, (feature, scale) in enumerate(zip(features, self.scales)):
+                chosen = torch.where(levels == level)[0]
+                pooled[chosen] = roi_align(feature, rois[chosen], self.output_size, scale, self.sampling_ratio,
+                                           aligned=True).to(pooled.dtype)
+            return pooled
+
+    return AlignedMultiScaleRoIAlign
 
 
 def float32_box_coder(torchvision) -> type:

@@ -233,10 +233,19 @@ class OptimConfig:
                        choices=OPTIMIZERS)
     lr: float = option(1e-3, "the learning rate after the warm-up (the cosine schedule's start)", range="> 0")
     weight_decay: float = option(0.0, "weight decay (adamw: decoupled; never on biases and norms)", range=">= 0")
-    schedule: str = option("constant", "the learning rate after the warm-up: constant, or a cosine down to "
-                                       "optim.min_lr", choices=SCHEDULES)
+    schedule: str = option("constant", "the learning rate after the warm-up: constant, a cosine down to "
+                                       "optim.min_lr, or step (x optim.gamma at each of optim.milestones)",
+                           choices=SCHEDULES)
+    milestones: list = option([], "step schedule: where the learning rate drops, as ascending fractions of the run "
+                                  "(ViTDet's: [0.889, 0.963])", range="(0, 1)")
+    gamma: float = option(0.1, "step schedule: the factor at each milestone", range="(0, 1]")
     warmup_epochs: float = option(0.0, "linear warm-up from 0 over this many epochs (fractions allowed)",
                                   range=">= 0")
+    warmup_steps: int = option(0, "linear warm-up over this many optimiser steps instead (ViTDet: 250); 0: "
+                                  "optim.warmup_epochs", range=">= 0")
+    layer_decay: float = option(1.0, "ViTs: layer-wise learning-rate decay, block i of d at lr x layer_decay^(d - i), "
+                                     "the embeddings at x layer_decay^(d + 1); 1: off (ViTDet-B: 0.7)",
+                                range="(0, 1]")
     min_lr: float = option(0.0, "the cosine schedule's floor", range=">= 0")
     betas: list = option([0.9, 0.999], "adam/adamw's (beta1, beta2); MAE: [0.9, 0.95]; left at the default with sgd",
                          range="[0, 1)", length=2)
@@ -280,10 +289,13 @@ class DetectConfig:
     anchor_scale: float = option(8.0, "anchor side = anchor_scale x its pyramid level's stride (3 aspect ratios)",
                                  range="> 0")
     rpn_batch_size_per_image: int = option(256, "anchors sampled per image for the RPN's loss", range=">= 1")
-    proposals_train: int = option(2000, "RPN proposals kept per image (pre- and post-NMS) in training", range=">= 1")
+    proposals_train: int = option(1000, "RPN proposals kept per image (pre- and post-NMS) in training (detectron2's)",
+                                  range=">= 1")
     proposals_test: int = option(1000, "RPN proposals kept per image (pre- and post-NMS) in evaluation",
                                  range=">= 1")
     box_batch_size_per_image: int = option(512, "RoIs sampled per image for the box head's loss", range=">= 1")
+    aligned_roi: bool = option(True, "RoIAlign with pixel centres at half-integers (detectron2's ROIAlignV2, "
+                                     "ViTDet's); false: torchvision's default")
     box_head_convs: int = option(4, "convolutions of the box head (ViTDet's 4conv1fc); 0: fully connected only",
                                  range=">= 0")
     representation_size: int = option(1024, "the box head's fully connected width", range=">= 1")
@@ -694,6 +706,14 @@ def validate(cfg: Config) -> None:
              o.momentum)
     _require(o.name == "lars" or o.trust_coefficient == OptimConfig().trust_coefficient, "optim.trust_coefficient",
              "left at its default unless optim.name=lars", o.trust_coefficient)
+    _require(o.schedule == "step" or not o.milestones, "optim.milestones", "empty unless optim.schedule=step",
+             o.milestones)
+    _require(o.schedule != "step" or list(o.milestones) == sorted(o.milestones), "optim.milestones",
+             "ascending", o.milestones)
+    _require(o.schedule == "step" or o.gamma == OptimConfig().gamma, "optim.gamma",
+             "left at its default unless optim.schedule=step", o.gamma)
+    _require(not (o.warmup_steps and o.warmup_epochs), "optim.warmup_steps",
+             "0 when optim.warmup_epochs is set (one warm-up: set the other to 0)", o.warmup_steps)
     _require(cfg.train.compile or cfg.train.compile_mode == "default", "train.compile_mode",
              "left at default unless train.compile=true", cfg.train.compile_mode)
     _require(DEVICE.fullmatch(cfg.train.device) is not None, "train.device", "auto, cpu, cuda, cuda:N or mps",
