@@ -4,7 +4,8 @@ streamed, it stays at the batches in flight.
 
     python benchmarks/detect_scale.py --root /tmp/detect-scale --write BENCHMARKS.md
 
-Each run is its own process (`spatialssl detect`, 1 epoch, the narrow CPU heads of tests/test_detect_command.py,
+Resumable: each run's figures are kept beside it, and a rerun measures only what has not finished. Each run is
+its own process (`spatialssl detect`, 1 epoch, the narrow CPU heads of tests/test_detect_command.py,
 masks on); its peak RSS and its DataLoader worker's are read from getrusage in a wrapper process."""
 from __future__ import annotations
 
@@ -68,15 +69,22 @@ def main() -> None:
     for count in counts:
         for mode, settings in (("held whole", []), ("streamed, 1 worker", ["data.stream=true", "data.workers=1"])):
             out = args.root / "runs" / f"{count}-{'stream' if settings else 'whole'}"
+            measured = out.with_name(out.name + ".json")  # a rerun writes the table from the runs that finished
+            if measured.is_file():
+                rows.append((count, mode, json.loads(measured.read_text())))
+                continue
             run = subprocess.run([sys.executable, "-c", RUN, str(weights), str(sets[count]), str(out),
                                   json.dumps([*SMALL, f"detect.image_size={args.size}", *settings])],
                                  capture_output=True, text=True)
             if run.returncode:
                 sys.exit(run.stderr[-3000:])
             figures = json.loads(run.stdout.splitlines()[-1])
+            measured.write_text(json.dumps(figures))
             rows.append((count, mode, figures))
             print(count, mode, figures, flush=True)
     whole = args.size * args.size * (3 + 4)
+    peak = {(count, mode): f["self_mb"] for count, mode, f in rows}
+    grown = {mode: peak[counts[-1], mode] - peak[counts[0], mode] for _, mode, _ in rows}
     text = "\n".join([
         "## Detection as the data set grows (generated COCO-style sets, issue 25)", "",
         f"Machine: {machine()}.  ",
@@ -85,16 +93,17 @@ def main() -> None:
         f"Data: generated shapes, {args.size} px, 1-4 objects with masks; one epoch of `spatialssl detect` (Mask "
         "R-CNN heads narrowed for a CPU, batch 16) and the scoring of 100 validation images, each run its own "
         "process. Peak RSS from getrusage: the training process, and the largest of its children (the DataLoader "
-        "worker when streamed).", "",
+        "worker when streamed, a fork that shares the parent's pages).", "",
         "| images | data | epoch + scoring, s | peak RSS, MB | worker's peak RSS, MB |", "|---|---|---|---|---|",
         *[f"| {count:,} | {mode} | {f['seconds']:.0f} | {f['self_mb']:.0f} | "
           f"{f['workers_mb']:.0f} |" for count, mode, f in rows], "",
-        f"Held whole, the canvases and masks take up to {whole / 2**20 * 1000:.0f} MB per 1,000 images ({args.size} px, "
-        "3 colour planes and 4 mask slots each) and the peak grows with the set; streamed, the training process "
-        "holds the annotations and the batches in flight, so its peak stays about where it was (the annotations' "
-        "index grows with the set: here a few MB). At COCO's scale held whole is refused (it would take about "
-        "370 GB of canvases at 1024 px); streamed, host memory is (workers x 2 + 2) x batch x (3 + M) x S x S "
-        "bytes plus the parsed annotations."])
+        f"From {counts[0]:,} to {counts[-1]:,} images the training process's peak grew by "
+        + " and by ".join(f"{grown[mode]:.0f} MB {mode}" for mode in grown) +
+        f". Held whole it grows with the pixels (canvases and masks: {whole / 2**20 * 1000:.0f} MB per 1,000 "
+        f"images at {args.size} px, 3 colour planes and 4 mask slots each, and the copies made reading them); "
+        "streamed, only by the parsed annotations and their boxes, while the pixels in flight stay bounded: "
+        "(workers x 2 + 2) x batch x (3 + M) x S x S bytes. At COCO's scale held whole is refused before any "
+        "decoding (about 370 GB of canvases at 1024 px)."])
     if args.write:
         write_section(args.write, text, BEGIN, END)
     print(text)

@@ -1,5 +1,6 @@
 """The detection model's parts on their own: ViTDet's windowed attention and simple feature pyramid, and the
 batched large-scale jitter that moves boxes and masks with the pixels."""
+import pytest
 import torch
 
 from spatialssl.detection import DetectionTargets
@@ -111,3 +112,64 @@ def test_the_aligned_pooler_samples_pixel_centres_at_half_integers_on_each_boxes
     centres = torch.tensor([20.0 / 4, 128.0 / 8])  # each box's centre in its level's pixels
     assert torch.allclose(pooled.mean((1, 2, 3)), centres - 0.5, atol=1e-4)
     assert torch.allclose(default.mean((1, 2, 3)), centres, atol=1e-4)
+
+
+def test_the_l1_box_losses_are_l1_where_torchvisions_are_smooth_l1():
+    """The box head's loss is the L1 distance of each foreground RoI's deltas for its class, over the RoIs; the
+    RPN's with every anchor sampled the same; torchvision's smooth-L1 (beta 1/9) is smaller on small errors."""
+    import torch.nn.functional as F
+
+    from spatialssl.detection.heads import fastrcnn_l1_loss, l1_box_losses
+    from spatialssl.detection.torchvision_ops import import_torchvision
+
+    torchvision = import_torchvision()
+    generator = torch.Generator().manual_seed(0)
+    logits, deltas = torch.randn(6, 3, generator=generator), torch.randn(6, 12, generator=generator) * 0.1
+    labels, targets = [torch.tensor([0, 1, 2, 2, 0, 1])], [torch.randn(6, 4, generator=generator) * 0.1]
+    classification, box = fastrcnn_l1_loss(logits, deltas, labels, targets)
+    chosen = deltas.view(6, 3, 4)[torch.arange(6), labels[0]]
+    expected = (chosen - targets[0]).abs()[labels[0] > 0].sum() / 6
+    assert box.item() == pytest.approx(expected.item()) and classification.item() == pytest.approx(
+        F.cross_entropy(logits, labels[0]).item())
+    theirs = torchvision.models.detection.roi_heads.fastrcnn_loss(logits, deltas, labels, targets)[1]
+    assert theirs < box  # errors of about 0.1, below beta = 1/9: smooth-L1 squares them
+    rpn_class, _ = l1_box_losses(torchvision)
+    anchors = torchvision.models.detection.anchor_utils.AnchorGenerator(((32,),), ((1.0,),))
+    head = torchvision.models.detection.rpn.RPNHead(4, 1)
+    rpn = rpn_class(anchors, head, 0.7, 0.3, 256, 1.0, {"training": 10}, {"training": 10}, 0.7)  # every positive
+    objectness, rpn_deltas = torch.randn(8, generator=generator), torch.randn(8, 4, generator=generator)
+    rpn_targets = [torch.randn(8, 4, generator=generator)]
+    _, rpn_box = rpn.compute_loss(objectness, rpn_deltas, [torch.ones(8)], rpn_targets)
+    assert rpn_box.item() == pytest.approx((rpn_deltas - rpn_targets[0]).abs().sum().item() / 8)
+
+
+def test_relative_positions_add_each_querys_row_and_column_offset_terms():
+    from spatialssl.detection.relpos import RelativePositions
+
+    torch.manual_seed(0)
+    positions, side = RelativePositions(8, 3), 3
+    torch.nn.init.normal_(positions.rows)
+    torch.nn.init.normal_(positions.cols)
+    q = torch.randn(2, 4, side * side, 8)
+    bias = positions(q, side)
+    for i in range(side * side):
+        for j in range(side * side):
+            (ri, ci), (rj, cj) = divmod(i, side), divmod(j, side)
+            expected = q[:, :, i] @ positions.rows[ri - rj + side - 1] + q[:, :, i] @ positions.cols[ci - cj + side - 1]
+            assert torch.allclose(bias[:, :, i, j], expected, atol=1e-5)
+
+
+def test_zero_relative_positions_leave_the_pyramid_as_without_and_learn():
+    vit = small_vit()
+    images = torch.rand(2, 3, 64, 64)
+    head_dim = vit.embed_dim // vit.blocks[0].attn.num_heads
+    torch.manual_seed(1)
+    plain = SimpleFeaturePyramid(vit.embed_dim, 8, 16, window=4, global_blocks=[1])
+    torch.manual_seed(1)
+    biased = SimpleFeaturePyramid(vit.embed_dim, 8, 16, window=4, global_blocks=[1], relative_positions=(2, head_dim, 8))
+    assert [len(p.rows) for p in biased.positions] == [7, 15]  # a 4-token window, then the whole 8 x 8 map
+    with torch.no_grad():
+        assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(plain(vit, images).values(),
+                                                                   biased(vit, images).values()))
+    sum(level.sum() for level in biased(vit, images).values()).backward()
+    assert all(p.rows.grad.abs().sum() > 0 and p.cols.grad.abs().sum() > 0 for p in biased.positions)

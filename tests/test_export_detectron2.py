@@ -49,8 +49,10 @@ def checkpoint_of(folder, overrides: list, pyramid_channels: int = 0, classes: i
     pyramid when asked."""
     cfg = load_config(overrides=[*MODEL, *overrides])
     backbone = backbone_from_config(cfg.model, classes)
-    run = Run(backbone, SimpleFeaturePyramid(backbone.embed_dim, backbone.patch_size, pyramid_channels)
-              if pyramid_channels else None)
+    heads = backbone.blocks[0].attn.num_heads
+    positions = (len(backbone.blocks), backbone.embed_dim // heads, 4)  # relative position biases, as detect's
+    run = Run(backbone, SimpleFeaturePyramid(backbone.embed_dim, backbone.patch_size, pyramid_channels,
+                                             relative_positions=positions) if pyramid_channels else None)
     return save_checkpoint(folder, run, None, {}, cfg.to_dict(), 1, {}), run
 
 
@@ -112,7 +114,11 @@ def test_a_detection_run_exports_its_pyramid_too(tmp_path):
     state = exported_state(tmp_path / "d2")
     assert sorted(k for k in state if not k.startswith("backbone.net.")) == sorted(PYRAMID)
     ours = run.pyramid.state_dict()
-    assert all(torch.equal(state[f"backbone.{key}"], value) for key, value in ours.items())
+    assert all(torch.equal(state[f"backbone.{key}"], value) for key, value in ours.items()
+               if not key.startswith("positions."))
+    # relative position biases go into each block's attention, under ViTDet's names
+    assert torch.equal(state["backbone.net.blocks.0.attn.rel_pos_h"], ours["positions.0.rows"])
+    assert torch.equal(state["backbone.net.blocks.0.attn.rel_pos_w"], ours["positions.0.cols"])
     assert state["backbone.simfp_2.5.norm.weight"].shape == (32,)
     notes = " ".join(described["notes"])
     assert "RPN and ROI heads are left out" in notes and "32 channels wide" in notes

@@ -108,3 +108,22 @@ def test_layer_decay_scales_each_blocks_learning_rate_by_its_depth():
                                     (0.2,) * 3, 10)
     with pytest.raises(ConfigError, match="layer_decay needs a ViT"):
         build_optimizer(optim, resnet)
+
+
+def test_layer_decay_gives_what_a_method_places_in_a_block_that_blocks_rate():
+    from spatialssl.engine.optim import layer_scales
+    from spatialssl.methods.detection import Detection
+
+    class WithPositions(torch.nn.Module):  # detection's relative position biases: held outside the backbone
+        layer_of = Detection.layer_of
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = create_backbone("vit_tiny", depth=2)
+            self.pyramid = torch.nn.Module()
+            self.pyramid.positions = torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(3)) for _ in range(2)])
+
+    model = WithPositions()
+    scales = layer_scales(model, [n for n, _ in model.named_parameters()], 0.5)
+    assert scales["pyramid.positions.0"] == scales["backbone.blocks.0.norm1.weight"] == 0.5 ** 2
+    assert scales["pyramid.positions.1"] == 0.5

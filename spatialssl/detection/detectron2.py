@@ -25,6 +25,7 @@ CHECKPOINT = "vitdet_init.pth"  # a .pth: DetectionCheckpointer reads it with to
 CONFIG_FILE = "projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py"
 NET, PYRAMID = "backbone.net.", "backbone."
 LEFT_OUT = ("norm.", "head.", "cls_token")  # ViTDet's ViT has no final norm, classifier or [CLS] token
+RELATIVE_TABLES = {"rows": "h", "cols": "w"}  # ours (relpos.RelativePositions) -> ViTDet's rel_pos_h, rel_pos_w
 PYRAMID_SCALES = {"simfp_2": 4.0, "simfp_3": 2.0, "simfp_4": 1.0, "simfp_5": 0.5}  # ours, named for patch size 16
 VITDET_PATCH, VITDET_DEPTH, VITDET_CHANNELS = 16, 12, 256  # what ViTDet-B's config assumes
 
@@ -74,6 +75,10 @@ def vitdet_state(vit: VisionTransformer, grid: Optional[tuple], pyramid: Optiona
     if pyramid is not None:
         for key, value in pyramid.items():
             level, rest = key.split(".", 1)
+            if level == "positions":  # relative position biases: ViTDet keeps them in each block's attention
+                block, table = rest.split(".")
+                state[f"{NET}blocks.{block}.attn.rel_pos_{RELATIVE_TABLES[table]}"] = value
+                continue
             state[f"{PYRAMID}simfp_{pyramid_stage(vit.patch_size, PYRAMID_SCALES[level])}.{rest}"] = value
         notes.append("the RPN and ROI heads are left out: ours are torchvision's, laid out unlike detectron2's, "
                      "which starts its own")

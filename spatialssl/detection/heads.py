@@ -3,7 +3,10 @@ pyramid: ViTDet's choices (two-convolution RPN head, four-convolution box and ma
 with the head widths and sample counts as options, so a CPU budget can shrink them."""
 from __future__ import annotations
 
+import types
+
 import torch
+import torch.nn.functional as F
 
 from .pyramid import LayerNorm2d
 
@@ -17,7 +20,9 @@ def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) ->
     channels, names = pyramid.out_channels, pyramid.names
     anchors = detection.anchor_utils.AnchorGenerator(
         tuple((options.anchor_scale * stride,) for stride in pyramid.strides), (ASPECT_RATIOS,) * len(names))
-    rpn = detection.rpn.RegionProposalNetwork(
+    rpn_class, roi_class = (l1_box_losses(torchvision) if options.box_loss == "l1" else
+                            (detection.rpn.RegionProposalNetwork, detection.roi_heads.RoIHeads))
+    rpn = rpn_class(
         anchors, detection.rpn.RPNHead(channels, len(ASPECT_RATIOS), conv_depth=2),
         fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=options.rpn_batch_size_per_image,
         positive_fraction=0.5, nms_thresh=0.7,
@@ -33,7 +38,7 @@ def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) ->
                       "mask_head": detection.mask_rcnn.MaskRCNNHeads(channels, [channels] * 4, 1,
                                                                      norm_layer=LayerNorm2d),
                       "mask_predictor": detection.mask_rcnn.MaskRCNNPredictor(channels, channels, num_classes + 1)}
-    roi_heads = detection.roi_heads.RoIHeads(
+    roi_heads = roi_class(
         pooler(pooled, 7, sampling_ratio=0), box_head,
         detection.faster_rcnn.FastRCNNPredictor(options.representation_size, num_classes + 1),
         fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=options.box_batch_size_per_image,
@@ -42,6 +47,42 @@ def build_heads(torchvision, pyramid, num_classes: int, masks: bool, options) ->
     for coder in (rpn.box_coder, roi_heads.box_coder):
         coder.__class__ = float32_box_coder(torchvision)
     return rpn, roi_heads
+
+
+def l1_box_losses(torchvision) -> tuple:
+    """torchvision's RegionProposalNetwork and RoIHeads with L1 box-regression losses, as detectron2's
+    (smooth_l1_beta 0) that ViTDet trains with; torchvision's are smooth-L1 with beta 1/9. The RoIHeads' forward is
+    torchvision's own, reading ``fastrcnn_l1_loss`` where it reads its module's ``fastrcnn_loss``: nothing of
+    torchvision is changed for anyone else."""
+    detection = torchvision.models.detection
+
+    class L1RegionProposalNetwork(detection.rpn.RegionProposalNetwork):
+        def compute_loss(self, objectness, pred_bbox_deltas, labels, regression_targets):
+            positive, negative = (torch.where(torch.cat(chosen))[0] for chosen in self.fg_bg_sampler(labels))
+            sampled, labels = torch.cat([positive, negative]), torch.cat(labels)
+            box_loss = F.l1_loss(pred_bbox_deltas[positive], torch.cat(regression_targets)[positive],
+                                 reduction="sum") / sampled.numel()
+            return F.binary_cross_entropy_with_logits(objectness.flatten()[sampled], labels[sampled]), box_loss
+
+    forward = detection.roi_heads.RoIHeads.forward
+    names = {**vars(detection.roi_heads), "fastrcnn_loss": fastrcnn_l1_loss}
+
+    class L1RoIHeads(detection.roi_heads.RoIHeads):
+        pass
+
+    L1RoIHeads.forward = types.FunctionType(forward.__code__, names, forward.__name__, forward.__defaults__,
+                                            forward.__closure__)
+    return L1RegionProposalNetwork, L1RoIHeads
+
+
+def fastrcnn_l1_loss(class_logits, box_regression, labels: list, regression_targets: list) -> tuple:
+    """torchvision's fastrcnn_loss with an L1 box loss: (cross-entropy over the sampled RoIs, the L1 distance of
+    each foreground RoI's deltas for its class to its targets, summed, over the number of sampled RoIs)."""
+    labels, regression_targets = torch.cat(labels), torch.cat(regression_targets)
+    foreground = torch.where(labels > 0)[0]
+    deltas = box_regression.reshape(len(class_logits), -1, 4)[foreground, labels[foreground]]
+    box_loss = F.l1_loss(deltas, regression_targets[foreground], reduction="sum") / labels.numel()
+    return F.cross_entropy(class_logits, labels), box_loss
 
 
 def aligned_pooler(torchvision) -> type:

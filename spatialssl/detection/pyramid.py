@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .relpos import RelativePositions, attention
 
 
 class LayerNorm2d(nn.Module):
@@ -47,9 +49,11 @@ def global_blocks(depth: int) -> list:
     return sorted({(quarter + 1) * depth // 4 - 1 for quarter in range(4)} - {-1})
 
 
-def windowed_block(block: nn.Module, tokens: torch.Tensor, grid: tuple, window: int) -> torch.Tensor:
+def windowed_block(block: nn.Module, tokens: torch.Tensor, grid: tuple, window: int,
+                   positions: Optional[RelativePositions] = None) -> torch.Tensor:
     """One of our ViT blocks with its attention inside non-overlapping ``window`` x ``window`` windows of the
-    ``grid`` of tokens, the map zero-padded to whole windows (ViTDet); norms, MLP and drop path as the block's."""
+    ``grid`` of tokens, the map zero-padded to whole windows (ViTDet), with ``positions``' relative position bias
+    when given; norms, MLP and drop path as the block's."""
     batch, _, dim = tokens.shape
     rows, cols = grid
     x = block.norm1(tokens).view(batch, rows, cols, dim)
@@ -57,21 +61,36 @@ def windowed_block(block: nn.Module, tokens: torch.Tensor, grid: tuple, window: 
     x = F.pad(x, (0, 0, 0, pad_cols, 0, pad_rows))
     across, down = (cols + pad_cols) // window, (rows + pad_rows) // window
     x = x.view(batch, down, window, across, window, dim).transpose(2, 3).reshape(-1, window * window, dim)
-    x = block.attn(x).view(batch, down, across, window, window, dim).transpose(2, 3)
+    x = block.attn(x) if positions is None else attention(block.attn, x, positions, window)
+    x = x.view(batch, down, across, window, window, dim).transpose(2, 3)
     x = x.reshape(batch, down * window, across * window, dim)[:, :rows, :cols].reshape(batch, rows * cols, dim)
     tokens = tokens + block.drop_path(x)
     return tokens + block.drop_path(block.mlp(block.norm2(tokens)))
 
 
-def vit_feature_map(vit: nn.Module, images: torch.Tensor, window: int = 0, global_blocks: Sequence[int] = ()):
+def vit_feature_map(vit: nn.Module, images: torch.Tensor, window: int = 0, global_blocks: Sequence[int] = (),
+                    positions: Optional[nn.ModuleList] = None):
     """The last block's tokens of ``vit`` (ours: timm's layout) as a B x D x H/P x W/P map, without the final
-    norm (ViTDet's). ``window`` > 0: windowed attention in every block but ``global_blocks``."""
+    norm (ViTDet's). ``window`` > 0: windowed attention in every block but ``global_blocks``; ``positions``: each
+    block's relative position bias (square maps only: letterboxed canvases)."""
     tokens = vit.embed_patches(images)
     grid = (images.shape[-2] // vit.patch_size, images.shape[-1] // vit.patch_size)
-    window = window if window < max(grid) else 0  # one window would hold the whole map: attend globally
+    if positions is not None and grid[0] != grid[1]:
+        raise ValueError(f"relative position biases take square maps (letterboxed canvases), got {grid} tokens")
+    window = attended_window(window, max(grid))
     for index, block in enumerate(vit.blocks):
-        tokens = windowed_block(block, tokens, grid, window) if window and index not in global_blocks else block(tokens)
+        side = window if window and index not in global_blocks else 0
+        bias = None if positions is None else positions[index]
+        if side or bias is not None:
+            tokens = windowed_block(block, tokens, grid, side or grid[0], bias)  # a global block: one whole window
+        else:
+            tokens = block(tokens)
     return tokens.transpose(1, 2).reshape(len(tokens), -1, *grid)
+
+
+def attended_window(window: int, side: int) -> int:
+    """The window used: 0 (global attention) where one window would hold the whole map."""
+    return window if window < side else 0
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -81,9 +100,17 @@ class SimpleFeaturePyramid(nn.Module):
     Outputs named p2..p6 as detectron2's (the stage numbers assume P = 16)."""
 
     def __init__(self, dim: int, patch_size: int, out_channels: int = 256, window: int = 0,
-                 global_blocks: Sequence[int] = ()):
+                 global_blocks: Sequence[int] = (), relative_positions: Optional[tuple] = None):
+        """``relative_positions``: (depth, head dim, canvas side in tokens) for ViTDet's relative position bias in
+        every block (``relpos``), held here with the pyramid; None: none."""
         super().__init__()
         self.out_channels, self.window, self.global_blocks = out_channels, window, tuple(global_blocks)
+        self.positions = None
+        if relative_positions is not None:
+            depth, head_dim, side = relative_positions
+            windowed = attended_window(window, side)
+            self.positions = nn.ModuleList(RelativePositions(head_dim, windowed if windowed and i not in
+                                                             self.global_blocks else side) for i in range(depth))
         self.strides = [patch_size // 4, patch_size // 2, patch_size, patch_size * 2, patch_size * 4]
         if patch_size % 4:
             raise ValueError(f"the simple feature pyramid needs a patch size divisible by 4, got {patch_size}")
@@ -105,7 +132,7 @@ class SimpleFeaturePyramid(nn.Module):
         return ["p2", "p3", "p4", "p5", "p6"]
 
     def forward(self, vit: nn.Module, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
-        features = vit_feature_map(vit, images, self.window, self.global_blocks)
+        features = vit_feature_map(vit, images, self.window, self.global_blocks, self.positions)
         levels = [getattr(self, f"simfp_{stage}")(features) for stage in (2, 3, 4, 5)]
         levels.append(F.max_pool2d(levels[-1], kernel_size=1, stride=2))
         return OrderedDict(zip(self.names, levels))

@@ -294,6 +294,10 @@ class DetectConfig:
     proposals_test: int = option(1000, "RPN proposals kept per image (pre- and post-NMS) in evaluation",
                                  range=">= 1")
     box_batch_size_per_image: int = option(512, "RoIs sampled per image for the box head's loss", range=">= 1")
+    rel_pos: bool = option(True, "ViT: decomposed relative position bias in every block, zero at the start "
+                                 "(ViTDet's use_rel_pos)")
+    box_loss: str = option("l1", "box-regression loss of the RPN and the box head: l1 (detectron2's, ViTDet's) | "
+                                 "smooth_l1 (torchvision's, beta 1/9)", choices=("l1", "smooth_l1"))
     aligned_roi: bool = option(True, "RoIAlign with pixel centres at half-integers (detectron2's ROIAlignV2, "
                                      "ViTDet's); false: torchvision's default")
     box_head_convs: int = option(4, "convolutions of the box head (ViTDet's 4conv1fc); 0: fully connected only",

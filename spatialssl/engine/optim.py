@@ -53,7 +53,8 @@ def _grouped(kinds: list, scales: dict, settings: list) -> list:
 
 def layer_scales(model: torch.nn.Module, names: list, decay: float) -> dict:
     """Each parameter's learning-rate factor under layer-wise decay (BEiT's, ViTDet's rule): a ViT backbone's
-    embeddings (layer 0) and its blocks (layer i + 1) at decay^(d + 1 - layer) for depth d; everything else
+    embeddings (layer 0) and its blocks (layer i + 1) at decay^(d + 1 - layer) for depth d, and what the model's
+    ``layer_of(name)`` places in block i (detection's relative position biases) as that block; everything else
     (its final norm, heads, a feature pyramid) at 1. ``{}`` when off."""
     if decay == 1.0:
         return {}
@@ -63,9 +64,12 @@ def layer_scales(model: torch.nn.Module, names: list, decay: float) -> dict:
         raise ConfigError(f"optim.layer_decay needs a ViT (blocks to decay by depth); {type(backbone).__name__} has "
                           "none: set optim.layer_decay=1")
     depth, prefix = len(blocks), "backbone." if backbone is not model else ""
-    scales = {}
+    scales, block_of = {}, getattr(model, "layer_of", lambda name: None)  # a method's parameters of a block
     for name in names:
         if not name.startswith(prefix):
+            block = block_of(name)
+            if block is not None:
+                scales[name] = decay ** (depth - block)
             continue
         inner = name[len(prefix):]
         if inner.startswith(("patch_embed.", "pos_embed", "cls_token", "reg_token", "mask_token")):

@@ -3,6 +3,8 @@ backbone under a feature pyramid and torchvision's RPN and R-CNN heads, trained 
 canvases jittered on the device. The loop's "labels" are DetectionTargets; the loss is the heads' sum."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from .. import augment
@@ -27,8 +29,12 @@ def build_pyramid(backbone, options, torchvision):
         if any(block >= depth for block in kept):
             raise ConfigError(f"detect.global_blocks {kept} names blocks past the ViT's {depth}; use indices below "
                               f"{depth} or null (ViTDet's choice for the depth: {global_blocks(depth)})")
+        positions = None
+        if options.rel_pos:
+            heads = backbone.blocks[0].attn.num_heads
+            positions = (depth, backbone.embed_dim // heads, options.image_size // backbone.patch_size)
         return SimpleFeaturePyramid(backbone.embed_dim, backbone.patch_size, options.pyramid_channels,
-                                    options.window_size, kept)
+                                    options.window_size, kept, positions)
     if isinstance(backbone, ResNet):
         return ResNetPyramid(backbone, options.pyramid_channels, torchvision)
     raise ConfigError(f"detection takes spatialssl's image ViTs (vit_*) and ResNets, got {type(backbone).__name__}")
@@ -58,6 +64,12 @@ class Detection(Method):
             backbone.norm.requires_grad_(False)  # idle, and DistributedDataParallel wants every trained weight used
         rpn, roi_heads = build_heads(torchvision, pyramid, num_classes, cfg.detect.masks, cfg.detect)
         return cls(backbone, pyramid, rpn, roi_heads, mean, std, cfg.detect, torchvision)
+
+    def layer_of(self, name: str) -> Optional[int]:
+        """The ViT block a parameter outside the backbone belongs to (its relative position bias): layer-wise
+        learning-rate decay treats it as that block's, as ViTDet does."""
+        prefix = "pyramid.positions."
+        return int(name[len(prefix):].split(".")[0]) if name.startswith(prefix) else None
 
     def features(self, images: torch.Tensor) -> dict:
         """The pyramid's maps of normalised images."""
