@@ -147,15 +147,15 @@ def adjust_hue(images, shift):
 
 
 def _rotate_hue(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """``hsv_to_rgb`` of ``rgb_to_hsv`` with each sample's hue turned, in a third of their launches: worked in sixths
-    of a turn, k = (n + 6 h + 6 shift) mod 6, and v s = chroma (``offsets``: n x 3, n + 6 shift for n = 5, 3, 1)."""
+    """torchvision's RGB -> HSV -> RGB (the hexcone model) with each sample's hue turned, in a third of those
+    conversions' launches: worked in sixths of a turn, k = (n + 6 h + 6 shift) mod 6, and v s = chroma (``offsets``: n x 3, n + 6 shift for n = 5, 3, 1)."""
     value, least = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
     chroma = value - least
     # chroma x sixths of a turn, by the channel c at the maximum: 2 c chroma + (g - b, b - r, r - g)[c]
     turned = images.roll(-1, 1).sub_(images.roll(-2, 1)).addcmul_(
         chroma, _device_constant((0.0, 2.0, 4.0), images.device, images.dtype).view(1, 3, 1, 1))
     red_turned, green_turned, blue_turned = turned.split(1, 1)
-    sixths = torch.where(images[:, :1] == value, red_turned,  # red, then green, as rgb_to_hsv's
+    sixths = torch.where(images[:, :1] == value, red_turned,  # red, then green, as torchvision's rgb_to_hsv
                          torch.where(images[:, 1:2] == value, green_turned, blue_turned))
     sixths.div_(chroma.clamp_min(1e-30))  # 0 / tiny = 0 where grey (all channels equal)
     # v - chroma clamp(min(k, 4 - k), 0, 1) = least + chroma clamp(|k - 2| - 1, 0, 1) for k in [0, 6); in place:
