@@ -148,7 +148,8 @@ def adjust_hue(images, shift):
 
 def _rotate_hue(images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """torchvision's RGB -> HSV -> RGB (the hexcone model) with each sample's hue turned, in a third of those
-    conversions' launches: worked in sixths of a turn, k = (n + 6 h + 6 shift) mod 6, and v s = chroma (``offsets``: n x 3, n + 6 shift for n = 5, 3, 1)."""
+    conversions' launches: worked in sixths of a turn, k = (n + 6 h + 6 shift) mod 6, and v s = chroma
+    (``offsets``: n x 3, n + 6 shift for n = 5, 3, 1)."""
     value, least = images.amax(1, keepdim=True), images.amin(1, keepdim=True)
     chroma = value - least
     # chroma x sixths of a turn, by the channel c at the maximum: 2 c chroma + (g - b, b - r, r - g)[c]
