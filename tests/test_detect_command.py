@@ -241,3 +241,9 @@ def test_the_coco_recipe_is_vitdet_b_and_runs(part_checkpoint, shapes, tmp_path)
     assert report["images"] == 8 and "mask_AP" in report
     rates = [float(row["lr"]) for row in read_metrics(tmp_path / "coco")]
     assert rates == pytest.approx([1e-4, 1e-6])  # each epoch's last step (of 4): before, after both
+
+
+def test_skipping_corrupt_images_is_refused_for_detection(part_checkpoint, shapes, tmp_path):
+    with pytest.raises(ConfigError, match="data.skip_corrupt does not apply to detection"):
+        detect(part_checkpoint, shapes, tmp_path / "det", ["data.skip_corrupt=true", "data.stream=true", *SMALL],
+               progress=False)

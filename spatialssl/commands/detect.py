@@ -52,6 +52,9 @@ def read_split(cfg: Config, split: str, targets: bool = True):
     data.stream=true read a batch at a time by data.workers processes (a CocoStream)."""
     if cfg.data.path is None:
         raise ConfigError("detection needs data: --data a COCO-style folder (annotations/instances_<split>.json)")
+    if cfg.data.skip_corrupt:
+        raise ConfigError("data.skip_corrupt does not apply to detection: an unreadable image stops the run, named "
+                          "(its annotations would be scored without it); replace the image or drop it from the json")
     split = coco_split(cfg.data.path, split, cfg.detect.image_size, cfg.detect.masks if targets else False)
     if cfg.data.stream:
         return CocoStream(split, decode_workers(cfg.data.workers))
