@@ -291,3 +291,14 @@ def test_a_coco_stream_holds_the_batches_in_flight_not_the_set(tmp_path):
     assert grown[10000] < grown[1000] + 16 * 2**20, grown
     assert grown[10000] < 10000 * 7 * 64 * 64 / 4, grown
     assert bound == 2 * 32 * (3 + 4) * 64 * 64  # no workers: the batch being made and the one being used
+
+
+def test_a_coco_streams_statistics_and_ids_are_those_of_the_set_held_whole(shapes):
+    from spatialssl.detection.coco_stream import CocoStream
+
+    whole = read_coco(shapes, "val", image_size=64)
+    stream = CocoStream(coco.coco_split(shapes, "val", image_size=64))
+    (mean, std), (whole_mean, whole_std) = stream.mean_std(), whole.mean_std()  # 12 images: the sample is all
+    assert mean == pytest.approx(whole_mean, abs=1e-9) and std == pytest.approx(whole_std, abs=1e-9)
+    assert torch.equal(stream.image_ids, whole.image_ids) and torch.equal(stream.sizes, whole.sizes)
+    assert torch.equal(stream.scales, whole.scales)

@@ -57,14 +57,15 @@ class ImageSet:
 
     def mean_std(self) -> tuple:
         """Per-channel mean and std in [0, 1], measured in chunks to bound memory."""
-        channels = self.images.shape[1]
-        total = torch.zeros(channels, dtype=torch.float64)
-        squares = torch.zeros(channels, dtype=torch.float64)
-        for chunk in self.images.split(4096):
-            x = chunk.double().div_(255)
-            total += x.sum(dim=(0, 2, 3))
-            squares += x.square().sum(dim=(0, 2, 3))
-        count = self.images.numel() / channels
-        mean = total / count
-        std = (squares / count - mean.square()).clamp_min(1e-12).sqrt()
-        return mean.tolist(), std.tolist()
+        return channel_statistics(self.images.split(4096))
+
+
+def channel_statistics(batches) -> tuple:
+    """(mean, std) per channel, in [0, 1], of uint8 B x C x H x W ``batches`` (any iterable), in float64."""
+    total, squares, count = 0, 0, 0
+    for batch in batches:
+        x = batch.double().div_(255)
+        total, squares = total + x.sum((0, 2, 3)), squares + x.square().sum((0, 2, 3))
+        count += x.numel() // x.shape[1]
+    mean = total / count
+    return mean.tolist(), (squares / count - mean.square()).clamp_min(1e-12).sqrt().tolist()

@@ -29,6 +29,7 @@ from ..canvas import Canvases, plain
 from ..errors import ConfigError, DataError, SpatialSSLError, warn
 from . import gpu_decode
 from .decode import Resize, Unreadable, as_tensor, decode_sized
+from .imageset import channel_statistics
 from .readers import list_image_files, to_channels
 
 PREFETCH = 2
@@ -200,13 +201,8 @@ class ImageStream:
 
     def mean_std(self, sample: int = 1000) -> tuple:
         """Per-channel statistics measured on a fixed random sample of the images."""
-        total, squares, count = 0, 0, 0
-        for x, _ in self.subset(sample).batches(range(min(sample, len(self))), 256, False):
-            x = plain(x).double().div_(255)
-            total, squares = total + x.sum((0, 2, 3)), squares + x.square().sum((0, 2, 3))
-            count += x.numel() // x.shape[1]
-        mean = total / count
-        return mean.tolist(), (squares / count - mean.square()).clamp_min(1e-12).sqrt().tolist()
+        sampled = self.subset(sample).batches(range(min(sample, len(self))), 256, False)
+        return channel_statistics(plain(x) for x, _ in sampled)
 
     def memory_bound(self, batch: int) -> int:
         return (self.workers * PREFETCH + 2) * batch * self.channels * self.resize.canvas ** 2

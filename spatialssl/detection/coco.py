@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -47,6 +47,14 @@ class CocoSplit:
     def scales(self) -> torch.Tensor:  # canvas pixels per original pixel, per image
         return torch.tensor([self.size / max(image.width, image.height) for image in self.index.images],
                             dtype=torch.float64)
+
+    @cached_property
+    def image_ids(self) -> torch.Tensor:  # COCO's ids of the images
+        return torch.tensor([image.id for image in self.index.images])
+
+    @cached_property
+    def sizes(self) -> torch.Tensor:  # N x 2: each image's original height and width
+        return torch.tensor([[image.height, image.width] for image in self.index.images], dtype=torch.int64)
 
     def targets(self, indices, slots: int, scales: torch.Tensor) -> tuple:
         """(boxes len x slots x 4 in canvas pixels, classes len x slots, PADDING where empty) of the images at
@@ -110,15 +118,13 @@ def read_coco(folder, split: str = "train", image_size: int = 1024, masks: Optio
 
 def read_whole(data: CocoSplit, batch_size: int) -> DetectionSet:
     """``read_coco`` of a checked split."""
-    needed = data.in_memory_bytes(batch_size)
+    needed, count, slots, size = data.in_memory_bytes(batch_size), len(data.index.images), data.slots, data.size
     if needed > MAX_IN_MEMORY_BYTES:
-        count, slots, size = len(data.index.images), data.slots, data.size
         raise DataError(f"{data.annotation_file} read whole would take {needed / 2**30:.1f} GiB ({count} images of "
                         f"3 x {size} x {size} bytes" + (f", {slots} masks of {size} x {size} each and a batch's float "
                                                         "copy" if data.masks else "") +
                         f"), more than {MAX_IN_MEMORY_BYTES / 2**30:.0f} GiB; set data.stream=true to read it a batch "
                         "at a time, or a smaller detect.image_size")
-    count, size, slots = len(data.index.images), data.size, data.slots
     images = torch.zeros(count, 3, size, size, dtype=torch.uint8)
     mask_tensor = torch.zeros(count, slots, size, size, dtype=torch.uint8) if data.masks else None
     scales = data.scales
@@ -135,11 +141,8 @@ def read_whole(data: CocoSplit, batch_size: int) -> DetectionSet:
         except BaseException:
             pool.shutdown(cancel_futures=True)  # one bad file ends the read now, not after every other image
             raise
-    index = data.index
-    return DetectionSet(images, DetectionTargets(boxes, classes, mask_tensor), index.classes, data.source, "coco",
-                        torch.tensor([image.id for image in index.images]), scales, index.category_ids,
-                        str(data.annotation_file),
-                        torch.tensor([[image.height, image.width] for image in index.images], dtype=torch.int64))
+    return DetectionSet(images, DetectionTargets(boxes, classes, mask_tensor), data.index.classes, data.source, "coco",
+                        data.image_ids, scales, data.index.category_ids, str(data.annotation_file), data.sizes)
 
 
 def _names(split: str) -> list:

@@ -15,6 +15,7 @@ from typing import ClassVar, Optional
 import torch
 
 from ..data.decode import Unreadable
+from ..data.imageset import channel_statistics
 from ..data.stream import PREFETCH, EpochOrder
 from ..errors import DataError
 from .coco import CocoSplit
@@ -37,6 +38,13 @@ class _Items(torch.utils.data.Dataset):
         except DataError as err:
             return Unreadable(str(err))
         return i, canvas, masks
+
+
+def _canvas(item) -> torch.Tensor:
+    """An item's canvas, or its unreadable image's DataError."""
+    if isinstance(item, Unreadable):
+        raise DataError(item.message)
+    return item[1]
 
 
 def _collate(split: CocoSplit, items: list) -> tuple:
@@ -103,7 +111,7 @@ class CocoStream:
 
     @property
     def image_ids(self) -> torch.Tensor:
-        return torch.tensor([image.id for image in self.split.index.images])
+        return self.split.image_ids
 
     @property
     def scales(self) -> torch.Tensor:
@@ -111,7 +119,7 @@ class CocoStream:
 
     @property
     def sizes(self) -> torch.Tensor:
-        return torch.tensor([[image.height, image.width] for image in self.split.index.images], dtype=torch.int64)
+        return self.split.sizes
 
     @property
     def annotations(self) -> str:
@@ -138,18 +146,9 @@ class CocoStream:
 
     def mean_std(self, sample: int = 200) -> tuple:
         """Per-channel statistics of the letterboxed canvases of a fixed random sample of the images."""
-        count = min(sample, len(self))
-        chosen = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:count].tolist()
-        canvases, total, squares, pixels = _Items(self.split, masks=False), 0, 0, 0
-        for i in chosen:
-            item = canvases[i]
-            if isinstance(item, Unreadable):
-                raise DataError(item.message)
-            x = item[1].double().div_(255)
-            total, squares = total + x.sum((1, 2)), squares + x.square().sum((1, 2))
-            pixels += x.numel() // 3
-        mean = total / pixels
-        return mean.tolist(), (squares / pixels - mean.square()).clamp_min(1e-12).sqrt().tolist()
+        chosen = torch.randperm(len(self), generator=torch.Generator().manual_seed(0))[:sample].tolist()
+        canvases = _Items(self.split, masks=False)
+        return channel_statistics(_canvas(canvases[i])[None] for i in chosen)
 
     def memory_bound(self, batch: int) -> int:
         masks = self.split.slots if self.split.masks else 0
