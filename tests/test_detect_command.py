@@ -247,3 +247,15 @@ def test_skipping_corrupt_images_is_refused_for_detection(part_checkpoint, shape
     with pytest.raises(ConfigError, match="data.skip_corrupt does not apply to detection"):
         detect(part_checkpoint, shapes, tmp_path / "det", ["data.skip_corrupt=true", "data.stream=true", *SMALL],
                progress=False)
+
+
+def test_a_checkpoint_pretrained_on_whole_images_detects(shapes, tmp_path):
+    """An ImageNet recipe streams whole images (data.resize=whole, source_size, crop_pct): detection letterboxes
+    its own canvases, so those options go back to their defaults instead of refusing the run."""
+    cfg = load_config("part_imagenet", [f"data.path={shapes / 'train'}", "model.backbone=vit_tiny", "model.depth=1",
+                                        "model.patch_size=8", "data.image_size=32", "data.source_size=64",
+                                        "part.num_pairs=16", "train.epochs=0", "train.batch_size=8",
+                                        "train.knn_monitor=0"])
+    checkpoint = pretrain(cfg, tmp_path / "whole-images", progress=False)
+    detecting = detect_config(checkpoint, shapes, coco=True)
+    assert (detecting.data.resize, detecting.data.source_size, detecting.data.image_size) == ("short_side", None, None)
