@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from .. import augment
+from ..data.classes import numbered_as
 from ..data.load import load_data, load_labelled, low_label
 from ..data.stream import in_batches
 from ..engine import build, checkpoint
@@ -84,6 +85,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     test = test_set if test_set is not None else load_labelled(cfg, (cfg.data.test_split,), "finetuning")[0]
     require_labels(test, "finetuning's test split")  # a test set given in memory
     train = train_set if train_set is not None else load_data(cfg, cfg.data.split)
+    test = numbered_as(test, train.classes, train.source, "finetuning")  # each split numbers its own classes
     if cfg.finetune.subjects:
         train = low_label(train, test, cfg.finetune.subjects, cfg.train.seed)
     last = pretrain(cfg, out_dir, resume=resume, train_set=train, progress=progress, overwrite=overwrite)

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import ConfigError, DataError, MissingSplit, SpatialSSLError, warn
 from ..models import modality
+from .classes import numbered_as
 from .imageset import ImageSet
 from .readers import load_images, streams
 from .registry import reader_for
@@ -55,7 +56,7 @@ def load_labelled(cfg, splits: tuple, purpose: str, path=None) -> list:
         if data.labels is None:
             raise DataError(f"{purpose} needs labelled train and test splits, but {data.source} has no labels; "
                             f"{LABELLED_SPLITS}")
-    return sets
+    return [sets[0], *(numbered_as(data, sets[0].classes, sets[0].source, purpose) for data in sets[1:])]
 
 
 def load_training_data(cfg):
@@ -72,6 +73,11 @@ def load_monitor_data(cfg, train_set: ImageSet) -> Optional[tuple]:
     except SpatialSSLError:
         return None
     if test_set.labels is None:
+        return None
+    try:
+        test_set = numbered_as(test_set, train_set.classes, train_set.source, "the kNN monitor")
+    except DataError as err:
+        warn(f"no kNN monitor: {err}")
         return None
     n = cfg.train.knn_monitor
     return train_set.subset(n, seed=1), test_set.subset(n, seed=2)

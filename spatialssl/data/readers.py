@@ -23,6 +23,7 @@ import torch
 from ..augment import GRAY_WEIGHTS
 from ..errors import ConfigError, DataError, MissingSplit
 from .arrays import check_labels, npz_array, open_npz
+from .classes import joined_classes, numbered_as
 from .decode import Resize, decode_files, is_image, list_images
 from .filelist import FileList, image_names
 from .imageset import ImageSet
@@ -404,6 +405,10 @@ def load_images(path, split: str = "train", labels: str = "fine", image_size: Op
     if len({p.image_size for p in parts}) > 1:
         raise DataError(f"splits {split} of {root} have different image sizes; set data.image_size")
     labelled = all(p.labels is not None for p in parts)
+    classes = parts[0].classes
+    if labelled and any(p.classes != classes for p in parts):  # each split numbered its own classes
+        classes = joined_classes(parts)
+        parts = [numbered_as(p, classes, f"{root} [{split}]", "joining splits") for p in parts]
     return ImageSet(torch.cat([p.images for p in parts]),
                     torch.cat([p.labels for p in parts]) if labelled else None,
-                    parts[0].classes, f"{root} [{split}]", layout)
+                    classes, f"{root} [{split}]", layout)
