@@ -1,6 +1,7 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never a torn one."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -24,8 +25,10 @@ def current_umask() -> int:
     return umask
 
 
-# atomic_write's temporaries: ".<name>.<mkstemp's 8 random characters>.tmp"
-TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+# atomic_write's temporaries: ".<name>.<mkstemp's 8 random characters>.spatialssl-tmp", a suffix no user would
+# choose; the sweep also checks the marker mkstemp leaves (a regular file, not a link)
+TEMPORARY_SUFFIX = ".spatialssl-tmp"
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX))
 
 
 def sweep_temporaries(folder: Path, idle_for: float = 0.0) -> list:
@@ -35,7 +38,8 @@ def sweep_temporaries(folder: Path, idle_for: float = 0.0) -> list:
     swept = []
     cutoff = time.time() - idle_for
     for path in Path(folder).iterdir():
-        if TEMPORARY.fullmatch(path.name) and path.is_file() and (not idle_for or _modified(path) < cutoff):
+        ours = TEMPORARY.fullmatch(path.name) and not path.is_symlink() and path.is_file()
+        if ours and (not idle_for or _modified(path) < cutoff):
             path.unlink(missing_ok=True)
             swept.append(path.name)
     return swept
@@ -53,7 +57,7 @@ def atomic_write(path: Path, write) -> None:
     folder, with the mode a plain ``open(path, 'w')`` would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
@@ -66,6 +70,33 @@ def atomic_write(path: Path, write) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_folder(path.parent)  # and the rename itself on disk
+
+
+def refuse_link(path: Path) -> None:
+    """No write of ours goes through a symbolic link: in a shared folder it could point anywhere."""
+    if Path(path).is_symlink():
+        raise DataError(f"{path} is a symbolic link, and spatialssl never writes through one (it could point outside "
+                        "the folder); remove the link, or choose another output folder")
+
+
+def open_to_append(path: Path):
+    """``path`` opened to append text (created if missing), never through a symbolic link (O_NOFOLLOW closes
+    the race between the check and the open)."""
+    refuse_link(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # a link appeared after the check
+            refuse_link(path)
+        raise
+    return open(fd, "a", newline="")
+
+
+def save_figure(figure, path: Path, dpi: int) -> Path:
+    """A matplotlib figure written atomically (savefig itself would follow a link standing at ``path``)."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+    return path
 
 
 def write_or_explain(path: Path, write, advice: str) -> None:

@@ -420,8 +420,8 @@ def test_a_decode_cache_temporary_left_by_a_killed_run_is_swept_once_stale(tmp_p
     write_class_folders(tmp_path, images32, labels20)
     cache = tmp_path / ".spatialssl-cache"
     cache.mkdir()
-    # Named as atomic_write names its temporaries: ".<final name>.<8 random characters>.tmp".
-    stale, fresh = cache / ".images-0.npz.abcd1234.tmp", cache / ".images-1.npz.efgh5678.tmp"
+    # Named as atomic_write names its temporaries: ".<final name>.<8 random characters>.spatialssl-tmp".
+    stale, fresh = cache / ".images-0.npz.abcd1234.spatialssl-tmp", cache / ".images-1.npz.efgh5678.spatialssl-tmp"
     for temporary in (stale, fresh):
         temporary.write_bytes(b"half a cache")
     two_hours_ago = time.time() - 2 * 3600

@@ -80,8 +80,10 @@ def test_only_the_writing_process_claims_the_folder(tmp_path, monkeypatch):
     assert writes()
 
 
-OURS = [".last.ckpt.k2x_9abq.tmp", ".backbone.safetensors.0a1b2c3d.tmp", ".last.json.zzzzzzzz.tmp"]
-NOT_OURS = ["notes.tmp", ".last.ckpt.tmp", ".last.ckpt.short.tmp", "last.ckpt.k2x_9abq.tmp", ".x.ABCDEFGH.tmp"]
+OURS = [".last.ckpt.k2x_9abq.spatialssl-tmp", ".backbone.safetensors.0a1b2c3d.spatialssl-tmp",
+        ".last.json.zzzzzzzz.spatialssl-tmp"]
+NOT_OURS = ["notes.tmp", ".last.ckpt.tmp", ".last.ckpt.short.spatialssl-tmp", "last.ckpt.k2x_9abq.spatialssl-tmp",
+            ".x.ABCDEFGH.spatialssl-tmp", ".notes.20240101.tmp", ".last.ckpt.k2x_9abq.tmp"]  # a user's lookalikes
 
 
 @needs_flock
@@ -92,9 +94,13 @@ def test_temporaries_of_killed_runs_are_swept_and_nothing_else(tmp_path, demo_sm
         with pytest.raises(ConfigError):
             untrained(tmp_path, demo_small)
         assert all((tmp_path / name).exists() for name in OURS)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.write_text("a user's file")
+    (tmp_path / ".linked.abcdefgh.spatialssl-tmp").symlink_to(outside)  # a link is never ours
     untrained(tmp_path, demo_small)
     left = {p.name for p in tmp_path.iterdir()}
-    assert not left & set(OURS) and set(NOT_OURS) <= left
+    assert not left & set(OURS) and set(NOT_OURS) <= left and ".linked.abcdefgh.spatialssl-tmp" in left
+    assert outside.read_text() == "a user's file"
 
 
 def test_an_unwritable_run_folder_is_refused_before_any_work(tmp_path, demo_small):
@@ -135,7 +141,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_one(tmp_
     assert "\n" not in message
     after = checkpoint.read_checkpoint(tmp_path / "last.ckpt")
     assert after[1]["epoch"] == 1 and all(after[0][k].equal(v) for k, v in before.items())
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith("tmp")]
 
 
 class Killed(BaseException):

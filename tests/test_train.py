@@ -89,7 +89,7 @@ def test_after_a_nan_stop_a_lower_learning_rate_can_be_resumed_as_advised(tmp_pa
 
 def test_checkpoint_files_and_torchvision_keys(tmp_path, demo_small):
     pretrain(tiny_config("train.epochs=1"), tmp_path, train_set=demo_small, progress=False)
-    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob("*tmp")) and not list(tmp_path.glob(".*tmp"))
     backbone = load_file(tmp_path / "backbone.safetensors")
     assert "conv1.weight" in backbone and "layer1.0.bn1.running_mean" in backbone
     info = json.loads((tmp_path / "last.json").read_text())

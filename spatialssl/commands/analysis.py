@@ -17,7 +17,7 @@ from ..engine.build import build_method
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
 from ..errors import ConfigError, MissingSplit, optional_import
-from ..files import refuse_to_replace
+from ..files import refuse_to_replace, save_figure
 from ..models import modality
 from ..samplers.boxes import all_pairs, cut_boxes, relative_targets, sample_boxes
 
@@ -277,7 +277,7 @@ def _save(figure, out) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    figure.savefig(out, dpi=130)
+    save_figure(figure, out, dpi=130)
     plt.close(figure)
     return out
 

@@ -10,7 +10,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from ..errors import ConfigError, warn
-from ..files import sweep_temporaries
+from ..files import refuse_link, sweep_temporaries
 
 try:
     import fcntl
@@ -19,6 +19,8 @@ except ImportError:  # Windows: no flock; runs there are not protected from one 
 
 LOCK_NAME = ".lock"
 CHECKPOINT_NAME = "last.ckpt"  # a folder holding one holds a run
+WRITTEN = (CHECKPOINT_NAME, "last.json", "backbone.safetensors", "metrics.csv", "steps.csv", "tensorboard",
+           "wandb-id.txt", LOCK_NAME)  # what a run writes in its folder: never through a link standing there
 
 
 def check_writable(folder: Path, what: str, advice: str) -> None:
@@ -32,6 +34,12 @@ def check_writable(folder: Path, what: str, advice: str) -> None:
         raise ConfigError(f"cannot write in {what} {folder} ({err.strerror or err}); {advice}") from None
 
 
+def refuse_links_in(folder: Path) -> None:
+    """A symbolic link standing where a run writes one of its files is refused (it could point anywhere)."""
+    for name in WRITTEN:
+        refuse_link(Path(folder) / name)
+
+
 @contextmanager
 def locked(folder: Path):
     """Hold an OS lock on ``folder/.lock`` while the block runs; yields whether it is held. The kernel
@@ -41,7 +49,7 @@ def locked(folder: Path):
         return
     lock = folder / LOCK_NAME
     try:  # read-only is enough for flock: a lock file left by another user with mode 0644 still serves
-        handle = open(os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666))
+        handle = open(os.open(lock, os.O_RDONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666))
     except OSError as err:
         raise ConfigError(f"cannot open the lock file {lock} ({err.strerror or err}); fix its permissions, or "
                           "remove it while no run uses the folder") from None
@@ -75,6 +83,7 @@ def claimed(folder: Path, writer: bool, overwrite: bool = False):
         if overwrite and (folder / CHECKPOINT_NAME).exists():
             _remove(folder, set(os.listdir(folder)) - {LOCK_NAME})
             found = set()
+        refuse_links_in(folder)  # after --overwrite removed a run's links with it
         try:
             yield
         except BaseException:

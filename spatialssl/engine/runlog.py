@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import optional_import, warn
-from ..files import atomic_write, write_or_explain
+from ..files import atomic_write, open_to_append, write_or_explain
 
 
 def metrics_row(epoch: int, metrics: dict) -> dict:
@@ -88,7 +88,7 @@ def append_csv(path: Path, row: dict) -> None:
     """Append ``row`` under the file's own header (a run resumed from an older version keeps its columns;
     a value without a column is left out), or start the file with ``row``'s."""
     header = _header(path)
-    with open(path, "a", newline="") as f:
+    with open_to_append(path) as f:
         writer = csv.DictWriter(f, fieldnames=header or list(row), extrasaction="ignore")
         if header is None:
             writer.writeheader()

@@ -33,7 +33,7 @@ from .memory import check_memory
 from .optim import build_optimizer, set_learning_rate
 from .progress import Progress
 from .resume import recommit, resume_config
-from .runfolder import claimed
+from .runfolder import claimed, refuse_links_in
 from .runlog import RunLog
 from .safeguards import choose_statistics, warn_about_ema, warn_about_warmup
 
@@ -71,6 +71,8 @@ def refuse_existing_run(out_dir, resume: bool, overwrite: bool) -> None:
         raise ConfigError("--resume continues the run in --out and --overwrite replaces it: choose one")
     if not (resume or overwrite) and (Path(out_dir) / "last.ckpt").exists():
         refuse_to_replace(out_dir, overwrite, resumable=True)
+    if not overwrite:  # --overwrite removes the links with the run
+        refuse_links_in(out_dir)
 
 
 @dataclasses.dataclass

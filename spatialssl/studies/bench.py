@@ -17,6 +17,7 @@ from ..engine.build import build_method
 from ..engine.config import load_config
 from ..engine.distributed import resolve_device
 from ..engine.optim import build_optimizer
+from ..files import atomic_write
 from .conventional import ConventionalDataset, collate
 
 MEAN, STD = (0.491, 0.482, 0.447), (0.247, 0.243, 0.262)
@@ -202,7 +203,7 @@ def write_section(path: Path, text: str, begin: str = BEGIN, end: str = END) -> 
         new = old[: old.index(begin)] + text + old[old.index(end) + len(end):]
     else:
         new = old.rstrip() + "\n\n" + text + "\n"
-    path.write_text(new)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(new))  # replaces a link standing there, never follows it
 
 
 def bench_images(path: str, image_size, count: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..errors import optional_import
+from ..files import save_figure
 from ..metrics import mean_std
 from .results import ERROR, FINETUNED, IMAGE, NINE, Measure, num_pairs
 
@@ -83,7 +84,7 @@ def plot(results: dict, labels: dict, folder: Path, studies: dict) -> list:
 
     def save(figure, name):
         figure.tight_layout()
-        figure.savefig(folder / name, dpi=110)
+        save_figure(figure, folder / name, dpi=110)
         plt.close(figure)
         written.append(folder / name)
 

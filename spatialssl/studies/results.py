@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from ..files import atomic_write
 from ..metrics import cell, verdict
 
 # Published numbers to set beside ours. CIFAR-10 linear evaluation, ResNet-32, 200 epochs
@@ -203,7 +204,7 @@ def write_markdown(path: Path, budget_name: str, header: list, results: dict, la
              "### Every run", "", *runs_table(results, labels), "", end]
     text = "\n".join(lines)
     if not path.is_file():
-        path.write_text("# Reproducing the papers\n")
+        atomic_write(path, lambda tmp: Path(tmp).write_text("# Reproducing the papers\n"))
     write_section(path, text, begin, end)
     return text
 
