@@ -1,4 +1,15 @@
 """The errors a user can fix. The CLI prints their message alone, without a traceback."""
+import reprlib
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlevel = 60, 60, 3
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = _SHORT.maxset = 6
+
+
+def shown(value) -> str:
+    """``repr(value)`` cut short (long strings, long or deep lists and mappings): a message quoting what a
+    user gave stays one readable line whatever they gave."""
+    return _SHORT.repr(value)
 
 
 class SpatialSSLError(Exception):

@@ -19,7 +19,7 @@ import yaml
 from ..data.decode import RESIZE_MODES
 from ..data.readers import CIFAR100_LABELS
 from ..data.signals import SignalOptions
-from ..errors import ConfigError
+from ..errors import ConfigError, shown
 from ..methods import METHODS
 from ..models import ENCODERS, check_backbone, is_vit, modality
 from ..models.external import is_external
@@ -28,6 +28,7 @@ from ..models.vit import SIZES as VIT_SIZES
 from ..options import Option, declared, option
 from .distributed import GRAD_COMPRESSIONS
 from .precision import PRECISIONS
+from .strict_yaml import load_yaml
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 from ..samplers.boxes import MODES as SAMPLING
@@ -406,7 +407,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if expected is list and isinstance(value, tuple):
         value = list(value)
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise ConfigError(f"config key '{key}' expects {getattr(expected, '__name__', expected)}, got {value!r}")
+        raise ConfigError(f"config key '{key}' expects {getattr(expected, '__name__', expected)}, got {shown(value)}")
     return value
 
 
@@ -445,7 +446,7 @@ def _override_value(pair: str, raw: str) -> Any:
     if raw == "":
         return None
     try:
-        return yaml.safe_load(raw)
+        return load_yaml(raw)
     except yaml.YAMLError as err:
         raise ConfigError(f"override '{pair}' is not a valid YAML value ({_yaml_reason(err)}); "
                           "quote strings and close brackets, e.g. augment.scale=[0.2,1.0]") from None
@@ -460,6 +461,7 @@ def _yaml_reason(err: yaml.YAMLError) -> str:
 
 
 BUNDLED_RECIPES = Path(__file__).parents[1] / "recipes"
+MAX_RECIPE_BYTES = 1 << 20  # the bundled ones are under 2 kB
 
 
 def resolve_recipe(path: Union[str, Path]) -> Path:
@@ -472,6 +474,8 @@ def resolve_recipe(path: Union[str, Path]) -> Path:
         return path
     if path.is_dir():
         raise ConfigError(f"recipe {path} is a folder; pass a YAML file in it or a bundled recipe's name")
+    if path.exists():  # a device, a FIFO, a socket: reading it could block or never end
+        raise ConfigError(f"recipe {path} is not a regular file; pass a YAML file or a bundled recipe's name")
     names_a_bundled_recipe = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "recipes")
     if not names_a_bundled_recipe:
         raise ConfigError(f"recipe {path} does not exist; only a bare name (sr_cifar10) or recipes/<name>.yaml "
@@ -487,8 +491,11 @@ def resolve_recipe(path: Union[str, Path]) -> Path:
 def read_recipe(path: Union[str, Path]) -> dict:
     """A recipe's sections as written (``resolve_recipe`` finds the file): YAML read safely, never executed."""
     path = resolve_recipe(path)
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise ConfigError(f"recipe {path} is {path.stat().st_size:,} bytes, too large for a recipe (at most "
+                          f"{MAX_RECIPE_BYTES:,}); pass the YAML file of a run's options")
     try:
-        recipe = yaml.safe_load(path.read_text()) or {}
+        recipe = load_yaml(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"recipe {path} is not valid YAML ({_yaml_reason(err)}); fix it or name a bundled "
                           "recipe") from None
@@ -536,7 +543,7 @@ PART_BOX_METHODS = ("part", "part_contrastive")  # cut PART's boxes with a ViT (
 
 def _choice(value: Any, options: tuple, key: str) -> None:
     if value not in options:
-        raise ConfigError(f"{key} '{value}' is unknown; choose one of {', '.join(map(str, options))}")
+        raise ConfigError(f"{key} {shown(value)} is unknown; choose one of {', '.join(map(str, options))}")
 
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
@@ -544,7 +551,7 @@ DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 def _require(holds: bool, key: str, rule: str, value: Any) -> None:
     if not holds:
-        raise ConfigError(f"{key} must be {rule}, got {value!r}")
+        raise ConfigError(f"{key} must be {rule}, got {shown(value)}")
 
 
 def _is_number(value: Any) -> bool:
@@ -695,7 +702,7 @@ def _check_methods(cfg: Config) -> None:
     for name in ("mean", "std"):
         value = getattr(cfg.data, name)
         if value is not None and cfg.data.channels is not None and len(value) != channels and not signals:
-            raise ConfigError(f"data.{name} needs {channels} values (one per channel: data.channels), got {value}")
+            raise ConfigError(f"data.{name} needs {channels} values (one per channel: data.channels), got {shown(value)}")
 
 
 def validate(cfg: Config) -> None:
