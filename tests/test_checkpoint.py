@@ -61,6 +61,13 @@ DAMAGES = {  # name: (tensors, info -> tensors, info), what the error says
                                 "do not fit the model its config describes (shape: conv1.weight (2, 3, 3, 3)"),
     "NaN weights": (lambda t, i: (with_nan(t, "method.backbone.layer1.0.conv2.weight"), i),
                     "are not finite (first: layer1.0.conv2.weight)"),
+    "float weights stored as int32": (
+        lambda t, i: ({**t, "method.backbone.conv1.weight": (t["method.backbone.conv1.weight"] * 100).to(torch.int32)},
+                      i), "(dtype: conv1.weight int32 vs float32"),
+    "metadata nested 100k deep": (lambda t, i: (t, json.dumps(i)[:-1] + ', "metrics": ' + '{"a": ' * 100_000 + "1" +
+                                                "}" * 100_001), "metadata that is not readable JSON"),
+    "a huge malformed value": (lambda t, i: (t, {**i, "metrics": list(range(1_000_000))}),
+                               "malformed 'metrics' in its metadata (dict expected, got [0, 1, 2, 3, 4, 5, ...])"),
 }
 
 
@@ -68,7 +75,7 @@ def damaged(good, folder, damage):
     tensors, info = DAMAGES[damage][0](*contents(good))
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "last.ckpt"
-    save_file(tensors, path, metadata={"spatialssl": json.dumps(info)})
+    save_file(tensors, path, metadata={"spatialssl": info if isinstance(info, str) else json.dumps(info)})
     return path
 
 

@@ -139,7 +139,7 @@ def _name(path) -> Optional[str]:
 def _json(path: Path):
     try:
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
 
 

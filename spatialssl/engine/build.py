@@ -62,7 +62,7 @@ def detectron2_export(folder: Path) -> str:
     """What to say of a folder ``export --format detectron2`` wrote: detectron2's, not a spatialssl backbone."""
     try:
         source = json.loads((folder / EXPORTED_DESCRIPTION).read_text())["spatialssl"]["source"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         source = "the checkpoint it was exported from"
     return (f"{folder} is an export for detectron2's ViTDet ({detectron2.CHECKPOINT}, ViTDet's keys), which "
             f"detectron2 loads as train.init_checkpoint; load_backbone takes {source} instead (or an export "
@@ -83,8 +83,9 @@ def backbone_from_export(path: Path) -> tuple:
         description = path.with_name("last.json")
     try:
         described = json.loads(description.read_text())
-    except (OSError, ValueError) as err:
-        raise DataError(f"cannot read {description} ({getattr(err, 'strerror', None) or err}); load_backbone takes "
+    except (OSError, ValueError, RecursionError) as err:
+        reason = "nested too deeply" if isinstance(err, RecursionError) else getattr(err, "strerror", None) or err
+        raise DataError(f"cannot read {description} ({reason}); load_backbone takes "
                         "a run folder (or its last.ckpt), an export folder, or an exported .safetensors with its .json "
                         "beside it") from None
     ours = described.get("spatialssl", described) if isinstance(described, dict) else None

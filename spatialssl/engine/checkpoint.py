@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..ema import WeightEMA
-from ..errors import ConfigError, DataError, MissingPackage
+from ..errors import ConfigError, DataError, MissingPackage, shown
 from ..files import atomic_write, write_or_explain
 
 FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
@@ -112,7 +112,7 @@ def _backbone_epoch(path: Path) -> Optional[int]:
 def _summary_epoch(path: Path) -> Optional[int]:
     try:
         return json.loads(path.read_text()).get("epoch")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         return None
 
 
@@ -157,6 +157,7 @@ def read_checkpoint(path) -> tuple:
     return tensors, info
 
 
+MAX_METADATA = 64 << 20  # characters; a run's metadata (config, metrics, param groups) is a few kB
 # What every checkpoint's metadata holds (required) and may hold, with the type each must have.
 REQUIRED = {"epoch": int, "config": dict}
 OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float, "grad_scaler": dict, "data": dict}
@@ -166,9 +167,10 @@ def _checked_info(path: Path, metadata: str) -> dict:
     """The checkpoint's metadata, its keys and their types checked: a damaged or hand-made file is
     refused here, in one line, rather than wherever a key is first used."""
     try:
-        info = json.loads(metadata)
-    except ValueError:
-        info = None
+        info = json.loads(metadata) if len(metadata) <= MAX_METADATA else None
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply for Python to read it
+        raise DataError(f"checkpoint {path} holds metadata that is not readable JSON (malformed or nested too "
+                        "deeply); it is damaged: use another checkpoint") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise DataError(f"{path} is not a spatialssl checkpoint (no '{FORMAT}' metadata)")
     for key, kind in {**REQUIRED, **OPTIONAL}.items():
@@ -178,7 +180,7 @@ def _checked_info(path: Path, metadata: str) -> dict:
                                 "by spatialssl: use another checkpoint")
         elif not isinstance(info[key], kind) or isinstance(info[key], bool):
             raise DataError(f"checkpoint {path} has a malformed '{key}' in its metadata ({kind.__name__} expected, "
-                            f"got {info[key]!r:.40}); it is damaged: use another checkpoint")
+                            f"got {shown(info[key])}); it is damaged: use another checkpoint")
     if info["epoch"] < 0:
         raise DataError(f"checkpoint {path} has a negative epoch {info['epoch']}; it is damaged: use another checkpoint")
     return info
@@ -287,8 +289,11 @@ def mismatch(own: dict, state: dict, may_miss=lambda key: False) -> str:
     missing = [k for k in own if k not in state and not may_miss(k)]
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
               if k in own and state[k].shape != own[k].shape]
+    # loading would cast silently: float weights stored as integers arrive truncated
+    dtypes = [f"{k} {str(state[k].dtype).replace('torch.', '')} vs {str(own[k].dtype).replace('torch.', '')}"
+              for k in state if k in own and state[k].dtype != own[k].dtype]
     return "; ".join(f"{name}: {', '.join(keys[:5])}" for name, keys in
-                     (("unexpected", unexpected), ("missing", missing), ("shape", shapes)) if keys)
+                     (("unexpected", unexpected), ("missing", missing), ("shape", shapes), ("dtype", dtypes)) if keys)
 
 
 def check_finite(state: dict, path) -> None:
