@@ -397,12 +397,12 @@ def run_detection(args: argparse.Namespace) -> None:
 
 def _resume_overrides(out: str, overrides: list):
     """A resumed run's own config with the given overrides on top (e.g. more epochs)."""
-    from .engine.checkpoint import read_checkpoint
+    from .engine.checkpoint import read_resumable
     from .engine.config import load_config
     from .engine.runfolder import refuse_links_in
 
     refuse_links_in(Path(out))  # before reading through one
-    _, info = read_checkpoint(Path(out) / "last.ckpt")
+    _, info = read_resumable(Path(out))
     return load_config(base=info["config"], overrides=overrides)
 
 

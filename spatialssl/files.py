@@ -52,9 +52,10 @@ def _modified(path: Path) -> float:
         return float("inf")
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write, before_rename=None) -> None:
     """``write(tmp)`` a temporary file in the same folder, fsync it, rename it to ``path`` and fsync the
-    folder, with the mode a plain ``open(path, 'w')`` would give it."""
+    folder, with the mode a plain ``open(path, 'w')`` would give it; ``before_rename()`` runs once the new
+    file is whole (e.g. to move the old one aside)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX)
@@ -65,6 +66,8 @@ def atomic_write(path: Path, write) -> None:
         # mkstemp creates 0o600 whatever the umask; a checkpoint or a cache in a shared folder must stay
         # readable by whoever the user's umask lets read it.
         os.chmod(tmp, 0o666 & ~current_umask())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

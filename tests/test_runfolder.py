@@ -152,10 +152,10 @@ def test_a_kill_between_the_checkpoint_and_its_backbone_is_repaired_on_resume(tm
     cfg = load_config(base=TINY, overrides=["train.epochs=2", "train.ema=0.5"])  # the backbone is the EMA's
     real = checkpoint.save_weights
 
-    def killed_at_the_second_backbone(path, tensors, metadata=None):
+    def killed_at_the_second_backbone(path, tensors, metadata=None, before_rename=None):
         if path.name == "backbone.safetensors" and (tmp_path / "metrics.csv").is_file():
             raise Killed
-        real(path, tensors, metadata)
+        real(path, tensors, metadata, before_rename)
 
     monkeypatch.setattr(checkpoint, "save_weights", killed_at_the_second_backbone)
     with pytest.raises(Killed):

@@ -90,7 +90,7 @@ def detect(path, data: Optional[str], out_dir, overrides: Optional[list] = None,
     out_dir = Path(out_dir)
     refuse_existing_run(out_dir, resume, overwrite)
     if resume:
-        _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
+        _, info = checkpoint.read_resumable(out_dir)
         moved = [f"data.path={data}"] if data is not None else []  # the data may have moved since
         cfg = load_config(base=info["config"], overrides=[*moved, *(overrides or [])])
     else:

@@ -78,7 +78,7 @@ def finetune(path, data: Optional[str], out_dir, overrides: Optional[list] = Non
     refuse_existing_run(out_dir, resume, overwrite)
     cfg = finetune_config(path, data, overrides, scratch, recipe) if not resume else None
     if resume:
-        _, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
+        _, info = checkpoint.read_resumable(out_dir)
         cfg = load_config(base=info["config"], overrides=overrides)
     warn_about_short_finetune(cfg)
     from_environment(cfg.train.device)  # before the data: under torchrun one process lists a stream's files

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,14 +22,14 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..ema import WeightEMA
-from ..errors import ConfigError, DataError, MissingPackage, shown
-from ..files import atomic_write, write_or_explain
+from ..errors import ConfigError, DataError, MissingPackage, shown, warn
+from ..files import TEMPORARY_SUFFIX, atomic_write, write_or_explain
 
 FORMAT = "spatialssl-checkpoint-1"  # ema.* is optional: checkpoints without it read as before
 LIVE, EMA = "method.", "ema."
 
 
-def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None) -> None:
+def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None, before_rename=None) -> None:
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
 
     def write(tmp):
@@ -37,7 +38,29 @@ def save_weights(path: Path, tensors: dict, metadata: Optional[dict] = None) -> 
         except SafetensorError as err:  # e.g. a full disk; not an OSError, so say it as one
             raise OSError(errno.EIO, f"safetensors: {err}") from None
 
-    atomic_write(Path(path), write)
+    atomic_write(Path(path), write, before_rename)
+
+
+def kept_checkpoints(out_dir: Path, keep: int) -> list:
+    """last.ckpt and the ``keep - 1`` before it, newest first: last-1.ckpt, last-2.ckpt, ..."""
+    return [Path(out_dir) / "last.ckpt"] + [Path(out_dir) / f"last-{i}.ckpt" for i in range(1, keep)]
+
+
+def rotate(out_dir: Path, keep: int) -> None:
+    """Each kept checkpoint one place older (the oldest dropped), each by an atomic rename; last.ckpt is
+    linked, not moved, where the file system allows, so a kill between two renames always leaves one."""
+    kept = kept_checkpoints(out_dir, keep)
+    for newer, older in reversed(list(zip(kept[1:-1], kept[2:]))):
+        if newer.exists():
+            os.replace(newer, older)
+    if keep > 1 and kept[0].exists():
+        try:
+            side = kept[1].with_name(f".{kept[1].name}.linkside{TEMPORARY_SUFFIX}")  # swept if a kill leaves it
+            side.unlink(missing_ok=True)
+            os.link(kept[0], side)
+            os.replace(side, kept[1])
+        except OSError:  # no hard links here: moved, and for an instant last-1.ckpt alone holds the run
+            os.replace(kept[0], kept[1])
 
 
 def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
@@ -51,8 +74,9 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
 
 def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
                     generators: dict, config: dict, epoch: int, metrics: dict, ema: Optional[WeightEMA] = None,
-                    scaler: Optional[torch.amp.GradScaler] = None, data: Optional[dict] = None) -> Path:
-    """``data``: ``data_record`` of the training data, what exports say the run was trained on."""
+                    scaler: Optional[torch.amp.GradScaler] = None, data: Optional[dict] = None, keep: int = 1) -> Path:
+    """``data``: ``data_record`` of the training data, what exports say the run was trained on; ``keep``: how
+    many checkpoints the folder keeps (the previous ones rotated to last-1.ckpt, ...)."""
     out_dir = Path(out_dir)
     tensors = {f"{LIVE}{k}": v for k, v in method.state_dict().items()}
     averaging = {}
@@ -70,7 +94,7 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
     resumption = {"param_groups": param_groups, **({"grad_scaler": scaler.state_dict()} if scaler else {})}
     metadata = {"spatialssl": json.dumps({**info, **resumption})}
     path = out_dir / "last.ckpt"
-    _write_or_explain(path, lambda: save_weights(path, tensors, metadata))
+    _write_or_explain(path, lambda: save_weights(path, tensors, metadata, lambda: rotate(out_dir, keep)))
     write_companions(out_dir, tensors, info)
     return path
 
@@ -136,6 +160,31 @@ def run_checkpoint(path) -> Path:
     """The checkpoint ``path`` names: a run folder names its ``last.ckpt``, so ``--checkpoint RUN`` works."""
     path = Path(path)
     return path / "last.ckpt" if path.is_dir() and (path / "last.ckpt").is_file() else path
+
+
+def read_resumable(out_dir: Path, keep: int = 100, repair: bool = False) -> tuple:
+    """(tensors, info) of the newest readable checkpoint in the run folder ``out_dir`` (last.ckpt, else
+    last-1.ckpt, ...), warning what it skipped and why. ``repair`` (only while holding the folder's lock): the
+    unreadable ones are renamed ``*.unreadable`` and the readable one becomes last.ckpt again."""
+    candidates = [p for p in kept_checkpoints(out_dir, keep) if p.exists() or p.name == "last.ckpt"]
+    skipped = []
+    for path in candidates:
+        try:
+            tensors, info = read_checkpoint(path)
+        except DataError as err:
+            skipped.append((path, err))
+            continue
+        if skipped:
+            warn(f"--resume: {'; '.join(f'{p.name} skipped ({e})' for p, e in skipped)}; resuming from {path.name} "
+                 f"(epoch {info['epoch']})")
+            if repair:
+                for bad, _ in skipped:
+                    if bad.exists():
+                        os.replace(bad, bad.with_name(bad.name + ".unreadable"))
+                os.replace(path, candidates[0])
+        return tensors, info
+    raise skipped[0][1] if len(skipped) == 1 else DataError(
+        f"no readable checkpoint in {out_dir}: {'; '.join(str(e) for _, e in skipped)}")
 
 
 def read_checkpoint(path) -> tuple:

@@ -320,6 +320,8 @@ class TrainConfig:
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     knn_monitor: int = option(2000, "images per split for the per-epoch kNN monitor; 0 turns it off", range=">= 0")
     log_every: int = option(20, "steps between logged steps (steps.csv, TensorBoard, progress lines)", range=">= 1")
+    keep_checkpoints: int = option(2, "checkpoints kept: last.ckpt and the ones before it (last-1.ckpt, ...), "
+                                      "which --resume falls back to when a newer one is unreadable", range="[1, 100]")
     logger: str = option("tensorboard", "tensorboard (and metrics.csv, always) | wandb (Weights & Biases too; extra "
                                         "[wandb])", choices=LOGGERS)
     sync_bn: bool = option(False, "under torchrun: BatchNorm statistics over the global batch")

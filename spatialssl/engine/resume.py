@@ -14,12 +14,12 @@ def resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
     """(the run's own config with what ``cfg`` may change applied, checkpoint tensors, info). ``cfg`` may
     ask for more epochs, another precision, another data path, data.skip_corrupt, other optim.* settings than
     optim.name; anything else is refused naming the keys that differ."""
-    tensors, info = checkpoint.read_checkpoint(out_dir / "last.ckpt")
+    tensors, info = checkpoint.read_resumable(out_dir, repair=True)  # under the run folder's lock
     saved = load_config(base=info["config"])
     if cfg is not None:
         mine, theirs = cfg.to_dict(), saved.to_dict()
-        for key in ("epochs", "deterministic", "precision"):  # more epochs may be asked of a resumed run, exact
-            mine["train"][key] = theirs["train"][key]  # reruns, or another device's precision (auto's, say)
+        for key in ("epochs", "deterministic", "precision", "keep_checkpoints"):  # more epochs may be asked of a
+            mine["train"][key] = theirs["train"][key]  # resumed run, exact reruns, another device's precision
         for key in ("path", "mean", "std", "skip_corrupt"):  # data may have moved; a run keeps its normalisation;
             mine["data"][key] = theirs["data"][key]  # one stopped by a corrupt image may go on skipping such
         if mine["eval"]["knn_k"] is None:  # chosen from the data
@@ -37,7 +37,7 @@ def resume_config(out_dir: Path, cfg: Optional[Config]) -> tuple:
         if adjusted:
             warn(f"--resume changes the optimiser settings of the run in {out_dir}: {', '.join(adjusted)}")
         saved.train.epochs, saved.train.deterministic = cfg.train.epochs, cfg.train.deterministic
-        saved.train.precision = cfg.train.precision
+        saved.train.precision, saved.train.keep_checkpoints = cfg.train.precision, cfg.train.keep_checkpoints
         saved.data.path = cfg.data.path or saved.data.path
         saved.data.skip_corrupt = cfg.data.skip_corrupt
         saved.optim = cfg.optim

@@ -38,6 +38,9 @@ def refuse_links_in(folder: Path) -> None:
     """A symbolic link standing where a run writes one of its files is refused (it could point anywhere)."""
     for name in WRITTEN:
         refuse_link(Path(folder) / name)
+    if Path(folder).is_dir():
+        for older in Path(folder).glob("last-*.ckpt"):  # the checkpoints kept before last.ckpt
+            refuse_link(older)
 
 
 @contextmanager

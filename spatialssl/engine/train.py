@@ -123,7 +123,8 @@ class Run:
                 self.log.close()
         if self.ranks.main and not self.last.exists():  # zero epochs asked: still leave a usable checkpoint
             checkpoint.save_checkpoint(self.out_dir, self.method, self.optimizer, self.generators, self.cfg.to_dict(),
-                                       0, {}, self.ema, data=checkpoint.data_record(self.train_set, self.cfg))
+                                       0, {}, self.ema, data=checkpoint.data_record(self.train_set, self.cfg),
+                                       keep=self.cfg.train.keep_checkpoints)
         self.ranks.barrier()
         return self.last
 
@@ -347,7 +348,8 @@ def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
             evaluated = (run.method if run.ema is None else run.ema.module).backbone
             summary["knn_acc"], summary["knn_k"] = monitor_knn(evaluated, run.monitor, cfg, run.device)
         checkpoint.save_checkpoint(run.out_dir, run.method, run.optimizer, run.generators, cfg.to_dict(), epoch + 1,
-                                   summary, run.ema, run.scaler, data=checkpoint.data_record(run.train_set, cfg))
+                                   summary, run.ema, run.scaler, data=checkpoint.data_record(run.train_set, cfg),
+                                   keep=cfg.train.keep_checkpoints)
         run.log.write(epoch + 1, summary)
     run.progress.end_epoch(summary)
     run.ranks.barrier()
