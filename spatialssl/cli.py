@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__
-from .errors import ConfigError, SpatialSSLError, SpatialSSLWarning
+from .errors import ConfigError, Interrupted, SpatialSSLError, SpatialSSLWarning
 from .samplers.boxes import MODES as BOX_MODES
 
 # Each command's --help ends with its own examples; the top-level one with the commonest path.
@@ -449,6 +449,9 @@ def main(argv=None) -> int:
         with _logging_to_stdout(args.log_level), warnings.catch_warnings():  # restores the caller's showwarning
             warnings.showwarning = _show_warning
             run(args)
+    except Interrupted as err:  # a signal asked the run to stop, and it did so resumably
+        print(f"stopped: {err}", file=sys.stderr)
+        return err.exit_code
     except SpatialSSLError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

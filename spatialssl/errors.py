@@ -39,6 +39,13 @@ class MissingSplit(DataError):
         return MissingSplit, (self.what, self.advice)
 
 
+class Interrupted(SpatialSSLError):
+    """A run stopped on a signal (SIGTERM, SIGUSR1, Ctrl-C) after writing a checkpoint that resumes where it
+    stopped; the CLI exits with ``exit_code``, sysexits' EX_TEMPFAIL ("try again later"), which a job script that
+    requeues can test for."""
+    exit_code = 75
+
+
 class TrainingDiverged(SpatialSSLError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 

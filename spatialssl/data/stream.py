@@ -68,6 +68,17 @@ class _Files(torch.utils.data.Dataset):
         return image, index, torch.tensor(extent, dtype=torch.float32)
 
 
+def ignore_stop_signals(worker: int) -> None:
+    """In a decoding worker: a SIGTERM or Ctrl-C sent to the whole job is the training process's to act on (it
+    finishes its step and checkpoints); a worker dying of it would end the run first. Workers still exit with
+    their parent (DataLoader's watchdog)."""
+    import signal
+
+    for name in ("SIGTERM", "SIGUSR1", "SIGINT"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+
+
 class EpochOrder(torch.utils.data.Sampler):
     """The indices of the current epoch, set before each: a persistent loader reads them anew every epoch."""
 
@@ -151,7 +162,8 @@ class ImageStream:
             loader = torch.utils.data.DataLoader(
                 items, batch_size=batch, sampler=epoch_order, num_workers=self.workers, pin_memory=pin,
                 persistent_workers=self.workers > 0, prefetch_factor=PREFETCH if self.workers else None,
-                collate_fn=collate, generator=torch.Generator().manual_seed(0))  # not torch's global one
+                collate_fn=collate, generator=torch.Generator().manual_seed(0),  # not torch's global one
+                worker_init_fn=ignore_stop_signals)
             self._loader = (settings, epoch_order, loader)
         _, epoch_order, loader = self._loader
         epoch_order.indices = list(order)

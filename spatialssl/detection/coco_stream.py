@@ -16,7 +16,7 @@ import torch
 
 from ..data.decode import Unreadable
 from ..data.imageset import channel_statistics
-from ..data.stream import PREFETCH, EpochOrder
+from ..data.stream import PREFETCH, EpochOrder, ignore_stop_signals
 from ..errors import DataError
 from .coco import CocoSplit
 from .targets import DetectionTargets
@@ -135,7 +135,8 @@ class CocoStream:
                 _Items(self.split, self.split.masks), batch_size=batch, sampler=epoch_order,
                 num_workers=self.workers, pin_memory=pin, persistent_workers=self.workers > 0,
                 prefetch_factor=PREFETCH if self.workers else None, collate_fn=partial(_collate, self.split),
-                generator=torch.Generator().manual_seed(0))  # its own: the loader would draw from torch's global one
+                generator=torch.Generator().manual_seed(0),  # its own: the loader would draw from torch's global one
+                worker_init_fn=ignore_stop_signals)
             self._loader = (settings, epoch_order, loader)
         _, epoch_order, loader = self._loader
         epoch_order.indices = list(order)

@@ -74,9 +74,11 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple:
 
 def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[torch.optim.Optimizer],
                     generators: dict, config: dict, epoch: int, metrics: dict, ema: Optional[WeightEMA] = None,
-                    scaler: Optional[torch.amp.GradScaler] = None, data: Optional[dict] = None, keep: int = 1) -> Path:
+                    scaler: Optional[torch.amp.GradScaler] = None, data: Optional[dict] = None, keep: int = 1,
+                    progress: Optional[dict] = None, extra: Optional[dict] = None) -> Path:
     """``data``: ``data_record`` of the training data, what exports say the run was trained on; ``keep``: how
-    many checkpoints the folder keeps (the previous ones rotated to last-1.ckpt, ...)."""
+    many checkpoints the folder keeps (the previous ones rotated to last-1.ckpt, ...); ``progress`` and
+    ``extra`` tensors: where in the epoch a checkpoint written mid-epoch stopped (``epoch`` epochs done)."""
     out_dir = Path(out_dir)
     tensors = {f"{LIVE}{k}": v for k, v in method.state_dict().items()}
     averaging = {}
@@ -89,9 +91,11 @@ def save_checkpoint(out_dir: Path, method: torch.nn.Module, optimizer: Optional[
         tensors.update(optimizer_tensors)
     for name, generator in generators.items():
         tensors[f"rng.{name}"] = generator.get_state()
+    tensors.update(extra or {})
     info = {"format": FORMAT, "epoch": epoch, "config": config, "metrics": metrics, **averaging,
             **({"data": data} if data else {})}
-    resumption = {"param_groups": param_groups, **({"grad_scaler": scaler.state_dict()} if scaler else {})}
+    resumption = {"param_groups": param_groups, **({"grad_scaler": scaler.state_dict()} if scaler else {}),
+                  **({"progress": progress} if progress else {})}
     metadata = {"spatialssl": json.dumps({**info, **resumption})}
     path = out_dir / "last.ckpt"
     _write_or_explain(path, lambda: save_weights(path, tensors, metadata, lambda: rotate(out_dir, keep)))
@@ -209,7 +213,8 @@ def read_checkpoint(path) -> tuple:
 MAX_METADATA = 64 << 20  # characters; a run's metadata (config, metrics, param groups) is a few kB
 # What every checkpoint's metadata holds (required) and may hold, with the type each must have.
 REQUIRED = {"epoch": int, "config": dict}
-OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float, "grad_scaler": dict, "data": dict}
+OPTIONAL = {"metrics": dict, "param_groups": list, "ema_decay": float, "grad_scaler": dict, "data": dict,
+            "progress": dict}
 
 
 def _checked_info(path: Path, metadata: str) -> dict:

@@ -55,4 +55,4 @@ def recommit(out_dir: Path, tensors: dict, info: dict) -> None:
     """Bring the run folder back to its checkpoint, the commit point: a run killed after writing
     last.ckpt left backbone.safetensors and last.json stale and metrics.csv a row short or long."""
     checkpoint.sync_companions(out_dir, tensors, info)
-    align_metrics(out_dir, info["epoch"], info.get("metrics") or {})
+    align_metrics(out_dir, info["epoch"], info.get("metrics") or {}, (info.get("progress") or {}).get("global_step"))

@@ -109,22 +109,25 @@ def read_metrics(out_dir: Path, name: str = "metrics.csv") -> list:
         return list(csv.DictReader(f))
 
 
-def align_metrics(out_dir: Path, epoch: int, metrics: dict) -> None:
+def align_metrics(out_dir: Path, epoch: int, metrics: dict, global_step: Optional[int] = None) -> None:
     """Make metrics.csv hold one row per epoch up to the checkpoint's ``epoch``, as a resumed run
     continues from it: rows after it (or a line torn by a kill) are dropped, and the checkpoint's own
     row, lost when a run was killed between the checkpoint and the log, is written from its ``metrics``.
-    steps.csv loses its rows of the epochs after the checkpoint, which the run will train again."""
+    steps.csv loses its rows of the epochs after the checkpoint, which the run will train again (of a
+    checkpoint written mid-epoch, the rows after its ``global_step``)."""
     _align(Path(out_dir) / "metrics.csv", epoch, metrics)
-    _align(Path(out_dir) / STEPS, epoch, {})
+    _align(Path(out_dir) / STEPS, epoch, {}, global_step)
 
 
-def _align(path: Path, epoch: int, metrics: dict) -> None:
+def _align(path: Path, epoch: int, metrics: dict, global_step: Optional[int] = None) -> None:
     text = _read_text(path)
     lines = [line for line in text.splitlines(keepends=True) if line.endswith("\n")]  # a torn last line ends without
     row = metrics_row(epoch, metrics)
     header = lines[0] if lines else _csv_line(list(row), {k: k for k in row})
-    rows = [line for line in lines[1:] if (_epoch_of(line) or 0) <= epoch]
-    if metrics and not any(_epoch_of(line) == epoch for line in rows):
+    kept = (lambda line: (_column(line, 0) or 0) <= epoch) if global_step is None else (
+        lambda line: (_column(line, 1) or global_step + 1) <= global_step)
+    rows = [line for line in lines[1:] if kept(line)]
+    if metrics and not any(_column(line, 0) == epoch for line in rows):
         rows.append(_csv_line(next(csv.reader([header])), row))
     aligned = "".join([header, *rows]) if lines or rows else text
     if aligned != text:
@@ -145,10 +148,11 @@ def _write_text(path, text: str) -> None:
         f.write(text)
 
 
-def _epoch_of(line: str):
+def _column(line: str, index: int):
+    """The integer in column ``index`` of a CSV line (epoch 0, steps.csv's step 1), None when there is none."""
     try:
-        return int(line.split(",", 1)[0])
-    except ValueError:
+        return int(line.split(",")[index])
+    except (ValueError, IndexError):
         return None
 
 

@@ -18,7 +18,7 @@ from ..data import ImageSet, SignalSet
 from ..data.load import load_monitor_data, load_training_data
 from ..data.stream import skipped_images, streamed
 from ..ema import WeightEMA
-from ..errors import ConfigError, TrainingDiverged
+from ..errors import ConfigError, DataError, Interrupted, TrainingDiverged, warn
 from ..evaluate import extract_features, knn_accuracy, knn_neighbours
 from ..files import refuse_to_replace
 from ..models import compile_method, use_seed
@@ -31,6 +31,7 @@ from .determinism import algorithms
 from .distributed import Distributed, from_environment, wrap_for_processes, writes
 from .memory import check_memory
 from .optim import build_optimizer, set_learning_rate
+from .preemption import StopRequest, anyone_asked, loss_and_stop, sample_states
 from .progress import Progress
 from .resume import recommit, resume_config
 from .runfolder import claimed, refuse_links_in
@@ -96,6 +97,11 @@ class Run:
     scaler: Optional[torch.amp.GradScaler] = None  # fp16 only: keeps small gradients from underflowing
     log: Optional[RunLog] = None
     drop_seed: Optional[torch.Tensor] = None  # drop-path masks' seed, redrawn from ``sample`` before each forward
+    resume_at: Optional[dict] = None  # a mid-epoch checkpoint's progress (``stop_mid_epoch``): where to go on
+    stop: StopRequest = dataclasses.field(default_factory=StopRequest)
+    order_state: Optional[torch.Tensor] = None  # the data-order generator before this epoch's order was drawn
+    last_summary: dict = dataclasses.field(default_factory=dict)  # the last finished epoch's metrics
+    made_labels: bool = False  # the method made this epoch's labels (``epoch_labels``)
 
     @property
     def last(self) -> Path:
@@ -113,11 +119,16 @@ class Run:
             return self.last
         self.log = RunLog(self.out_dir, self.cfg.to_dict()) if self.ranks.main else None
         try:
-            for epoch in range(self.start_epoch, self.cfg.train.epochs):
-                if stop_after_epoch is not None and epoch >= stop_after_epoch:
-                    break
-                relabel(self, epoch)
-                end_epoch(self, epoch, *train_epoch(self, epoch))
+            with self.stop.listening():
+                for epoch in range(self.start_epoch, self.cfg.train.epochs):
+                    if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                        break
+                    relabel(self, epoch)
+                    end_epoch(self, epoch, *train_epoch(self, epoch))
+                    self.resume_at = None
+                    if epoch + 1 < self.cfg.train.epochs and anyone_asked(self.ranks, self.stop, self.device):
+                        raise Interrupted(f"stopped by {self.stop.name or 'a signal'} after epoch {epoch + 1}: "
+                                          f"{self.last} holds the run; --resume continues from there exactly")
         finally:
             if self.log is not None:
                 self.log.close()
@@ -197,10 +208,26 @@ def setup(cfg: Config, out_dir: Path, state: Optional[list], train_set, monitor:
               train_set, resident, monitor, start_epoch,
               Progress(progress and ranks.main, cfg.train.epochs, len(train_set) // cfg.train.batch_size), scaler,
               drop_seed=drop_seed if drops else None)
+    if state is not None:
+        run.last_summary = state[1].get("metrics") or {}
+        run.resume_at = mid_epoch_progress(*state)
     announce(run, note)
     if memory:
         run.progress.note(memory)
     return run
+
+
+def mid_epoch_progress(tensors: dict, info: dict) -> Optional[dict]:
+    """Where a checkpoint written mid-epoch (``stop_mid_epoch``) stopped; None for one written at an epoch's end."""
+    progress = info.get("progress")
+    if progress is None:
+        return None
+    wanted = {"step": int, "global_step": int, "totals": dict, "seconds": float, "world": int}
+    if (any(not isinstance(progress.get(k), kind) for k, kind in wanted.items()) or "rng.sample" not in tensors
+            or any(not isinstance(v, float) for v in progress["totals"].values())):
+        raise DataError("the checkpoint's mid-epoch progress is damaged; resume from last-1.ckpt (rename it to "
+                        "last.ckpt) or start a new run")
+    return {**progress, "sample_states": tensors["rng.sample"], "labels": tensors.get("epoch_labels")}
 
 
 def announce(run: Run, note: Optional[str]) -> None:
@@ -221,10 +248,12 @@ def batches(run: Run):
     """This process's (images, labels or None) for each step of an epoch. Every process draws the same
     global order and takes its shard of each global batch."""
     data, batch, ranks, device = run.train_set, run.cfg.train.batch_size, run.ranks, run.device
+    run.order_state = run.generators["order"].get_state()  # what a mid-epoch checkpoint keeps
     order = torch.randperm(len(data), generator=run.generators["order"])
+    first = run.resume_at["step"] if run.resume_at else 0  # the steps a mid-epoch checkpoint already took
     inputs, labels = run.resident
     if streamed(data):  # full batches only, as below: this rank's share of each
-        mine = [i for s in range(run.steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
+        mine = [i for s in range(first, run.steps) for i in ranks.shard(order[s * batch:(s + 1) * batch]).tolist()]
         for x, carried in data.batches(mine, batch // ranks.world, device.type == "cuda"):
             if data.carries_labels:  # the batch's own (detection targets, made with its images)
                 yield x.to(device, non_blocking=True), carried.to(device, non_blocking=True)
@@ -232,7 +261,7 @@ def batches(run: Run):
                 yield x.to(device, non_blocking=True), None if labels is None else labels[carried.to(labels.device)]
         return
     order = order.to(inputs.device)
-    for step in range(run.steps):
+    for step in range(first, run.steps):
         index = ranks.shard(order[step * batch:(step + 1) * batch])
         yield to_device(inputs[index], device), None if labels is None else to_device(labels[index], device)
 
@@ -261,11 +290,16 @@ def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
 def relabel(run: Run, epoch: int) -> None:
     """Seed the epoch's randomness (per epoch and process: a run resumed at an epoch boundary continues
     exactly, under torchrun too) and let a method that makes its own labels make them, from the weights
-    as they are now; rank 0's labels are everyone's."""
+    as they are now; rank 0's labels are everyone's. Resumed mid-epoch, the epoch's labels and each process's
+    generator come from the checkpoint instead (``resume_mid_epoch``)."""
     run.sample.manual_seed(sample_seed(run.cfg.train.seed, epoch, run.ranks.rank))
     run.method.start_epoch(epoch, run.cfg.train.epochs)
+    if run.resume_at is not None:
+        resume_mid_epoch(run)
+        return
     inputs, labels = run.resident
     made = run.method.epoch_labels(run.train_set if inputs is None else inputs, run.sample)  # None: a stream's
+    run.made_labels = made is not None
     if made is not None:
         where = labels.device if labels is not None else run.device if inputs is None else inputs.device
         run.resident = (inputs, run.ranks.broadcast(made.to(where)))
@@ -273,24 +307,41 @@ def relabel(run: Run, epoch: int) -> None:
         run.optimizer.state.pop(parameter, None)  # moments of the old weights would steer the new ones
 
 
+def resume_mid_epoch(run: Run) -> None:
+    """The state of the epoch a mid-epoch checkpoint stopped in: each process's augmentation generator (with
+    another number of processes, reseeded: the rest of the epoch then differs) and the epoch's own labels."""
+    at = run.resume_at
+    if at["world"] == run.ranks.world:
+        run.sample.set_state(at["sample_states"][run.ranks.rank].clone())  # a row of its own storage
+    else:
+        warn(f"--resume: the run stopped mid-epoch with {at['world']} processes and continues with "
+             f"{run.ranks.world}; the rest of the epoch is augmented afresh (not as it would have been)")
+    if at["labels"] is not None:
+        inputs, labels = run.resident
+        where = labels.device if labels is not None else run.device if inputs is None else inputs.device
+        run.resident, run.made_labels = (inputs, at["labels"].to(where)), True
+        run.method.restore_epoch_labels(run.resident[1])
+
+
 def train_epoch(run: Run, epoch: int) -> tuple:
     """The steps of one epoch; returns (the sums of the logged metrics, seconds)."""
     cfg, steps = run.cfg, run.steps
     run.method.train()
     precision = autocast_dtype(cfg.train.precision)  # None: fp32 or tf32
-    totals: dict = {}
-    started = time.perf_counter()
+    first = run.resume_at["step"] if run.resume_at else 0
+    totals: dict = dict(run.resume_at["totals"]) if run.resume_at else {}
+    started = time.perf_counter() - (run.resume_at["seconds"] if run.resume_at else 0.0)
     run.progress.start_epoch(epoch)
-    for step, (x, y) in enumerate(batches(run)):
+    for step, (x, y) in enumerate(batches(run), start=first):
         lr = set_learning_rate(run.optimizer, cfg.optim, epoch * steps + step, cfg.train.epochs * steps, steps)
         loss, metrics = optimiser_step(run, x, y, precision)
         if run.ema is not None:
             run.ema.update(run.method)
         for key, value in {"loss": loss.detach(), **metrics}.items():
             totals[key] = totals.get(key, 0) + value
-        scalars = None
+        scalars, stop = None, run.ranks.world == 1 and run.stop.signal is not None
         if step % cfg.train.log_every == 0 or step == steps - 1:  # the step's only wait for the device
-            current = run.ranks.mean(loss.detach()).item()
+            current, stop = loss_and_stop(run.ranks, loss.detach(), run.stop)
             if not math.isfinite(current):
                 raise diverged(f"the loss became {current} at epoch {epoch + 1}, step {step + 1}", cfg, run.last)
             rate = (step + 1) * cfg.train.batch_size / (time.perf_counter() - started)
@@ -298,6 +349,8 @@ def train_epoch(run: Run, epoch: int) -> tuple:
             if run.log is not None:
                 run.log.write_step(epoch + 1, epoch * steps + step + 1, scalars)
         run.progress.step(step, scalars)
+        if stop and step < steps - 1:  # at the epoch's last step its own checkpoint follows
+            stop_mid_epoch(run, epoch, step + 1, totals, time.perf_counter() - started)
     totals["lr"] = lr * steps  # summed like the others: the epoch's row shows its last learning rate
     return totals, time.perf_counter() - started
 
@@ -332,6 +385,28 @@ def optimiser_step(run: Run, x, y, precision) -> tuple:
     return loss, {key: value / micro for key, value in summed.items()} if micro > 1 else summed
 
 
+def stop_mid_epoch(run: Run, epoch: int, done: int, totals: dict, seconds: float) -> None:
+    """Write a checkpoint after ``done`` steps of ``epoch`` from which --resume continues exactly (the epoch's
+    data order, every process's generator, the epoch's labels and metric sums so far), then stop the run."""
+    cfg = run.cfg
+    sums = {k: float(run.ranks.mean(torch.as_tensor(v, device=run.device, dtype=torch.float32))) for k, v in
+            totals.items()}  # the processes' means: resumed, each adds its own steps to them and end_epoch means
+    states = sample_states(run.ranks, run.sample)
+    if run.ranks.main:
+        before = torch.Generator()
+        before.set_state(run.order_state)
+        made = run.resident[1] if run.made_labels else None
+        progress = {"step": done, "global_step": epoch * run.steps + done, "totals": sums, "seconds": seconds,
+                    "world": run.ranks.world}
+        extra = {"rng.sample": states, **({"epoch_labels": made} if made is not None else {})}
+        checkpoint.save_checkpoint(run.out_dir, run.method, run.optimizer, {"order": before}, cfg.to_dict(), epoch,
+                                   run.last_summary, run.ema, run.scaler, checkpoint.data_record(run.train_set, cfg),
+                                   cfg.train.keep_checkpoints, progress, extra)
+    run.ranks.barrier()
+    raise Interrupted(f"stopped by {run.stop.name or 'a signal'} at epoch {epoch + 1}, step {done} of {run.steps}: "
+                      f"{run.last} holds the run as it was; --resume continues from that step exactly")
+
+
 def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
     """Means over steps and processes, the kNN monitor, the checkpoint (the commit point), the log."""
     cfg, steps = run.cfg, run.steps
@@ -351,6 +426,7 @@ def end_epoch(run: Run, epoch: int, totals: dict, seconds: float) -> None:
                                    summary, run.ema, run.scaler, data=checkpoint.data_record(run.train_set, cfg),
                                    keep=cfg.train.keep_checkpoints)
         run.log.write(epoch + 1, summary)
+    run.last_summary = summary
     run.progress.end_epoch(summary)
     run.ranks.barrier()
 

@@ -33,6 +33,11 @@ class Method(nn.Module):
         device."""
         return None
 
+    def restore_epoch_labels(self, labels: torch.Tensor) -> None:
+        """A run resumed mid-epoch brings back the labels ``epoch_labels`` made for the epoch (saved with the
+        checkpoint): rebuild what it derived from them that the weights do not hold (e.g. DeepCluster's
+        class weights)."""
+
     def start_epoch(self, epoch: int, epochs: int) -> None:
         """Called at each epoch's start (0-based ``epoch`` of ``epochs``), before ``epoch_labels``: for a
         schedule of the method's own (e.g. DropPos's position smoothing). A function of the epoch alone,

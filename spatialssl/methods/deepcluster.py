@@ -132,6 +132,10 @@ class DeepCluster(Method):
         self.reset_classifier()
         return labels
 
+    def restore_epoch_labels(self, labels):
+        if self.balance:
+            self.cluster_weights.copy_(balanced_weights(labels, len(self.cluster_weights)))
+
     def reset_classifier(self) -> None:
         """A fresh classifier for the new clusters, in place; the loop forgets its optimiser state
         (``reinitialised_parameters``), as DeepCluster's code does with a new layer and optimiser (the RR code
