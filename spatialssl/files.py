@@ -6,6 +6,7 @@ import os
 import re
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import ConfigError, DataError
@@ -100,6 +101,33 @@ def save_figure(figure, path: Path, dpi: int) -> Path:
     path = Path(path)
     atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
     return path
+
+
+@contextmanager
+def native_output_captured():
+    """What C code inside the block prints to the process's stdout and stderr (file descriptors 1 and 2: a
+    library's own messages, e.g. pyedflib's on a damaged header), collected instead of glued to our output;
+    yields a list that holds the text, one line, once the block ends."""
+    import sys
+
+    said: list = []
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        saved = [os.dup(1), os.dup(2)]
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield said
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+            sink.seek(0)
+            text = " ".join(sink.read(4096).decode("utf-8", "replace").split())
+            if text:
+                said.append(text[:300])
 
 
 def write_or_explain(path: Path, write, advice: str) -> None:

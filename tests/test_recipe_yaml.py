@@ -87,3 +87,13 @@ def test_a_file_too_large_or_not_regular_is_said_to_be_so(tmp_path, capsys):
         fifo = tmp_path / "fifo.yaml"
         os.mkfifo(fifo)
         assert "is not a regular file" in pretrain_with(fifo, tmp_path, capsys)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_as_checkpoint_or_data_is_said_not_to_be_a_regular_file(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert "checkpoint " + str(fifo) + " is not a regular file" in refused(
+        ["linear-eval", "--checkpoint", str(fifo), "--data", str(tmp_path)], capsys)
+    assert f"--data {fifo} is not a regular file or a folder" in refused(
+        ["pretrain", "--data", str(fifo), "--out", str(tmp_path / "run")], capsys)

@@ -296,3 +296,19 @@ def test_exported_1d_vit_rebuilds_from_its_description(tmp_path):
     rebuilt = VisionTransformer1D(**described["kwargs"])
     rebuilt.load_state_dict(load_file(tmp_path / "vit1d.safetensors"), strict=True)
     assert described["kwargs"]["in_chans"] == 2
+
+
+def test_an_edf_shorter_than_its_header_says_is_one_line_with_pyedflib_s_own_words(tmp_path):
+    """pyedflib's C code prints to the process's stdout without a newline; our error line must stand alone."""
+    import subprocess
+    import sys
+
+    write_edf(tmp_path / "SC4001E0-PSG.edf")
+    edf = tmp_path / "SC4001E0-PSG.edf"
+    edf.write_bytes(edf.read_bytes()[: edf.stat().st_size // 2])
+    done = subprocess.run([sys.executable, "-m", "spatialssl", "pretrain", "--data", str(tmp_path), "--out",
+                           str(tmp_path / "run"), "model.backbone=vit1d_tiny", "method.name=part"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    err = done.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: cannot read EDF file {edf}") and "pyedflib said:" in err[0]

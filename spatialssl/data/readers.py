@@ -288,6 +288,8 @@ def detect_layout(path: Path) -> tuple:
     """Return (layout name, folder to read) for ``path``, or raise DataError."""
     if not path.exists():
         raise DataError(f"--data {path} does not exist")
+    if not (path.is_file() or path.is_dir()):
+        raise DataError(f"--data {path} is not a regular file or a folder; pass the data's file or folder")
     if path.is_file():
         if path.suffix == ".npz":
             return "npz", path

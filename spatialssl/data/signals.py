@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, optional_import, warn
+from ..files import native_output_captured
 from ..options import option
 from .arrays import check_labels, check_per_item, npz_array, open_npz
 from .signalset import SignalSet
@@ -168,7 +169,7 @@ def read_edf_record(path: Path, options: SignalOptions) -> tuple:
 
     source = str(path)
     try:
-        with pyedflib.EdfReader(source) as edf:
+        with native_output_captured() as printed, pyedflib.EdfReader(source) as edf:
             names = [n.strip() for n in edf.getSignalLabels()]
             chosen = pick_channels(names, options.channels, source)
             rates = [edf.getSampleFrequency(i) for i in chosen]
@@ -186,17 +187,19 @@ def read_edf_record(path: Path, options: SignalOptions) -> tuple:
     except ConfigError:
         raise
     except Exception as err:
-        raise DataError(f"cannot read EDF file {source}: {err}") from None
+        said = f" (pyedflib said: {printed[0]})" if printed else ""
+        raise DataError(f"cannot read EDF file {source}: {err}{said}") from None
     length = min(len(p) for p in parts)
     epochs = to_epochs(np.stack([p[:length] for p in parts]), new_rate, options.epoch_seconds, source)
     events = [(o, d if d > 0 else None, stage_of(t)) for o, d, t in zip(onsets, durations, texts) if stage_of(t)]
     hypnogram = _hypnogram_for(path) if not events else None
     if hypnogram is not None:
         try:
-            with pyedflib.EdfReader(str(hypnogram)) as edf:
+            with native_output_captured() as printed, pyedflib.EdfReader(str(hypnogram)) as edf:
                 onsets, durations, texts = edf.readAnnotations()
         except Exception as err:
-            raise DataError(f"cannot read hypnogram {hypnogram}: {err}") from None
+            said = f" (pyedflib said: {printed[0]})" if printed else ""
+            raise DataError(f"cannot read hypnogram {hypnogram}: {err}{said}") from None
         events = [(o, d if d > 0 else None, stage_of(t)) for o, d, t in zip(onsets, durations, texts) if stage_of(t)]
     labels = epoch_labels(events, len(epochs), options.epoch_seconds, source) if events else None
     return epochs, labels, [names[i] for i in chosen], new_rate
@@ -312,6 +315,8 @@ def load_signals(path, split: str = "train", options: Optional[SignalOptions] = 
     options = options or SignalOptions()
     if not path.exists():
         raise DataError(f"--data {path} does not exist")
+    if not (path.is_file() or path.is_dir()):
+        raise DataError(f"--data {path} is not a regular file or a folder; pass the data's file or folder")
     if path.is_file():
         if path.suffix != ".npz":
             raise DataError(f"--data {path}: signals are read from an .npz file or a folder of WFDB/EDF records")

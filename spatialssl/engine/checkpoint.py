@@ -197,6 +197,8 @@ def read_checkpoint(path) -> tuple:
     if path.is_dir():
         raise DataError(f"checkpoint {path} is a folder without a last.ckpt; pass a run folder or a last.ckpt")
     if not path.is_file():
+        if path.exists():  # a FIFO or a device: reading it could block or never end
+            raise DataError(f"checkpoint {path} is not a regular file; pass a run folder or its last.ckpt")
         raise DataError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
