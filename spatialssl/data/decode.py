@@ -22,13 +22,13 @@ from typing import Optional
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError, first_line, warn
 from ..files import atomic_write, sweep_temporaries
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-CACHE_FORMAT = "5"  # bump when decoding changes, so old caches are not reused
+CACHE_FORMAT = "6"  # 6: EXIF orientation applied. Bump when decoding changes, so old caches are not reused
 # A cache write killed midway leaves its temporary; one untouched this long is no live writer's (the folder
 # is shared by concurrent runs without a lock).
 STALE_TEMPORARY_S = 3600
@@ -83,6 +83,23 @@ def reduced_decode(img: Image.Image, resize: Resize) -> None:
         img.draft("RGB", resize.scaled(*img.size))
 
 
+ORIENTATION = 0x0112  # the EXIF tag a camera sets instead of turning the pixels
+
+
+def orientation(img: Image.Image) -> int:
+    """The EXIF orientation of an opened image (1: upright, as stored); a damaged EXIF block counts as upright."""
+    try:
+        return int(img.getexif().get(ORIENTATION, 1))
+    except Exception:  # Pillow raises many types for malformed EXIF; the pixels may still decode
+        return 1
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as its EXIF orientation says it is seen (a phone's portrait photo stands up), as browsers and
+    torchvision's decode_image(apply_exif_orientation=True) show it."""
+    return ImageOps.exif_transpose(img) if orientation(img) != 1 else img
+
+
 def fit(img: Image.Image, resize: Resize) -> np.ndarray:
     if resize.mode == "whole":
         width, height = resize.scaled(*img.size)
@@ -130,6 +147,7 @@ def decode_sized(path: Path, data: bytes, size: Optional[Resize]) -> tuple:
         with Image.open(io.BytesIO(data)) as img:
             if size is not None:
                 reduced_decode(img, size)
+            img = upright(img)
             extent = img.size if size is None else size.scaled(*img.size)
             img = _to_rgb(img, path)
             pixels = np.asarray(img, dtype=np.uint8) if size is None else fit(img, size)

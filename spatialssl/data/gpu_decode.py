@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import DataError, first_line, warn
-from .decode import Resize, Unreadable, as_tensor, decode_sized
+from .decode import Resize, Unreadable, as_tensor, decode_sized, orientation
 from .readers import to_channels
 
 JPEG_MAGIC = b"\xff\xd8\xff"
@@ -71,12 +71,22 @@ class Encoded(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         try:
             data = self.files.read(index)
-            if data.startswith(JPEG_MAGIC):
+            if data.startswith(JPEG_MAGIC) and upright_as_stored(data):  # nvJPEG ignores EXIF orientation
                 return torch.frombuffer(bytearray(data), dtype=torch.uint8), index, None
             pixels, extent = decode_sized(self.files.describe(index), data, self.size)
         except DataError as err:
             return Unreadable(str(err))
         return as_tensor(pixels), index, extent
+
+
+def upright_as_stored(data: bytes) -> bool:
+    """Whether a JPEG's EXIF says its pixels are seen as stored (most files); a turned one goes to Pillow, which
+    turns it (``decode.upright``). Reads the header only."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return orientation(img) == 1
+    except Exception:  # not readable by Pillow either: nvJPEG may still say why, as for any JPEG
+        return True
 
 
 def as_list(items: list) -> list:

@@ -37,7 +37,7 @@ def load_data(cfg, split: str, path=None):
         return stream_folder(path, split, d)
     if d.decode == "gpu":
         warn(f"data.decode=gpu decodes streamed batches; {path} is read whole, decoded once by Pillow")
-    return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels)
+    return load_images(path, split, d.labels, d.image_size, d.cache, d.resize, d.channels, d.layout)
 
 
 LABELLED_SPLITS = ("give labelled train and test splits: a .npz of train_images, train_labels, test_images and "

@@ -250,7 +250,29 @@ def read_unlabelled(root: Path, size: Optional[Resize], cache: bool) -> Arrays:
     return decode_files(list_images(root), root, size, cache), None, []
 
 
-def read_npz(path: Path, split: str) -> Arrays:
+ARRAY_LAYOUTS = ("nhwc", "nchw")
+COMMON_CHANNELS = (1, 3, 4)  # grey, RGB, RGBA or RGB-NIR
+
+
+def channels_first(images: np.ndarray, layout: Optional[str], where: str) -> np.ndarray:
+    """An .npz's N x H x W x C or N x C x H x W images as N x C x H x W: as ``layout`` (data.layout) says, or
+    where only one reading is plausible (only one has 1, 3 or 4 channels, else only one is square); otherwise
+    refused, naming the shape: a multi-band array must not be read with its bands as rows."""
+    if layout is None:
+        readings = {"nhwc": (images.shape[3], images.shape[1:3]), "nchw": (images.shape[1], images.shape[2:4])}
+        for plausible in (lambda c, hw: c in COMMON_CHANNELS, lambda c, hw: hw[0] == hw[1]):
+            fits = [name for name, (c, hw) in readings.items() if plausible(c, hw)]
+            if len(fits) == 1:
+                layout = fits[0]
+                break
+        else:
+            n, a, b, c = images.shape
+            raise DataError(f"{where} is {n} x {a} x {b} x {c}: its channel axis could be the second or the last; "
+                            "set data.layout=nhwc (channels last) or data.layout=nchw (channels first)")
+    return images.transpose(0, 3, 1, 2) if layout == "nhwc" else images
+
+
+def read_npz(path: Path, split: str, layout: Optional[str] = None) -> Arrays:
     arrays = open_npz(path)
     keys = set(arrays.files)
     if f"{split}_images" in keys:
@@ -267,6 +289,7 @@ def read_npz(path: Path, split: str) -> Arrays:
                         f"got {images.dtype} {images.shape}")
     if not len(images):
         raise DataError(f"{path}:{image_key} holds no images")
+    images = channels_first(images, layout, f"{path}:{image_key}")
     labels = None
     if label_key in keys:
         labels = check_labels(npz_array(arrays, label_key, path), len(images), [], f"{path}:{label_key}")
@@ -322,7 +345,8 @@ SPLITS = {
 }
 
 
-def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional[Resize], cache: bool) -> Arrays:
+def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional[Resize], cache: bool,
+                axes: Optional[str] = None) -> Arrays:
     if split not in SPLITS[layout]:
         raise MissingSplit(f"{root} ({layout} layout) has no '{split}' split", f"it has {', '.join(SPLITS[layout])}")
     readers: dict = {
@@ -333,7 +357,7 @@ def _read_split(layout: str, root: Path, split: str, labels: str, size: Optional
         "split-folder": lambda: read_class_folder(_split_folder(root, split), size, cache),
         "class-folder": lambda: read_class_folder(root, size, cache),
         "unlabelled": lambda: read_unlabelled(root, size, cache),
-        "npz": lambda: read_npz(root, split),
+        "npz": lambda: read_npz(root, split, axes),
     }
     reader: Callable = readers[layout]
     return reader()
@@ -353,10 +377,8 @@ def _split_folder(root: Path, split: str) -> Path:
 
 
 def _to_tensor(images: np.ndarray, source: str, size: Optional[Resize], channels: Optional[int] = None) -> torch.Tensor:
-    """N x C x H x W uint8 from N x H x W x C or N x C x H x W (channels last when the last axis is the
-    smaller), fitted to ``size`` and given ``channels`` (``to_channels``)."""
-    if images.shape[-1] < images.shape[1]:
-        images = images.transpose(0, 3, 1, 2)
+    """N x C x H x W uint8 (what every reader returns: no layout is guessed here), fitted to ``size`` and given
+    ``channels`` (``to_channels``)."""
     tensor = to_channels(torch.from_numpy(np.ascontiguousarray(images)), channels, source)
     if size is not None and tuple(tensor.shape[-2:]) != (size.size, size.size):
         width, height = size.scaled(tensor.shape[-1], tensor.shape[-2])
@@ -385,10 +407,12 @@ def to_channels(images: torch.Tensor, channels: Optional[int], source: str) -> t
 
 
 def load_images(path, split: str = "train", labels: str = "fine", image_size: Optional[int] = None,
-                cache: bool = True, resize: str = "short_side", channels: Optional[int] = None) -> ImageSet:
+                cache: bool = True, resize: str = "short_side", channels: Optional[int] = None,
+                array_layout: Optional[str] = None) -> ImageSet:
     """Read one split (or several joined by '+', e.g. 'train+unlabeled') of the data at ``path``; with
     ``image_size`` every image becomes that square (``resize``: decode.Resize's modes), with ``channels``
-    that many channels (``to_channels``)."""
+    that many channels (``to_channels``); ``array_layout`` (nhwc | nchw) says where an .npz keeps its channels
+    when its shape cannot (``channels_first``)."""
     if resize == "whole":
         raise ConfigError("data.resize=whole keeps every image's own shape, which only a stream carries: set "
                           "data.stream=true (image folders, shards, datasets), or data.resize=short_side for data "
@@ -398,7 +422,7 @@ def load_images(path, split: str = "train", labels: str = "fine", image_size: Op
     layout, root = detect_layout(path)
     parts = []
     for name in split.split("+"):
-        images, targets, classes = _read_split(layout, root, name, labels, image_size, cache)
+        images, targets, classes = _read_split(layout, root, name, labels, image_size, cache, array_layout)
         tensor = _to_tensor(images, str(root), image_size, channels)
         target_tensor = None if targets is None else torch.as_tensor(targets, dtype=torch.int64)
         parts.append(ImageSet(tensor, target_tensor, classes, f"{root} [{name}]", layout))

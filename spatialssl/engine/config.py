@@ -17,7 +17,7 @@ from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from ..data.decode import RESIZE_MODES
-from ..data.readers import CIFAR100_LABELS
+from ..data.readers import ARRAY_LAYOUTS, CIFAR100_LABELS
 from ..data.signals import SignalOptions
 from ..errors import ConfigError, shown
 from ..methods import METHODS
@@ -65,6 +65,9 @@ class DataConfig:
                                   "(timm's crop_pct: 0.875 for ImageNet)", range="(0, 1]")
     channels: Optional[int] = option(None, "1 (grey), 3 (RGB) or an array's own count; null: RGB, or an array's own",
                                      range=">= 1")
+    layout: Optional[str] = option(None, "where an .npz keeps its images' channels: nhwc (last) | nchw (second); "
+                                         "null: read from the shape where only one reading is plausible (1, 3 or 4 "
+                                         "channels, or square images), else refused", choices=(None, *ARRAY_LAYOUTS))
     mean: Optional[list] = option(None, "per-channel mean the images are normalised with; null: measured on the "
                                         "training images")
     std: Optional[list] = option(None, "per-channel standard deviation the images are divided by; null: measured on "
