@@ -17,6 +17,11 @@ _ONE_SIDED = re.compile(r"(>=?)\s*([\d.]+)")
 _INTERVAL = re.compile(r"([\[(])\s*([\d.]+)\s*,\s*([\d.]+)\s*([\])])")
 
 
+def _number(value: float) -> str:
+    """A bound as written: whole numbers in full (1000000, not 1e+06)."""
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
 @dataclass(frozen=True)
 class Range:
     """Where a number must lie: from ``low`` (included when ``low_closed``) to ``high``."""
@@ -45,8 +50,9 @@ class Range:
 
     def __str__(self) -> str:
         if self.high == math.inf:
-            return f"{'>=' if self.low_closed else '>'} {self.low:g}"
-        return f"{'[' if self.low_closed else '('}{self.low:g}, {self.high:g}{']' if self.high_closed else ')'}"
+            return f"{'>=' if self.low_closed else '>'} {_number(self.low)}"
+        return (f"{'[' if self.low_closed else '('}{_number(self.low)}, {_number(self.high)}"
+                f"{']' if self.high_closed else ')'}")
 
     @property
     def phrase(self) -> str:

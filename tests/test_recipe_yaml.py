@@ -97,3 +97,18 @@ def test_a_fifo_as_checkpoint_or_data_is_said_not_to_be_a_regular_file(tmp_path,
         ["linear-eval", "--checkpoint", str(fifo), "--data", str(tmp_path)], capsys)
     assert f"--data {fifo} is not a regular file or a folder" in refused(
         ["pretrain", "--data", str(fifo), "--out", str(tmp_path / "run")], capsys)
+
+
+@pytest.mark.parametrize("override, said", [
+    ("train.epochs=99999999999999999999999", "train.epochs must be in [0, 1000000]"),
+    ("method.num_patches=100000000", "method.num_patches must be in [1, 1024]"),
+    ("part.num_pairs=100000000000", "part.num_pairs must be in [1, 1000000]"),
+    ("train.batch_size=100000000", "train.batch_size must be in [2, 1048576]"),
+    ("data.image_size=1000000", "data.image_size must be in [1, 16384]"),
+    ("train.seed=99999999999", "train.seed must be at most 2,147,483,647 in size"),
+])
+def test_numbers_that_would_overflow_or_allocate_the_impossible_are_refused_before_the_data(override, said, tmp_path,
+                                                                                               capsys):
+    started = time.perf_counter()
+    err = refused(["pretrain", "--out", str(tmp_path / "run"), "--data", str(tmp_path / "none"), override], capsys)
+    assert said in err and time.perf_counter() - started < 5

@@ -51,7 +51,7 @@ class DataConfig:
     labels: str = option("fine", "CIFAR-100: fine (100 classes) or coarse (the 20 super-classes)",
                          choices=CIFAR100_LABELS)
     image_size: Optional[int] = option(None, "resize images to this size once, at decoding; null keeps the files' "
-                                             "size", range=">= 1")
+                                             "size", range="[1, 16384]")
     resize: str = option("short_side", "to data.image_size: short_side (scaled, the long side centre-cropped) | "
                                        "squash (both sides scaled) | whole (streams: the whole image, aspect kept, "
                                        "long side at most data.source_size; training crops are drawn relative to it "
@@ -59,7 +59,7 @@ class DataConfig:
                          choices=RESIZE_MODES)
     source_size: Optional[int] = option(None, "data.resize=whole: the long side (px) whole images are decoded to at "
                                               "most, never enlarged; what crops are cut from; null: 2 x "
-                                              "data.image_size", range=">= 1")
+                                              "data.image_size", range="[1, 65536]")
     crop_pct: float = option(1.0, "data.resize=whole: what evaluation and the samplers that do not crop see, the "
                                   "central square of this share of the short side resized to data.image_size "
                                   "(timm's crop_pct: 0.875 for ImageNet)", range="(0, 1]")
@@ -80,7 +80,7 @@ class DataConfig:
                                  "large for memory; array formats are read whole; shards and Hugging Face "
                                  "datasets always stream)")
     workers: Optional[int] = option(None, "decoding processes when streaming; null: the CPUs this process may use, "
-                                          "shared among a machine's torchrun processes", range=">= 0")
+                                          "shared among a machine's torchrun processes", range="[0, 512]")
     decode: str = option("cpu", "streams: cpu (Pillow in the DataLoader workers) | gpu (JPEGs decoded on the "
                                 "training GPU by nvJPEG through torchvision, the workers reading bytes; Pillow, "
                                 "with one line, where that is unavailable)", choices=("cpu", "gpu"))
@@ -98,12 +98,12 @@ class ModelConfig:
                                      "(downloads)")
     cifar_stem: bool = option(False, "ResNet-18/34 only: a 3x3 stride-1 stem without max-pool")
     patch_size: int = option(4, "ViT token size P (4 at 32 px, 16 at 224 px; samples per window for 1-D)",
-                             range=">= 1")
+                             range="[1, 4096]")
     pos_embed: bool = option(False, "ViT: a learnable position embedding (off for PART pretraining)")
     class_token: bool = option(False, "ViT: a [CLS] token")
     global_pool: str = option("avg", "ViT: avg (mean of the patch tokens) or token (the [CLS] token)", choices=POOLS)
     drop_path: float = option(0.0, "ViT: stochastic depth rate", range="[0, 1)")
-    depth: Optional[int] = option(None, "ViT: number of blocks; null: the size's (12)", range=">= 1")
+    depth: Optional[int] = option(None, "ViT: number of blocks; null: the size's (12)", range="[1, 1024]")
     input_size: Optional[list] = option(None, "[H, W] (or [T] for signals) the model sees, positive ints; null: "
                                               "taken from the data")
     in_chans: Optional[int] = option(None, "input channels; null: taken from the data", range=">= 1")
@@ -129,9 +129,10 @@ class MethodConfig:
     """The method, and the settings of RR's and SR's views and patches."""
     name: str = option("sr", "what pretraining learns: ours, a baseline or a combination (README: Baselines)",
                        choices=METHODS)
-    augmentations: int = option(4, "K augmented views per image (RR and SR pair them: at least 2)")
-    num_patches: int = option(2, "N patches cut per view (SR and sr_simclr pair them: at least 2)")
-    patch_size: int = option(16, "side of SR's patches, in pixels", range=">= 1")
+    augmentations: int = option(4, "K augmented views per image (RR and SR pair them: at least 2)", range="[1, 256]")
+    num_patches: int = option(2, "N patches cut per view (SR and sr_simclr pair them: at least 2)",
+                              range="[1, 1024]")
+    patch_size: int = option(16, "side of SR's patches, in pixels", range="[1, 4096]")
     additive: bool = option(False, "SR's additive-patch use: each patch pasted on a black canvas of the image's size")
     additive_placement: str = option("random", "additive: paste at a random position (the paper's) | same (where "
                                                "it was cut)", choices=PLACEMENTS)
@@ -151,7 +152,8 @@ class PartConfig:
     box_size: Optional[int] = option(None, "offgrid: side D of the cut boxes; null: the token size P", range=">= 1")
     box_scale: list = option([0.5, 2.0], "scale: [min, max] of w and h in units of P, 0 < min <= max", length=2)
     num_tokens: Optional[int] = option(None, "patches per image; null: (H / P) * (W / P)", range=">= 1")
-    num_pairs: int = option(2048, "random ordered pairs per image whose translation is regressed", range=">= 1")
+    num_pairs: int = option(2048, "random ordered pairs per image whose translation is regressed",
+                            range="[1, 1000000]")
     encoder: str = option("cross_attention", "cross_attention (as published) | cross_attention_block | pairwise_mlp "
                                              "| mlp", choices=ENCODERS)
     encoder_heads: int = option(1, "cross_attention: attention heads, a divisor of the ViT's width (the official "
@@ -279,7 +281,7 @@ class DetectConfig:
     """Detection finetuning (``spatialssl detect``; PART Sec. 4 with ViTDet's recipe): the letterboxed canvas,
     the feature pyramid and the torchvision heads on it, the batch's jitter. Defaults are ViTDet-B's."""
     image_size: int = option(1024, "images letterboxed into S x S canvases (longer side scaled to S, zero-padded)",
-                             range=">= 1")
+                             range="[1, 16384]")
     masks: Optional[bool] = option(None, "true: Mask R-CNN | false: Faster R-CNN | null: masks when the annotations "
                                          "have them")
     pyramid_channels: int = option(256, "width of every pyramid level and of the heads' convolutions", range=">= 1")
@@ -317,8 +319,8 @@ class DetectConfig:
 @dataclass
 class TrainConfig:
     """The training loop: length, batch, device, precision and logging."""
-    epochs: int = option(200, "epochs to train (a larger value with --resume extends a run)", range=">= 0")
-    batch_size: int = option(128, "images per step (under torchrun: the global batch)", range=">= 2")
+    epochs: int = option(200, "epochs to train (a larger value with --resume extends a run)", range="[0, 1000000]")
+    batch_size: int = option(128, "images per step (under torchrun: the global batch)", range="[2, 1048576]")
     seed: int = option(0, "seeds the initial weights, the data order and the augmentation")
     device: str = option("auto", "auto | cpu | cuda | cuda:N | mps")
     knn_monitor: int = option(2000, "images per split for the per-epoch kNN monitor; 0 turns it off", range=">= 0")
@@ -596,12 +598,18 @@ def _check_declared(cfg: Config) -> None:
                 _check_option(f"{name}.{f.name}", value, declared(f), hints[f.name])
 
 
+MAX_INTEGER = 2**31 - 1  # any integer option: a count past it overflows a kernel's 32-bit index, or a day's run
+
+
 def _check_option(key: str, value: Any, declaration: Option, hint: Any) -> None:
-    """A list's range and choices hold for each of its items."""
+    """A list's range and choices hold for each of its items; an integer without a declared ceiling stays under
+    MAX_INTEGER."""
     items = value if isinstance(value, list) else [value]
     if declaration.range is not None or declaration.length is not None:
         in_range = all(declaration.range.holds(v) if declaration.range else _is_number(v) for v in items)
         _require(in_range and declaration.length in (None, len(items)), key, declared_rule(declaration, hint), value)
+    if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INTEGER for v in items):
+        raise ConfigError(f"{key} must be at most {MAX_INTEGER:,} in size, got {shown(value)}")
     if declaration.choices is not None and isinstance(value, list):
         for item in value:
             if item not in declaration.choices:
