@@ -71,14 +71,30 @@ def test_grid_mode_covers_the_image_exactly_once():
     for x0, y0, w, h in boxes[0].int().tolist():
         cover[y0:y0 + h, x0:x0 + w] += 1
     assert (cover == 1).all()
-    assert boxes[0, :2].tolist() == [[0, 0, 4, 4], [4, 0, 4, 4]]  # raster order
+    assert not torch.equal(boxes[0], boxes[1])  # each image's cells in its own order, not raster order
 
 
 def test_stratified_mode_keeps_one_box_per_cell():
-    grid = grid_boxes(32, 32, 4)
     boxes = sample_boxes(16, 64, 32, 32, "stratified", 4, torch.Generator().manual_seed(0), "cpu")
-    shift = (boxes[..., :2] - grid[:, :2]).abs()
-    assert (shift <= 2 + 1e-5).all() and shift.max() > 1  # jittered by at most half a cell
+    cells = ((boxes[..., :2] + 2) / 4).floor()  # the cell each box was jittered from, by at most half a cell
+    shift = (boxes[..., :2] - cells * 4).abs()
+    assert (shift <= 2 + 1e-5).all() and shift.max() > 1
+    for image in cells:
+        assert len({tuple(c) for c in image.tolist()}) == 64  # one box per cell, in a shuffled order
+    assert not torch.equal(cells[0], cells[1])
+
+
+@pytest.mark.parametrize("mode", ["grid", "stratified"])
+def test_a_token_slot_alone_says_nothing_of_where_its_box_is(mode):
+    """The published code's --shuffle_patches: in raster order a constant per (i, j) slot pair would predict the
+    translation exactly, without looking at the image. Shuffled, the best such predictor (each slot pair's mean
+    target) does no better than predicting the overall mean."""
+    boxes = sample_boxes(4000, 16, 16, 16, mode, 4, torch.Generator().manual_seed(0), "cpu")
+    pairs = all_pairs(16).expand(len(boxes), -1, -1)
+    targets = relative_targets(boxes, pairs)  # B x 240 x 2
+    per_slot = ((targets - targets.mean(0)) ** 2).mean()
+    overall = ((targets - targets.mean((0, 1))) ** 2).mean()
+    assert per_slot / overall > 0.98
 
 
 def test_grid_subset_draws_distinct_cells():
@@ -234,8 +250,9 @@ def test_the_spread_map_tells_uncovered_pixels_from_zero_spread():
 
 
 def test_symmetry_rows_are_not_shown_twice_when_the_orders_agree():
+    assert [label for label, _ in matrix_orders(grid_boxes(32, 32, 4), 4)] == ["raster order"]  # already so
     grid = sample_boxes(1, 64, 32, 32, "grid", 4, torch.Generator().manual_seed(0), "cpu")[0]
-    assert [label for label, _ in matrix_orders(grid, 4)] == ["raster order"]  # grid patches come in raster order
+    assert len(matrix_orders(grid, 4)) == 2  # grid tokens come shuffled: the sampled order differs
     offgrid = sample_boxes(1, 16, 32, 32, "offgrid", 4, torch.Generator().manual_seed(0), "cpu")[0]
     (_, raster), (_, sampled) = matrix_orders(offgrid, 4)
     assert not torch.equal(raster, sampled) and sorted(raster.tolist()) == sampled.tolist()

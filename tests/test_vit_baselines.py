@@ -284,7 +284,7 @@ def test_the_loop_forgets_the_optimiser_state_of_the_reset_classifier_only():
     classifier = method.reinitialised_parameters()
     assert len(classifier) == 2 and all(id(p) in stepped for p in classifier)
     run = SimpleNamespace(cfg=cfg, sample=torch.Generator(), ranks=SimpleNamespace(rank=0, broadcast=lambda t: t),
-                          resident=(images, None), method=method, optimizer=optimizer)
+                          resident=(images, None), method=method, optimizer=optimizer, resume_at=None)
     relabel(run, 1)
     assert not any(p in optimizer.state for p in classifier)
     assert sum(p in optimizer.state for p in method.parameters()) == len(stepped) - 2  # the rest keep theirs

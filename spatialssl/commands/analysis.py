@@ -177,7 +177,7 @@ def raster_order(boxes: torch.Tensor, patch_size: int) -> torch.Tensor:
 
 def matrix_orders(boxes: torch.Tensor, patch_size: int) -> list:
     """(label, patch order) of each row of the symmetry figure: raster order, and the order the patches
-    were sampled in only where it differs (grid patches come in raster order: one row, not two alike)."""
+    were sampled in only where it differs (boxes already in raster order: one row, not two alike)."""
     order = raster_order(boxes, patch_size)
     sampled = torch.arange(len(order))
     return [("raster order", order)] + ([("as sampled", sampled)] if not torch.equal(order, sampled) else [])

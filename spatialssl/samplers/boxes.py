@@ -54,8 +54,9 @@ def sample_boxes(batch: int, num_tokens: int, height: int, width: int, mode: str
 
     offgrid: D x D boxes (D = ``box_size`` or P) at uniform integer positions, overlaps allowed.
     scale: w and h each uniform in ``box_scale`` * P, at uniform continuous positions.
-    grid: the P x P tiling (a random subset of N cells per image if N is fewer).
-    stratified: one P x P box per grid cell, its centre uniform within the cell, kept inside the image.
+    grid: the P x P tiling (a random subset of N cells per image if N is fewer), in a random order per image.
+    stratified: one P x P box per grid cell, its centre uniform within the cell, kept inside the image, in a
+    random order per image.
     """
     shape = (batch, num_tokens)
     rand = lambda: torch.rand(shape, generator=generator, device=device)  # noqa: E731
@@ -70,16 +71,17 @@ def sample_boxes(batch: int, num_tokens: int, height: int, width: int, mode: str
         w, h = lo + rand() * (hi - lo), lo + rand() * (hi - lo)
         return torch.stack([rand() * (width - w), rand() * (height - h), w, h], dim=-1)
     grid = grid_boxes(height, width, patch_size, device)
+    # the cells in a random order per image, as the published code's --shuffle_patches: in raster order a token's
+    # slot alone would tell where it sits, and a model could solve the task without looking at the pixels
+    order = torch.rand(batch, len(grid), generator=generator, device=device).argsort(1)
     if mode == "grid":
-        if num_tokens == len(grid):
-            return grid.expand(batch, -1, -1).clone()
-        chosen = torch.rand(batch, len(grid), generator=generator, device=device).argsort(1)[:, :num_tokens]
-        return grid[chosen]
+        return grid[order[:, :num_tokens]]
     if mode == "stratified":
         jitter = (torch.rand(batch, len(grid), 2, generator=generator, device=device) - 0.5) * patch_size
         x0 = (grid[:, 0] + jitter[..., 0]).clamp(0, width - patch_size)
         y0 = (grid[:, 1] + jitter[..., 1]).clamp(0, height - patch_size)
-        return torch.stack([x0, y0, grid[:, 2].expand_as(x0), grid[:, 3].expand_as(x0)], dim=-1)
+        boxes = torch.stack([x0, y0, grid[:, 2].expand_as(x0), grid[:, 3].expand_as(x0)], dim=-1)
+        return boxes.gather(1, order[..., None].expand(-1, -1, 4))
     raise ValueError(f"mode '{mode}' is unknown; choose one of {', '.join(MODES)}")
 
 

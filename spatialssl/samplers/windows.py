@@ -32,7 +32,7 @@ def sample_windows(batch: int, num_tokens: int, length: int, mode: str, window: 
                    device, window_scale: Sequence[float] = (0.5, 2.0), sort: bool = False) -> torch.Tensor:
     """B x N x 2 windows: offgrid = uniform integer starts, fixed length; scale = lengths
     uniform in ``window_scale`` x window, continuous starts; grid = evenly spaced tiles (a
-    random subset of them if N is fewer). ``sort`` orders each image's windows by start."""
+    random subset of them if N is fewer), in a random order. ``sort`` orders each image's windows by start."""
     shape = (batch, num_tokens)
     if mode == "offgrid":
         start = (torch.rand(shape, generator=generator, device=device) * (length - window + 1)).floor()
@@ -43,11 +43,8 @@ def sample_windows(batch: int, num_tokens: int, length: int, mode: str, window: 
         start = torch.rand(shape, generator=generator, device=device) * (length - size)
     elif mode == "grid":
         tiles = torch.arange(0, length - window + 1, window, device=device).float()
-        if num_tokens < len(tiles):
-            chosen = torch.rand(batch, len(tiles), generator=generator, device=device).argsort(1)[:, :num_tokens]
-            start = tiles[chosen.sort(1).values]
-        else:
-            start = tiles.expand(batch, -1)
+        chosen = torch.rand(batch, len(tiles), generator=generator, device=device).argsort(1)[:, :num_tokens]
+        start = tiles[chosen]  # in a random order (``sort`` orders them): a slot must not tell its place
         size = torch.full(shape, float(window), device=device)
     else:
         raise ValueError(f"mode '{mode}' is not available for signals; choose one of {', '.join(MODES)}")
