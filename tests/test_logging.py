@@ -69,7 +69,8 @@ def test_a_script_that_configures_no_logging_sees_the_lines_the_cli_prints(tmp_p
     if progress == "off":
         assert lines == []
         return
-    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d epoch 1/1 step 1/5 loss .*", lines[1]), lines
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d expected peak memory per process: .*", lines[1]), lines
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d epoch 1/1 step 1/5 loss .*", lines[2]), lines
     assert sum(" step " in line for line in lines) == 3 and lines[-1].split(" ", 2)[2].startswith("epoch 1/1: loss")
 
 

@@ -32,9 +32,19 @@ def test_accumulation_and_checkpointing_learn_what_the_whole_batch_learns(memory
     whole = weights(pretrain(load_config(overrides=EXACT), tmp_path / "whole", train_set=data, progress=False))
     sizes, recomputed = [], []
     step, real_checkpoint = Supervised.training_step, vit.torch.utils.checkpoint.checkpoint
-    monkeypatch.setattr(Supervised, "training_step", lambda self, x, *a: sizes.append(len(x)) or step(self, x, *a))
-    monkeypatch.setattr(vit.torch.utils.checkpoint, "checkpoint", lambda *a, **k: recomputed.append(1) or
-                        real_checkpoint(*a, **k))
+
+    def counted_step(self, x, *rest):
+        if not x.is_meta:  # the memory check's step on the meta device apart
+            sizes.append(len(x))
+        return step(self, x, *rest)
+
+    def counted_checkpoint(function, *inputs, **kw):
+        if not inputs[0].is_meta:
+            recomputed.append(1)
+        return real_checkpoint(function, *inputs, **kw)
+
+    monkeypatch.setattr(Supervised, "training_step", counted_step)
+    monkeypatch.setattr(vit.torch.utils.checkpoint, "checkpoint", counted_checkpoint)
     cfg = load_config(overrides=[*EXACT, *memory])
     split = weights(pretrain(cfg, tmp_path / "split", train_set=data, progress=False))
     assert sizes == [16 // cfg.train.accumulate_steps] * (2 * cfg.train.accumulate_steps)  # 2 steps of micro-batches
@@ -120,11 +130,39 @@ def test_a_batch_that_cannot_fit_the_device_is_refused_before_work_and_one_that_
     data = make_demo_images(32, seed=0)
     needed = memory.expected_peak(load_config(overrides=MEASURED), 0, (32, 32), 3, 1)["total"]
     monkeypatch.setattr(memory, "capacity", lambda device: needed // 2)  # a device half the size needed
-    with pytest.raises(ConfigError, match="train.batch_size 32 cannot fit: expected peak device memory per "
+    with pytest.raises(ConfigError, match="train.batch_size 32 cannot fit: expected peak memory per "
                                           "process: .* raise train.accumulate_steps"):
         pretrain(cfg, tmp_path / "run", train_set=data, progress=False)
     assert not (tmp_path / "run").exists()
     monkeypatch.setattr(memory, "capacity", lambda device: needed * 2)
     with caplog.at_level("INFO", logger="spatialssl"):
         pretrain(cfg, tmp_path / "run", train_set=data, progress=True)
-    assert any("expected peak device memory per process" in r.getMessage() for r in caplog.records)
+    assert any("expected peak memory per process" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("overrides", [["model.backbone=resnet8", "method.name=simclr"], [],
+                                       ["model.backbone=resnet8", "method.name=sr", "method.num_patches=3",
+                                        "method.patch_size=8"]])
+def test_a_large_micro_batch_is_extrapolated_to_what_measuring_it_whole_finds(overrides, monkeypatch):
+    from spatialssl.engine import memory
+
+    cfg = load_config(overrides=[*MEASURED, "train.batch_size=256", *overrides])  # PART's ViT where none is named
+    extrapolated = memory.expected_peak(cfg, 0, (32, 32), 3, 1)
+    monkeypatch.setattr(memory, "MEASURED_WHOLE", 256)
+    whole = memory.expected_peak(cfg, 0, (32, 32), 3, 1)
+    assert extrapolated["micro_batch"] == whole["micro_batch"] == 256
+    assert abs(extrapolated["activations"] / whole["activations"] - 1) < 0.01  # SimCLR's B^2 similarities included
+
+
+def test_sizes_that_multiply_past_the_machines_memory_are_refused_through_the_cli_before_training(
+        cifar_like, tmp_path, capsys):
+    from spatialssl.cli import main
+
+    out = tmp_path / "run"
+    code = main(["pretrain", "--out", str(out), "--data", str(cifar_like), "--no-progress", "method.name=sr",
+                 "model.backbone=resnet8", "method.num_patches=1024", "method.patch_size=8", "train.batch_size=64",
+                 "train.epochs=1", "train.knn_monitor=0"])  # 1024 patches: 523,776 pairs per image
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and not out.exists()
+    assert err[0].startswith("error: train.batch_size 64 cannot fit: expected peak memory per process: ")
+    assert "lower the sizes that multiply into it (patches" in err[0]

@@ -180,6 +180,26 @@ def test_relation_pairs_positives_match_and_negatives_never_do():
     assert ((left // batch) < (right // batch)).all()  # always two different views
 
 
+def test_relation_negatives_cycle_their_shift_through_every_other_image_in_pair_order():
+    batch, views = 4, 5  # 10 view pairs, shifts 1, 2, 3, 1, 2, ...
+    left, right, target = relation_pairs(batch, views)
+    blocks = [(left[s:s + batch], right[s:s + batch], target[s:s + batch]) for s in range(0, len(left), batch)]
+    view_pairs = [(i, j) for i in range(views) for j in range(i + 1, views)]
+    for p, (i, j) in enumerate(view_pairs):
+        (pl, pr, pt), (nl, nr, nt) = blocks[2 * p], blocks[2 * p + 1]
+        rows = torch.arange(batch)
+        assert torch.equal(pl, i * batch + rows) and torch.equal(pr, j * batch + rows) and pt.all()
+        assert torch.equal(nl, pl) and torch.equal(nr, j * batch + (rows - 1 - p % (batch - 1)) % batch)
+        assert not nt.any()
+
+
+def test_pairs_for_many_views_and_patches_are_built_at_once():
+    left, right, target = relation_pairs(8, 256)  # 32,640 view pairs: one loop step each would take seconds
+    assert len(left) == 8 * 256 * 255 and target.sum() == len(target) / 2
+    patch_left, _ = patch_pairs(2, 1024)
+    assert len(patch_left) == 2 * 1024 * 1023 // 2
+
+
 def test_patch_pairs_are_unordered_pairs_within_one_image():
     batch, n = 4, 3
     left, right = patch_pairs(batch, n)

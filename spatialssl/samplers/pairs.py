@@ -21,15 +21,12 @@ def relation_pairs(batch: int, views: int, device: str = "cpu") -> tuple:
     if batch < 2:
         raise ValueError("relation pairs need at least 2 images per batch for negatives")
     rows = torch.arange(batch, device=device)
-    left, right, target = [], [], []
-    shift = 1
-    for i in range(views):
-        for j in range(i + 1, views):
-            left += [i * batch + rows, i * batch + rows]
-            right += [j * batch + rows, j * batch + (rows - shift) % batch]  # == roll(f_j, shift)
-            target += [torch.ones(batch, device=device), torch.zeros(batch, device=device)]
-            shift = shift + 1 if shift + 1 < batch else 1
-    return torch.cat(left), torch.cat(right), torch.cat(target)
+    first, second = torch.triu_indices(views, views, 1, device=device)  # (i, j), i < j, in raster order
+    shift = 1 + torch.arange(first.numel(), device=device)[:, None] % (batch - 1)  # 1..B-1, cycling per pair
+    left = (first[:, None] * batch + rows).repeat_interleave(2, dim=0)
+    right = torch.stack([second[:, None] * batch + rows, second[:, None] * batch + (rows - shift) % batch], 1)
+    target = torch.tensor([1.0, 0.0], device=device).repeat(first.numel())[:, None].expand(-1, batch)
+    return left.reshape(-1), right.reshape(-1), target.reshape(-1).clone()
 
 
 @lru_cache(maxsize=32)
@@ -37,9 +34,5 @@ def patch_pairs(batch: int, patches: int, device: str = "cpu") -> tuple:
     """Spatial Reasoning's patch aggregation: every unordered pair (i < j) of the N patches
     of the same image, positives only: ``B * (N^2 - N) / 2`` pairs. Returns (left, right)."""
     rows = torch.arange(batch, device=device)
-    left, right = [], []
-    for i in range(patches):
-        for j in range(i + 1, patches):
-            left.append(i * batch + rows)
-            right.append(j * batch + rows)
-    return torch.cat(left), torch.cat(right)
+    first, second = torch.triu_indices(patches, patches, 1, device=device)  # (i, j), i < j, in raster order
+    return (first[:, None] * batch + rows).reshape(-1), (second[:, None] * batch + rows).reshape(-1)
