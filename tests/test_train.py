@@ -228,6 +228,7 @@ def test_a_method_that_makes_its_own_labels_gets_them_for_the_epoch(tmp_path, de
 
     step = SpatialReasoning.training_step
     monkeypatch.setattr(SpatialReasoning, "epoch_labels", epoch_labels)
+
     def recorded_step(self, images, labels, generator):
         if not labels.is_meta:  # the memory check's step on the meta device apart
             seen.append(labels)

@@ -25,8 +25,8 @@ def relation_pairs(batch: int, views: int, device: str = "cpu") -> tuple:
     shift = 1 + torch.arange(first.numel(), device=device)[:, None] % (batch - 1)  # 1..B-1, cycling per pair
     left = (first[:, None] * batch + rows).repeat_interleave(2, dim=0)
     right = torch.stack([second[:, None] * batch + rows, second[:, None] * batch + (rows - shift) % batch], 1)
-    target = torch.tensor([1.0, 0.0], device=device).repeat(first.numel())[:, None].expand(-1, batch)
-    return left.reshape(-1), right.reshape(-1), target.reshape(-1).clone()
+    target = torch.tensor([1.0, 0.0], device=device).repeat_interleave(batch).repeat(first.numel())
+    return left.reshape(-1), right.reshape(-1), target
 
 
 @lru_cache(maxsize=32)
